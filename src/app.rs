@@ -1,0 +1,351 @@
+//! `pixelport serve`: checks the data dir, binds every listener (so a port in use fails before
+//! anything starts), opens the store, then serves S3, images and admin until SIGTERM/SIGINT,
+//! when it stops accepting and gives in-flight requests `shutdown_grace` to finish.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use opendal::Operator;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, StoreKind};
+use crate::credentials::{self, Origin};
+use crate::s3::PixelportS3;
+use crate::s3::access::{KeyAuth, PublicRead};
+use crate::s3::errors::RequestId;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::remote::RemoteStore;
+use crate::store::{DynStore, Spool, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("server.data_dir: {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Listen {
+        key: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("s3 credentials: {0}")]
+    Credentials(#[from] credentials::CredentialsError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("store: {0}")]
+    Backend(#[from] opendal::Error),
+}
+
+/// Creates the data dir if needed and proves it is writable.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), AppError> {
+    let fail = |message: String| AppError::DataDir {
+        path: dir.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn fs_operator(root: &Path) -> Result<Operator, AppError> {
+    Ok(Operator::new(
+        opendal::services::Fs::default().root(&root.to_string_lossy()),
+    )?)
+}
+
+/// Opens the configured store and the spool beside it.
+pub async fn open_store(config: &Config) -> Result<(DynStore, Spool), AppError> {
+    let dir = std::path::absolute(&config.server.data_dir)
+        .unwrap_or_else(|_| config.server.data_dir.clone());
+    let op = fs_operator(&dir)?;
+    let spool = Spool::new(op.clone(), dir.clone());
+    let swept = spool.sweep().map_err(|e| AppError::DataDir {
+        path: dir.join("tmp"),
+        message: e.to_string(),
+    })?;
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "removed temporary files left by an interrupted run"
+        );
+    }
+    let store: DynStore = match config.store.kind {
+        StoreKind::Embedded => {
+            let d = dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(op, &d, true))
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))??,
+            )
+        }
+        StoreKind::Remote => Arc::new(RemoteStore::new(&config.store, &dir)?),
+    };
+    Ok((store, spool))
+}
+
+async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, AppError> {
+    let parsed: SocketAddr = addr.parse().map_err(|e| AppError::Listen {
+        key,
+        addr: addr.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")),
+    })?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|source| AppError::Listen {
+            key,
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+fn request_id() -> String {
+    crate::credentials::random_hex(8).to_uppercase()
+}
+
+pub async fn serve(config: Config) -> Result<(), AppError> {
+    prepare_data_dir(&config.server.data_dir)?;
+    let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
+    let s3_listener = bind("s3.listen", &config.s3.listen).await?;
+    let images_listener = bind("images.listen", &config.images.listen).await?;
+    let admin_listener = bind("admin.listen", &config.admin.listen).await?;
+    let (store, spool) = open_store(&config).await?;
+
+    let endpoint = format!(
+        "http://{}",
+        s3_listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| config.s3.listen.clone())
+    );
+    match &origin {
+        Origin::Config => {
+            tracing::info!(access_key = %keys.access_key, "S3 credentials from the configuration")
+        }
+        Origin::File(p) => {
+            tracing::info!(path = %p.display(), "S3 credentials from the credentials file")
+        }
+        Origin::Generated(p) => {
+            println!(
+                "Generated root S3 credentials and saved them to {path} (mode 0600).\n\
+                 Try:\n  AWS_ACCESS_KEY_ID={ak} AWS_SECRET_ACCESS_KEY={sk} AWS_DEFAULT_REGION={region} aws --endpoint-url {endpoint} s3 ls\n\
+                 Set [s3] access_key and secret_key in the config (or PIXELPORT_S3__ACCESS_KEY / PIXELPORT_S3__SECRET_KEY) to use your own.",
+                path = p.display(),
+                ak = keys.access_key,
+                sk = keys.secret_key,
+                region = config.s3.region,
+            );
+        }
+    }
+
+    let s3 = PixelportS3 {
+        store: store.clone(),
+        spool,
+        max_object_size: config.s3.max_object_size.0,
+        region: config.s3.region.clone(),
+        listeners: Vec::new(),
+    };
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3);
+    builder.set_auth(KeyAuth::new([(
+        keys.access_key.clone(),
+        keys.secret_key.clone(),
+    )]));
+    builder.set_access(PublicRead::new(&config.s3.public_buckets));
+    let s3_service = builder.build();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+
+    let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let svc = s3_service.clone();
+        async move {
+            let rid = request_id();
+            req.extensions_mut().insert(RequestId(rid.clone()));
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let t0 = Instant::now();
+            let mut resp = match svc.call(req.map(s3s::Body::from)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(request_id = %rid, error = ?e, "S3 request failed");
+                    let mut r = hyper::Response::new(s3s::Body::from("internal error".to_owned()));
+                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }
+            };
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            let status = resp.status().as_u16();
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if status >= 500 {
+                tracing::error!(request_id = %rid, %method, path, status, ms, "s3");
+            } else if status >= 400 {
+                tracing::info!(request_id = %rid, %method, path, status, ms, "s3");
+            } else {
+                tracing::debug!(request_id = %rid, %method, path, status, ms, "s3");
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+
+    let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router());
+    let admin =
+        hyper_util::service::TowerToHyperService::new(crate::http::admin_router(store.clone()));
+
+    tracing::info!(
+        s3 = %config.s3.listen, images = %config.images.listen, admin = %config.admin.listen,
+        store = store.kind(), data_dir = %config.server.data_dir.display(),
+        "pixelport {} listening", env!("CARGO_PKG_VERSION")
+    );
+
+    let tasks = vec![
+        tokio::spawn(accept_loop(
+            "s3",
+            s3_listener,
+            s3_svc,
+            stop_rx.clone(),
+            graceful.clone(),
+        )),
+        tokio::spawn(accept_loop(
+            "images",
+            images_listener,
+            images,
+            stop_rx.clone(),
+            graceful.clone(),
+        )),
+        tokio::spawn(accept_loop(
+            "admin",
+            admin_listener,
+            admin,
+            stop_rx.clone(),
+            graceful.clone(),
+        )),
+    ];
+    let janitor = tokio::spawn(expire_uploads_forever(
+        store.clone(),
+        config.s3.multipart_expiry.0,
+        stop_rx.clone(),
+    ));
+
+    wait_for_signal().await;
+    tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    janitor.abort();
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed; bye"),
+        Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
+    }
+    Ok(())
+}
+
+async fn accept_loop<S, B>(
+    name: &'static str,
+    listener: TcpListener,
+    svc: S,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(listener = name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc.clone()).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn expire_uploads_forever(
+    store: DynStore,
+    max_age: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = (max_age / 4).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    loop {
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - max_age.as_secs() as i64;
+        match store.expire_uploads(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted stale multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not expire stale multipart uploads"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Checks the embedded store without changing it (the daemon must not be running).
+pub fn fsck(config: &Config) -> Result<crate::store::embedded::FsckReport, AppError> {
+    if config.store.kind != StoreKind::Embedded {
+        return Err(AppError::Store(StoreError::Internal(
+            "fsck checks the embedded store only (store.kind = \"remote\")".into(),
+        )));
+    }
+    let dir = std::path::absolute(&config.server.data_dir)
+        .unwrap_or_else(|_| config.server.data_dir.clone());
+    let store = EmbeddedStore::open(fs_operator(&dir)?, &dir, false)?;
+    Ok(store.check(false)?)
+}

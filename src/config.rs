@@ -1,0 +1,674 @@
+//! Configuration: defaults, then the TOML file, then `PIXELPORT_<SECTION>__<KEY>`
+//! environment overrides. Every error names the key (or variable) at fault, and
+//! `validate()` runs before anything starts, so nothing runs half-configured.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A byte count written as an integer or as `"64MiB"`, `"5GB"`, `"512k"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (examples: 1048576, \"64MiB\", \"5GiB\")"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// A duration written as seconds (integer) or as `"30s"`, `"5m"`, `"24h"`, `"7d"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a duration (examples: 30, \"30s\", \"5m\", \"24h\")")
+        })?;
+        let d = match unit.trim() {
+            "" | "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            other => {
+                return Err(format!(
+                    "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)"
+                ));
+            }
+        };
+        Ok(Seconds(d))
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            return write!(f, "{ms}ms");
+        }
+        let s = self.0.as_secs();
+        for (name, size) in [("d", 86400), ("h", 3600), ("m", 60)] {
+            if s >= size && s % size == 0 {
+                return write!(f, "{}{name}", s / size);
+            }
+        }
+        write!(f, "{s}s")
+    }
+}
+
+macro_rules! string_or_int_serde {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Int(u64),
+                    Str(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Int(n) => <$t>::from_str(&n.to_string()).map_err(serde::de::Error::custom),
+                    Raw::Str(s) => <$t>::from_str(&s).map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
+}
+string_or_int_serde!(ByteSize);
+string_or_int_serde!(Seconds);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Embedded,
+    Remote,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub s3: S3Config,
+    pub images: ImagesConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the catalog, blobs, credentials and caches live.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// tracing filter directive, e.g. `info` or `pixelport=debug,info`.
+    pub log_level: String,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Seconds,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("STATE_DIRECTORY")
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                // systemd may pass several colon-separated directories: the first one is ours.
+                let s = v.to_string_lossy().into_owned();
+                PathBuf::from(s.split(':').next().unwrap_or_default())
+            })
+            .unwrap_or_else(|| PathBuf::from("./pixelport-data"));
+        Self {
+            data_dir,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_grace: Seconds(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub listen: String,
+    /// Root access key; empty means "generate on first start and keep in data_dir/credentials.toml".
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub max_object_size: ByteSize,
+    /// Buckets whose objects anyone may GET/HEAD without signing.
+    pub public_buckets: Vec<String>,
+    /// Multipart uploads not completed after this long are aborted and their parts deleted.
+    pub multipart_expiry: Seconds,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9000".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            region: "us-east-1".into(),
+            max_object_size: ByteSize(5 << 40),
+            public_buckets: Vec::new(),
+            multipart_expiry: Seconds(Duration::from_secs(7 * 86400)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    pub listen: String,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9001".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Remote only: the cluster's S3 endpoint, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Remote only: the one cluster bucket that holds every Pixelport bucket.
+    pub bucket: String,
+    /// Remote only: key prefix inside `bucket`; Pixelport bucket B, key K lives at `{bucket_prefix}B/K`.
+    pub bucket_prefix: String,
+    /// Remote only: path-style (`endpoint/bucket/key`) rather than virtual-host-style addressing.
+    pub path_style: bool,
+    /// Remote only: per-operation timeout against the cluster.
+    pub timeout: Seconds,
+    /// Remote only: retries of a failed idempotent operation (with backoff).
+    pub retries: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Embedded,
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            bucket: "pixelport".into(),
+            bucket_prefix: String::new(),
+            path_style: true,
+            timeout: Seconds(Duration::from_secs(30)),
+            retries: 3,
+        }
+    }
+}
+
+const SECRET_KEYS: [&str; 2] = ["secret_key", "access_key"];
+
+impl Config {
+    /// Defaults, overlaid by `file` (when given), overlaid by `PIXELPORT_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_owned()),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: origin,
+                message: e.to_string().trim().to_owned(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, addr) in [
+            ("s3.listen", &self.s3.listen),
+            ("images.listen", &self.images.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("`{addr}` is not an address like 127.0.0.1:9000"),
+                )
+            })?;
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.server.log_level).map_err(|e| {
+            invalid(
+                "server.log_level",
+                format!("`{}`: {e}", self.server.log_level),
+            )
+        })?;
+        if self.s3.access_key.is_empty() != self.s3.secret_key.is_empty() {
+            return Err(invalid(
+                "s3.secret_key",
+                "s3.access_key and s3.secret_key must be set together (or both left empty to generate)",
+            ));
+        }
+        if !self.s3.access_key.is_empty() && self.s3.access_key.len() < 3 {
+            return Err(invalid("s3.access_key", "must be at least 3 characters"));
+        }
+        if !self.s3.secret_key.is_empty() && self.s3.secret_key.len() < 8 {
+            return Err(invalid("s3.secret_key", "must be at least 8 characters"));
+        }
+        if self.s3.region.is_empty() {
+            return Err(invalid("s3.region", "must not be empty"));
+        }
+        if self.s3.max_object_size.0 == 0 {
+            return Err(invalid("s3.max_object_size", "must be greater than 0"));
+        }
+        for b in &self.s3.public_buckets {
+            crate::s3::names::validate_bucket_name(b)
+                .map_err(|m| invalid("s3.public_buckets", format!("`{b}`: {m}")))?;
+        }
+        if self.store.kind == StoreKind::Remote {
+            if self.store.endpoint.is_empty() {
+                return Err(invalid(
+                    "store.endpoint",
+                    "required when store.kind = \"remote\"",
+                ));
+            }
+            if !(self.store.endpoint.starts_with("http://")
+                || self.store.endpoint.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "store.endpoint",
+                    format!(
+                        "`{}` must start with http:// or https://",
+                        self.store.endpoint
+                    ),
+                ));
+            }
+            if self.store.bucket.is_empty() {
+                return Err(invalid(
+                    "store.bucket",
+                    "required when store.kind = \"remote\"",
+                ));
+            }
+            if !self.store.bucket_prefix.is_empty() && !self.store.bucket_prefix.ends_with('/') {
+                return Err(invalid("store.bucket_prefix", "must end with `/` when set"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut value =
+            toml::Value::try_from(self).unwrap_or(toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(root) = &mut value {
+            for (_, section) in root.iter_mut() {
+                if let toml::Value::Table(t) = section {
+                    for key in SECRET_KEYS {
+                        if let Some(toml::Value::String(s)) = t.get_mut(key)
+                            && !s.is_empty()
+                        {
+                            *s = mask(s, key == "access_key");
+                        }
+                    }
+                }
+            }
+        }
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+fn mask(s: &str, keep_prefix: bool) -> String {
+    if keep_prefix && s.len() > 6 {
+        format!("{}****", &s[..4])
+    } else {
+        "****".into()
+    }
+}
+
+/// Overlay `PIXELPORT_<SECTION>__<KEY>` variables onto the table. A value takes the type the
+/// key has in the defaults (integer, bool, list as comma-separated, else string).
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = toml::Value::try_from(Config::default())
+        .map_err(|e| invalid("(defaults)", e.to_string()))?;
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in env {
+        if let Some(rest) = k.strip_prefix("PIXELPORT_") {
+            vars.insert(rest.to_owned(), v);
+        }
+    }
+    for (rest, raw) in vars {
+        let var = format!("PIXELPORT_{rest}");
+        let env_err = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            // PIXELPORT_CONFIG and similar are not config keys; ignore names without `__`.
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
+            return Err(env_err(format!("`{section}.{key}` is not a config key")));
+        };
+        let value = match default {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_err(format!("`{raw}` is not an integer")))?,
+            ),
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => return Err(env_err(format!("`{raw}` is not a boolean (true/false)"))),
+                })
+            }
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            _ => toml::Value::String(raw),
+        };
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => {
+                return Err(env_err(format!(
+                    "`{section}` in the config file is not a table"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_and_print() {
+        assert_eq!("64MiB".parse::<ByteSize>(), Ok(ByteSize(64 << 20)));
+        assert_eq!("1048576".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
+        assert_eq!("5 GB".parse::<ByteSize>(), Ok(ByteSize(5_000_000_000)));
+        assert!("5XB".parse::<ByteSize>().is_err());
+        assert!("".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(5 << 40).to_string(), "5TiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(
+            "24h".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_secs(86400)))
+        );
+        assert_eq!(
+            "250ms".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_millis(250)))
+        );
+        assert_eq!(Seconds(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(Seconds(Duration::from_secs(7 * 86400)).to_string(), "7d");
+        assert!("soon".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.s3.listen, "127.0.0.1:9000");
+        assert_eq!(c.images.listen, "127.0.0.1:8080");
+        assert_eq!(c.admin.listen, "127.0.0.1:9001");
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+    }
+
+    #[test]
+    fn env_overrides_take_the_default_type() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("PIXELPORT_S3__LISTEN", "127.0.0.1:9100"),
+                ("PIXELPORT_SERVER__DATA_DIR", "/tmp/x"),
+                ("PIXELPORT_S3__PUBLIC_BUCKETS", "pub-a, pub-b"),
+                ("PIXELPORT_STORE__PATH_STYLE", "false"),
+                ("PIXELPORT_STORE__RETRIES", "7"),
+                ("PIXELPORT_S3__MAX_OBJECT_SIZE", "1MiB"),
+                ("PIXELPORT_CONFIG", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.s3.listen, "127.0.0.1:9100");
+        assert_eq!(c.server.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.s3.public_buckets, vec!["pub-a", "pub-b"]);
+        assert!(!c.store.path_style);
+        assert_eq!(c.store.retries, 7);
+        assert_eq!(c.s3.max_object_size, ByteSize(1 << 20));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, env(&[("PIXELPORT_S3__LISTNE", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PIXELPORT_S3__LISTNE") && e.contains("s3.listne"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("PIXELPORT_STORE__RETRIES", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PIXELPORT_STORE__RETRIES"), "{e}");
+        let e = Config::load(None, env(&[("PIXELPORT_S3__LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3.listen"), "{e}");
+        let e = Config::load(None, env(&[("PIXELPORT_S3__MAX_OBJECT_SIZE", "big")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_object_size"), "{e}");
+        let e = Config::load(None, env(&[("PIXELPORT_STORE__KIND", "remote")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.endpoint"), "{e}");
+        let e = Config::load(None, env(&[("PIXELPORT_S3__ACCESS_KEY", "abc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3.secret_key"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[s3]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[nosuch]\nx = 1\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("nosuch"), "{e}");
+        std::fs::write(&p, "[server]\nshutdown_grace = \"forever\"\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("shutdown_grace") || e.contains("forever"), "{e}");
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("PIXELPORT_S3__ACCESS_KEY", "AKIAEXAMPLE123"),
+                ("PIXELPORT_S3__SECRET_KEY", "supersecretvalue"),
+            ]),
+        )
+        .unwrap();
+        let out = c.to_masked_toml();
+        assert!(!out.contains("supersecretvalue"), "{out}");
+        assert!(!out.contains("AKIAEXAMPLE123"), "{out}");
+        assert!(out.contains("AKIA****"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    /// Every key of every section appears in config/pixelport.toml, and the file parses to the defaults.
+    #[test]
+    fn the_example_file_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pixelport.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut section = String::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let l = line.trim_start_matches('#').trim();
+            if l.starts_with('[') && l.ends_with(']') && !l.contains(' ') {
+                section = l.trim_matches(|c| c == '[' || c == ']').to_owned();
+            } else if let Some((k, _)) = l.split_once(" = ") {
+                seen.insert(format!("{section}.{}", k.trim()));
+            }
+        }
+        for (s, table) in defaults.as_table().unwrap() {
+            for k in table.as_table().unwrap().keys() {
+                assert!(
+                    seen.contains(&format!("{s}.{k}")),
+                    "config/pixelport.toml does not document {s}.{k}"
+                );
+            }
+        }
+        let parsed = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(toml::Value::try_from(&parsed).unwrap(), defaults);
+    }
+}

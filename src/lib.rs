@@ -1,0 +1,9 @@
+//! Pixelport: a self-hosted image CDN in one daemon: an S3-compatible store, an
+//! imgproxy-compatible image endpoint and a derivative cache. See docs/ and ARCHITECTURE.
+
+pub mod app;
+pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod s3;
+pub mod store;

@@ -1,0 +1,62 @@
+//! Store errors become S3 errors here, one by one, so each gets its own code and status.
+//! Our own faults are logged with the request id; client faults are not errors in the log.
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+
+use crate::store::StoreError;
+
+/// The id the HTTP layer gave this request (an extension on every request).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub fn request_id(ext: &http::Extensions) -> &str {
+    ext.get::<RequestId>().map_or("-", |r| r.0.as_str())
+}
+
+pub fn store_error(e: StoreError, rid: &str) -> S3Error {
+    match e {
+        StoreError::NoSuchBucket(b) => {
+            s3_error!(NoSuchBucket, "The specified bucket does not exist: {b}")
+        }
+        StoreError::NoSuchKey(k) => s3_error!(NoSuchKey, "The specified key does not exist: {k}"),
+        StoreError::BucketExists(b) => {
+            s3_error!(BucketAlreadyOwnedByYou, "You already own the bucket {b}")
+        }
+        StoreError::BucketNotEmpty(b) => s3_error!(BucketNotEmpty, "The bucket {b} is not empty"),
+        StoreError::NoSuchUpload(u) => {
+            s3_error!(NoSuchUpload, "The specified upload does not exist: {u}")
+        }
+        StoreError::InvalidPart(m) => S3Error::with_message(S3ErrorCode::InvalidPart, m),
+        e @ StoreError::InvalidPartOrder => {
+            S3Error::with_message(S3ErrorCode::InvalidPartOrder, e.to_string())
+        }
+        e @ StoreError::EntityTooSmall { .. } => {
+            S3Error::with_message(S3ErrorCode::EntityTooSmall, e.to_string())
+        }
+        e @ StoreError::EntityTooLarge { .. } => {
+            S3Error::with_message(S3ErrorCode::EntityTooLarge, e.to_string())
+        }
+        e @ StoreError::InvalidRange { .. } => {
+            S3Error::with_message(S3ErrorCode::InvalidRange, e.to_string())
+        }
+        StoreError::BadDigest(m) => S3Error::with_message(S3ErrorCode::BadDigest, m),
+        StoreError::IncompleteBody(m) => {
+            tracing::info!(request_id = rid, cause = %m, "request body ended early");
+            S3Error::with_message(
+                S3ErrorCode::IncompleteBody,
+                format!("The request body ended early: {m}"),
+            )
+        }
+        StoreError::Unavailable(m) => {
+            tracing::warn!(request_id = rid, cause = %m, "storage backend unavailable");
+            s3_error!(SlowDown, "The storage backend is unavailable; retry later")
+        }
+        StoreError::Internal(m) => {
+            tracing::error!(request_id = rid, cause = %m, "internal storage error");
+            s3_error!(
+                InternalError,
+                "We encountered an internal error. Please try again. (request id {rid})"
+            )
+        }
+    }
+}

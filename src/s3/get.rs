@@ -1,0 +1,260 @@
+//! GetObject and HeadObject: ranges, conditional requests (304/412), response-* overrides,
+//! and checksums in checksum mode.
+
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::{PixelportS3, parse_http_date, strong_etag, timestamp};
+use crate::store::{ObjectInfo, ReadRange, StoreError};
+
+pub(crate) fn to_read_range(r: &Range) -> ReadRange {
+    match *r {
+        Range::Int { first, last } => ReadRange::FromTo { first, last },
+        Range::Suffix { length } => ReadRange::Suffix { len: length },
+    }
+}
+
+fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
+}
+
+fn seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+fn unix(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+/// The precondition rules of RFC 9110 §13.2.2 as S3 applies them.
+pub(crate) fn check_conditions(
+    info: &ObjectInfo,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let modified = seconds(info.last_modified_ms);
+    if let Some(c) = if_match {
+        if !etag_matches(c, &info.etag) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold (If-Match)"
+            ));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && modified > unix(t)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold (If-Unmodified-Since)"
+        ));
+    }
+    if let Some(c) = if_none_match {
+        if etag_matches(c, &info.etag) {
+            return Err(not_modified(info));
+        }
+    } else if let Some(t) = if_modified_since
+        && modified <= unix(t)
+    {
+        return Err(not_modified(info));
+    }
+    Ok(())
+}
+
+fn not_modified(info: &ObjectInfo) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", info.etag)) {
+        headers.insert(http::header::ETAG, v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+pub async fn get_object(
+    s: &PixelportS3,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let ext = &req.extensions;
+    let info = s
+        .store
+        .head_object(&input.bucket, &input.key)
+        .await
+        .map_err(|e| s.err(e, ext))?;
+    check_conditions(
+        &info,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    )?;
+    let range = input.range.as_ref().map(to_read_range);
+    if let Some(r) = range
+        && r.resolve(info.size).is_none()
+    {
+        return Err(s.err(StoreError::InvalidRange { size: info.size }, ext));
+    }
+    let (info, stream, span) = s
+        .store
+        .read_object(&input.bucket, &input.key, range)
+        .await
+        .map_err(|e| s.err(e, ext))?;
+    // The object may have changed between the HEAD and the read: re-check If-Match.
+    if let Some(c) = input.if_match.as_ref()
+        && !etag_matches(c, &info.etag)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold (If-Match)"
+        ));
+    }
+    let len = span.end - span.start;
+    let content_range = range.map(|_| {
+        format!(
+            "bytes {}-{}/{}",
+            span.start,
+            span.end.saturating_sub(1),
+            info.size
+        )
+    });
+    let whole = range.is_none();
+    let checksums = if whole
+        && input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+    {
+        info.checksums.clone()
+    } else {
+        Default::default()
+    };
+    let a = &info.attrs;
+    let output = GetObjectOutput {
+        body: Some(StreamingBlob::wrap(stream)),
+        content_length: Some(len as i64),
+        content_range,
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(strong_etag(&info.etag)),
+        last_modified: Some(timestamp(info.last_modified_ms)),
+        content_type: input
+            .response_content_type
+            .or_else(|| a.content_type.clone())
+            .or_else(|| Some("binary/octet-stream".into())),
+        cache_control: input
+            .response_cache_control
+            .or_else(|| a.cache_control.clone()),
+        content_disposition: input
+            .response_content_disposition
+            .or_else(|| a.content_disposition.clone()),
+        content_encoding: input
+            .response_content_encoding
+            .or_else(|| a.content_encoding.clone()),
+        content_language: input
+            .response_content_language
+            .or_else(|| a.content_language.clone()),
+        expires: input
+            .response_expires
+            .or_else(|| a.expires.as_deref().and_then(parse_http_date)),
+        metadata: (!a.user_metadata.is_empty())
+            .then(|| a.user_metadata.clone().into_iter().collect()),
+        checksum_crc32: checksums.crc32,
+        checksum_crc32c: checksums.crc32c,
+        checksum_sha1: checksums.sha1,
+        checksum_sha256: checksums.sha256,
+        checksum_crc64nvme: checksums.crc64nvme,
+        parts_count: (info.parts > 0).then_some(info.parts as i32),
+        ..Default::default()
+    };
+    let mut resp = S3Response::new(output);
+    if range.is_some() {
+        resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(resp)
+}
+
+pub async fn head_object(
+    s: &PixelportS3,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let info = s
+        .store
+        .head_object(&input.bucket, &input.key)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    check_conditions(
+        &info,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    )?;
+    let mut len = info.size;
+    let mut content_range = None;
+    if let Some(r) = input.range.as_ref() {
+        let span = to_read_range(r).resolve(info.size).ok_or_else(|| {
+            s.err(
+                StoreError::InvalidRange { size: info.size },
+                &req.extensions,
+            )
+        })?;
+        len = span.end - span.start;
+        content_range = Some(format!(
+            "bytes {}-{}/{}",
+            span.start,
+            span.end - 1,
+            info.size
+        ));
+    }
+    let checksums = if input
+        .checksum_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+    {
+        info.checksums.clone()
+    } else {
+        Default::default()
+    };
+    let a = &info.attrs;
+    let output = HeadObjectOutput {
+        content_length: Some(len as i64),
+        content_range,
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(strong_etag(&info.etag)),
+        last_modified: Some(timestamp(info.last_modified_ms)),
+        content_type: input
+            .response_content_type
+            .or_else(|| a.content_type.clone())
+            .or_else(|| Some("binary/octet-stream".into())),
+        cache_control: input
+            .response_cache_control
+            .or_else(|| a.cache_control.clone()),
+        content_disposition: input
+            .response_content_disposition
+            .or_else(|| a.content_disposition.clone()),
+        content_encoding: input
+            .response_content_encoding
+            .or_else(|| a.content_encoding.clone()),
+        content_language: input
+            .response_content_language
+            .or_else(|| a.content_language.clone()),
+        expires: input
+            .response_expires
+            .or_else(|| a.expires.as_deref().and_then(parse_http_date)),
+        metadata: (!a.user_metadata.is_empty())
+            .then(|| a.user_metadata.clone().into_iter().collect()),
+        checksum_crc32: checksums.crc32,
+        checksum_crc32c: checksums.crc32c,
+        checksum_sha1: checksums.sha1,
+        checksum_sha256: checksums.sha256,
+        checksum_crc64nvme: checksums.crc64nvme,
+        parts_count: (info.parts > 0).then_some(info.parts as i32),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}

@@ -1,0 +1,251 @@
+//! The S3 API: `s3s::S3` implemented once over `Store`. Each group of operations lives in its
+//! own file (`bucket`, `get`, `put`, `list`, `multipart`); this file holds the shared state,
+//! the conversions, and the one `impl S3` that delegates to them.
+
+pub mod access;
+pub mod bucket;
+pub mod errors;
+pub mod get;
+pub mod list;
+pub mod multipart;
+pub mod names;
+pub mod put;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use crate::store::{DynStore, ObjectAttrs, Spool, StoreError};
+
+/// Called after a write through the S3 API changed an object, before the response is sent
+/// (the derivative cache hooks in here).
+pub trait ChangeListener: Send + Sync + 'static {
+    fn object_changed(&self, bucket: &str, key: &str);
+}
+
+pub struct PixelportS3 {
+    pub store: DynStore,
+    pub spool: Spool,
+    pub max_object_size: u64,
+    pub region: String,
+    pub listeners: Vec<Arc<dyn ChangeListener>>,
+}
+
+impl PixelportS3 {
+    pub(crate) fn err(&self, e: StoreError, ext: &http::Extensions) -> S3Error {
+        errors::store_error(e, errors::request_id(ext))
+    }
+
+    pub(crate) fn changed(&self, bucket: &str, key: &str) {
+        for l in &self.listeners {
+            l.object_changed(bucket, key);
+        }
+    }
+}
+
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    Timestamp::from(t)
+}
+
+pub(crate) fn strong_etag(s: &str) -> ETag {
+    ETag::Strong(s.to_owned())
+}
+
+pub(crate) fn invalid_argument(msg: impl Into<String>) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InvalidArgument, msg.into())
+}
+
+pub(crate) fn check_key(key: &str) -> S3Result<()> {
+    names::validate_key(key).map_err(|m| {
+        if key.is_empty() {
+            S3Error::with_message(S3ErrorCode::InvalidArgument, m)
+        } else {
+            S3Error::with_message(S3ErrorCode::KeyTooLongError, m)
+        }
+    })
+}
+
+/// Formats an RFC 7231 date for the `Expires` attribute we keep as a string.
+pub(crate) fn http_date(t: &Timestamp) -> Option<String> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+    String::from_utf8(buf).ok()
+}
+
+pub(crate) fn parse_http_date(s: &str) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attrs_from(
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<Timestamp>,
+    metadata: Option<Metadata>,
+) -> ObjectAttrs {
+    ObjectAttrs {
+        content_type,
+        cache_control,
+        content_disposition,
+        // aws-chunked is a transfer detail of the upload, not the object's encoding.
+        content_encoding: content_encoding.and_then(|v| {
+            let rest: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.eq_ignore_ascii_case("aws-chunked") && !p.is_empty())
+                .collect();
+            (!rest.is_empty()).then(|| rest.join(","))
+        }),
+        content_language,
+        expires: expires.as_ref().and_then(http_date),
+        user_metadata: metadata
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for PixelportS3 {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        bucket::list_buckets(self, req).await
+    }
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        bucket::create_bucket(self, req).await
+    }
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        bucket::head_bucket(self, req).await
+    }
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        bucket::delete_bucket(self, req).await
+    }
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        bucket::get_bucket_location(self, req).await
+    }
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        bucket::get_bucket_versioning(self, req).await
+    }
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        get::get_object(self, req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        get::head_object(self, req).await
+    }
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        put::put_object(self, req).await
+    }
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        put::copy_object(self, req).await
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        put::delete_object(self, req).await
+    }
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        put::delete_objects(self, req).await
+    }
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        list::list_objects(self, req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        list::list_objects_v2(self, req).await
+    }
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        list::list_object_versions(self, req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
+    }
+}

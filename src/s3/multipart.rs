@@ -1,0 +1,367 @@
+//! Multipart uploads: create, upload part (and part copy), complete, abort, and the two listings.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::get::to_read_range;
+use super::put::{Declared, copy_source};
+use super::{PixelportS3, attrs_from, check_key, invalid_argument, strong_etag, timestamp};
+use crate::store::spool::ChecksumSet;
+use crate::store::{CompletedPart as StoreCompleted, MAX_PART_NUMBER, StoreError};
+
+fn check_part_number(n: i32) -> S3Result<()> {
+    if !(1..=MAX_PART_NUMBER).contains(&n) {
+        return Err(invalid_argument(format!(
+            "Part number must be an integer between 1 and {MAX_PART_NUMBER}, not {n}"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    s: &PixelportS3,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let attrs = attrs_from(
+        input.content_type,
+        input.cache_control,
+        input.content_disposition,
+        input.content_encoding,
+        input.content_language,
+        input.expires,
+        input.metadata,
+    );
+    let alg = input
+        .checksum_algorithm
+        .as_ref()
+        .map(|a| a.as_str().to_owned());
+    let id = s
+        .store
+        .create_upload(&input.bucket, &input.key, attrs, alg)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(id),
+        checksum_algorithm: input.checksum_algorithm,
+        ..Default::default()
+    }))
+}
+
+pub async fn upload_part(
+    s: &PixelportS3,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let ext = req.extensions;
+    let input = req.input;
+    check_part_number(input.part_number)?;
+    if let Some(len) = input.content_length
+        && len as u64 > s.max_object_size
+    {
+        return Err(s.err(
+            StoreError::EntityTooLarge {
+                max: s.max_object_size,
+            },
+            &ext,
+        ));
+    }
+    // Fail fast on an unknown upload before reading the body.
+    s.store
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let declared = Declared::new(
+        &req.headers,
+        input.content_md5,
+        input.checksum_algorithm.as_ref(),
+        input.checksum_crc32,
+        input.checksum_crc32c,
+        input.checksum_sha1,
+        input.checksum_sha256,
+        input.checksum_crc64nvme,
+    )?;
+    let Some(body) = input.body else {
+        return Err(s3_error!(IncompleteBody, "The request has no body"));
+    };
+    let spooled = s
+        .spool
+        .spool(body, declared.want, s.max_object_size)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    declared
+        .verify(&spooled, req.trailing_headers)
+        .map_err(|e| s.err(e, &ext))?;
+    let part = s
+        .store
+        .put_part(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            spooled,
+        )
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let c = part.checksums;
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(strong_etag(&part.etag)),
+        checksum_crc32: c.crc32,
+        checksum_crc32c: c.crc32c,
+        checksum_sha1: c.sha1,
+        checksum_sha256: c.sha256,
+        checksum_crc64nvme: c.crc64nvme,
+        ..Default::default()
+    }))
+}
+
+/// Parses `bytes=first-last` as S3 accepts it for x-amz-copy-source-range.
+fn parse_copy_range(v: &str) -> S3Result<Range> {
+    let bad = || {
+        invalid_argument(format!(
+            "The x-amz-copy-source-range `{v}` must look like bytes=first-last"
+        ))
+    };
+    let rest = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = rest.split_once('-').ok_or_else(bad)?;
+    let first: u64 = a.parse().map_err(|_| bad())?;
+    let last: u64 = b.parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
+    }
+    Ok(Range::Int {
+        first,
+        last: Some(last),
+    })
+}
+
+pub async fn upload_part_copy(
+    s: &PixelportS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let ext = req.extensions;
+    let input = req.input;
+    check_part_number(input.part_number)?;
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    s.store
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let src = s
+        .store
+        .head_object(&src_bucket, &src_key)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    super::get::check_conditions(
+        &src,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )
+    .map_err(|e| {
+        if e.code() == &s3s::S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "The copy source was not modified")
+        } else {
+            e
+        }
+    })?;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(parse_copy_range)
+        .transpose()?;
+    let range = range.as_ref().map(to_read_range);
+    if let Some(r) = range
+        && r.resolve(src.size)
+            .is_none_or(|span| span.end - span.start != r_len(r))
+    {
+        return Err(s.err(StoreError::InvalidRange { size: src.size }, &ext));
+    }
+    let (_, stream, _) = s
+        .store
+        .read_object(&src_bucket, &src_key, range)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let spooled = s
+        .spool
+        .spool(stream, ChecksumSet::default(), s.max_object_size)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let part = s
+        .store
+        .put_part(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            spooled,
+        )
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(strong_etag(&part.etag)),
+            last_modified: Some(timestamp(part.last_modified_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+fn r_len(r: crate::store::ReadRange) -> u64 {
+    match r {
+        crate::store::ReadRange::FromTo {
+            first,
+            last: Some(last),
+        } => last - first + 1,
+        _ => 0,
+    }
+}
+
+pub async fn complete(
+    s: &PixelportS3,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let Some(parts) = input.multipart_upload.and_then(|m| m.parts) else {
+        return Err(s3_error!(
+            MalformedXML,
+            "The XML you provided did not list any parts"
+        ));
+    };
+    let mut list = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (Some(n), Some(etag)) = (p.part_number, p.e_tag) else {
+            return Err(s3_error!(
+                MalformedXML,
+                "Every part needs a PartNumber and an ETag"
+            ));
+        };
+        list.push(StoreCompleted {
+            part_number: n,
+            etag: etag.value().to_owned(),
+        });
+    }
+    let info = s
+        .store
+        .complete_upload(&input.bucket, &input.key, &input.upload_id, &list)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    s.changed(&input.bucket, &input.key);
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(strong_etag(&info.etag)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    }))
+}
+
+pub async fn abort(
+    s: &PixelportS3,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let input = req.input;
+    s.store
+        .abort_upload(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub async fn list_parts(
+    s: &PixelportS3,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let (upload, parts) = s
+        .store
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let marker = input.part_number_marker.unwrap_or(0);
+    let rest: Vec<_> = parts
+        .into_iter()
+        .filter(|p| p.part_number > marker)
+        .collect();
+    let truncated = rest.len() > max;
+    let page: Vec<_> = rest.into_iter().take(max).collect();
+    let next = page.last().map(|p| p.part_number);
+    let out = page
+        .into_iter()
+        .map(|p| Part {
+            part_number: Some(p.part_number),
+            size: Some(p.size as i64),
+            e_tag: Some(strong_etag(&p.etag)),
+            last_modified: Some(timestamp(p.last_modified_ms)),
+            checksum_crc32: p.checksums.crc32,
+            checksum_crc32c: p.checksums.crc32c,
+            checksum_sha1: p.checksums.sha1,
+            checksum_sha256: p.checksums.sha256,
+            checksum_crc64nvme: p.checksums.crc64nvme,
+        })
+        .collect();
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        max_parts: Some(max as i32),
+        part_number_marker: Some(marker),
+        next_part_number_marker: next,
+        is_truncated: Some(truncated),
+        parts: Some(out),
+        checksum_algorithm: upload.checksum_algorithm.map(ChecksumAlgorithm::from),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        ..Default::default()
+    }))
+}
+
+pub async fn list_uploads(
+    s: &PixelportS3,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let uploads = s
+        .store
+        .list_uploads(&input.bucket, &prefix)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+    let key_marker = input.key_marker.clone().unwrap_or_default();
+    let rest: Vec<_> = uploads
+        .into_iter()
+        .filter(|u| key_marker.is_empty() || u.key > key_marker)
+        .collect();
+    let truncated = rest.len() > max;
+    let page: Vec<_> = rest.into_iter().take(max).collect();
+    let next_key = page.last().map(|u| u.key.clone());
+    let next_id = page.last().map(|u| u.upload_id.clone());
+    let list = page
+        .into_iter()
+        .map(|u| MultipartUpload {
+            key: Some(u.key),
+            upload_id: Some(u.upload_id),
+            initiated: Some(timestamp(u.initiated_ms)),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            checksum_algorithm: u.checksum_algorithm.map(ChecksumAlgorithm::from),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(truncated),
+        next_key_marker: if truncated { next_key } else { None },
+        next_upload_id_marker: if truncated { next_id } else { None },
+        uploads: Some(list),
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,412 @@
+//! Writes: PutObject, CopyObject, DeleteObject, DeleteObjects, and the body verification they
+//! share with UploadPart (Content-MD5 and x-amz-checksum-* from headers or aws-chunked
+//! trailers, checked before anything becomes visible).
+
+use base64::Engine;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::get::check_conditions;
+use super::{PixelportS3, attrs_from, check_key, strong_etag, timestamp};
+use crate::store::spool::ChecksumSet;
+use crate::store::{Checksums, ObjectAttrs, Spooled, StoreError};
+
+/// Checksums the client declared in headers; trailer values are filled in after the body.
+#[derive(Default)]
+pub(crate) struct Declared {
+    pub md5: Option<String>,
+    pub sums: Checksums,
+    pub want: ChecksumSet,
+}
+
+impl Declared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        headers: &http::HeaderMap,
+        md5: Option<String>,
+        algorithm: Option<&ChecksumAlgorithm>,
+        crc32: Option<String>,
+        crc32c: Option<String>,
+        sha1: Option<String>,
+        sha256: Option<String>,
+        crc64nvme: Option<String>,
+    ) -> S3Result<Declared> {
+        let mut want = ChecksumSet {
+            crc32: crc32.is_some(),
+            crc32c: crc32c.is_some(),
+            sha1: sha1.is_some(),
+            sha256: sha256.is_some(),
+            crc64nvme: crc64nvme.is_some(),
+        };
+        if let Some(a) = algorithm {
+            want = want
+                .with_algorithm(a.as_str())
+                .map_err(super::invalid_argument)?;
+        }
+        for t in headers.get_all("x-amz-trailer") {
+            for name in t.to_str().unwrap_or_default().split(',') {
+                if let Some(alg) = name
+                    .trim()
+                    .to_ascii_lowercase()
+                    .strip_prefix("x-amz-checksum-")
+                {
+                    want = want.with_algorithm(alg).map_err(super::invalid_argument)?;
+                }
+            }
+        }
+        Ok(Declared {
+            md5,
+            sums: Checksums {
+                crc32,
+                crc32c,
+                sha1,
+                sha256,
+                crc64nvme,
+            },
+            want,
+        })
+    }
+
+    /// Compares what was declared (headers, then trailers) with what the body hashed to.
+    pub fn verify(
+        mut self,
+        spooled: &Spooled,
+        trailers: Option<s3s::TrailingHeaders>,
+    ) -> Result<(), StoreError> {
+        if let Some(t) = trailers.and_then(|t| t.take()) {
+            let get = |n: &str| t.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            self.sums.crc32 = self.sums.crc32.or(get("x-amz-checksum-crc32"));
+            self.sums.crc32c = self.sums.crc32c.or(get("x-amz-checksum-crc32c"));
+            self.sums.sha1 = self.sums.sha1.or(get("x-amz-checksum-sha1"));
+            self.sums.sha256 = self.sums.sha256.or(get("x-amz-checksum-sha256"));
+            self.sums.crc64nvme = self.sums.crc64nvme.or(get("x-amz-checksum-crc64nvme"));
+        }
+        if let Some(md5) = &self.md5 {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(md5.trim())
+                .map_err(|_| {
+                    StoreError::BadDigest(format!("the Content-MD5 `{md5}` is not valid base64"))
+                })?;
+            if raw.as_slice() != spooled.md5 {
+                return Err(StoreError::BadDigest(
+                    "The Content-MD5 you specified did not match what we received.".into(),
+                ));
+            }
+        }
+        let got = &spooled.checksums;
+        for (name, declared, computed) in [
+            ("CRC32", &self.sums.crc32, &got.crc32),
+            ("CRC32C", &self.sums.crc32c, &got.crc32c),
+            ("SHA1", &self.sums.sha1, &got.sha1),
+            ("SHA256", &self.sums.sha256, &got.sha256),
+            ("CRC64NVME", &self.sums.crc64nvme, &got.crc64nvme),
+        ] {
+            if let Some(d) = declared
+                && Some(d) != computed.as_ref()
+            {
+                return Err(StoreError::BadDigest(format!(
+                    "The {name} you specified did not match the calculated checksum (declared {d}, computed {}).",
+                    computed.as_deref().unwrap_or("nothing")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn put_object(
+    s: &PixelportS3,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let ext = req.extensions;
+    let input = req.input;
+    check_key(&input.key)?;
+    s.store
+        .head_bucket(&input.bucket)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    if let Some(len) = input.content_length
+        && len as u64 > s.max_object_size
+    {
+        return Err(s.err(
+            StoreError::EntityTooLarge {
+                max: s.max_object_size,
+            },
+            &ext,
+        ));
+    }
+    let declared = Declared::new(
+        &req.headers,
+        input.content_md5,
+        input.checksum_algorithm.as_ref(),
+        input.checksum_crc32,
+        input.checksum_crc32c,
+        input.checksum_sha1,
+        input.checksum_sha256,
+        input.checksum_crc64nvme,
+    )?;
+    let Some(body) = input.body else {
+        return Err(s3_error!(IncompleteBody, "The request has no body"));
+    };
+    let spooled = s
+        .spool
+        .spool(body, declared.want, s.max_object_size)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    declared
+        .verify(&spooled, req.trailing_headers)
+        .map_err(|e| s.err(e, &ext))?;
+    if input.if_none_match.is_some() || input.if_match.is_some() {
+        match s.store.head_object(&input.bucket, &input.key).await {
+            Ok(existing) => check_write_conditions(
+                Some(&existing.etag),
+                input.if_match.as_ref(),
+                input.if_none_match.as_ref(),
+            )?,
+            Err(StoreError::NoSuchKey(_)) => {
+                check_write_conditions(None, input.if_match.as_ref(), input.if_none_match.as_ref())?
+            }
+            Err(e) => return Err(s.err(e, &ext)),
+        }
+    }
+    let attrs = attrs_from(
+        input.content_type,
+        input.cache_control,
+        input.content_disposition,
+        input.content_encoding,
+        input.content_language,
+        input.expires,
+        input.metadata,
+    );
+    let info = s
+        .store
+        .put_object(&input.bucket, &input.key, spooled, attrs)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    s.changed(&input.bucket, &input.key);
+    let c = info.checksums;
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(strong_etag(&info.etag)),
+        checksum_crc32: c.crc32,
+        checksum_crc32c: c.crc32c,
+        checksum_sha1: c.sha1,
+        checksum_sha256: c.sha256,
+        checksum_crc64nvme: c.crc64nvme,
+        ..Default::default()
+    }))
+}
+
+/// Conditional writes: `If-None-Match: *` (create only) and `If-Match: etag` (replace only that).
+fn check_write_conditions(
+    existing: Option<&str>,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<()> {
+    if let Some(c) = if_none_match
+        && existing.is_some()
+        && (c.is_any() || c.as_etag().is_some_and(|e| Some(e.value()) == existing))
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold (If-None-Match)"
+        ));
+    }
+    if let Some(c) = if_match {
+        let ok = match (existing, c) {
+            (None, _) => false,
+            (Some(_), ETagCondition::Any) => true,
+            (Some(e), ETagCondition::ETag(want)) => want.value() == e,
+        };
+        if !ok {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold (If-Match)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "Access point copy sources are not supported"
+        )),
+    }
+}
+
+pub async fn copy_object(
+    s: &PixelportS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let ext = req.extensions;
+    let input = req.input;
+    check_key(&input.key)?;
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    s.store
+        .head_bucket(&input.bucket)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    let src = s
+        .store
+        .head_object(&src_bucket, &src_key)
+        .await
+        .map_err(|e| s.err(e, &ext))?;
+    check_conditions(
+        &src,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )
+    .map_err(|e| {
+        if e.code() == &S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "The copy source was not modified")
+        } else {
+            e
+        }
+    })?;
+    let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+        None | Some(MetadataDirective::COPY) => false,
+        Some(MetadataDirective::REPLACE) => true,
+        Some(other) => {
+            return Err(super::invalid_argument(format!(
+                "Unknown metadata directive `{other}`"
+            )));
+        }
+    };
+    let attrs: ObjectAttrs = if replace {
+        attrs_from(
+            input.content_type,
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+            input.metadata,
+        )
+    } else {
+        src.attrs.clone()
+    };
+    let info = if src_bucket == input.bucket && src_key == input.key {
+        if !replace {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+            ));
+        }
+        s.store
+            .replace_attrs(&input.bucket, &input.key, attrs)
+            .await
+            .map_err(|e| s.err(e, &ext))?
+    } else {
+        let (_, stream, _) = s
+            .store
+            .read_object(&src_bucket, &src_key, None)
+            .await
+            .map_err(|e| s.err(e, &ext))?;
+        let mut want = ChecksumSet::default();
+        for (alg, present) in [
+            ("CRC32", src.checksums.crc32.is_some()),
+            ("CRC32C", src.checksums.crc32c.is_some()),
+            ("SHA1", src.checksums.sha1.is_some()),
+            ("SHA256", src.checksums.sha256.is_some()),
+            ("CRC64NVME", src.checksums.crc64nvme.is_some()),
+        ] {
+            if present {
+                want = want.with_algorithm(alg).map_err(super::invalid_argument)?;
+            }
+        }
+        if let Some(a) = &input.checksum_algorithm {
+            want = want
+                .with_algorithm(a.as_str())
+                .map_err(super::invalid_argument)?;
+        }
+        let spooled = s
+            .spool
+            .spool(stream, want, s.max_object_size)
+            .await
+            .map_err(|e| s.err(e, &ext))?;
+        s.store
+            .put_object(&input.bucket, &input.key, spooled, attrs)
+            .await
+            .map_err(|e| s.err(e, &ext))?
+    };
+    s.changed(&input.bucket, &input.key);
+    let c = info.checksums;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(strong_etag(&info.etag)),
+            last_modified: Some(timestamp(info.last_modified_ms)),
+            checksum_crc32: c.crc32,
+            checksum_crc32c: c.crc32c,
+            checksum_sha1: c.sha1,
+            checksum_sha256: c.sha256,
+            checksum_crc64nvme: c.crc64nvme,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+pub async fn delete_object(
+    s: &PixelportS3,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let input = req.input;
+    s.store
+        .delete_object(&input.bucket, &input.key)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    s.changed(&input.bucket, &input.key);
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+pub async fn delete_objects(
+    s: &PixelportS3,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let input = req.input;
+    if input.delete.objects.len() > 1000 {
+        return Err(s3_error!(
+            MalformedXML,
+            "A DeleteObjects request names at most 1000 keys"
+        ));
+    }
+    s.store
+        .head_bucket(&input.bucket)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let quiet = input.delete.quiet.unwrap_or(false);
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for obj in input.delete.objects {
+        match s.store.delete_object(&input.bucket, &obj.key).await {
+            Ok(()) => {
+                s.changed(&input.bucket, &obj.key);
+                if !quiet {
+                    deleted.push(DeletedObject {
+                        key: Some(obj.key),
+                        ..Default::default()
+                    });
+                }
+            }
+            Err(e) => {
+                let e = s.err(e, &req.extensions);
+                errors.push(Error {
+                    code: Some(e.code().as_str().to_owned()),
+                    key: Some(obj.key),
+                    message: e.message().map(str::to_owned),
+                    version_id: None,
+                });
+            }
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
+}

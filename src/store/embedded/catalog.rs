@@ -1,0 +1,767 @@
+//! The embedded store's catalog: a redb file holding buckets, objects, inline bodies, uploads
+//! and parts. Synchronous; the async store calls it from `spawn_blocking`.
+//!
+//! Layout (described in docs/storage.md; every value starts with a format version byte):
+//! - `buckets`: name → record
+//! - `objects`: bucket NUL key → record (info + where the bytes are)
+//! - `inline`: bucket NUL key → raw bytes of small objects
+//! - `uploads`: upload id → upload record
+//! - `parts`: upload id NUL part number (u32 BE) → part record
+//!
+//! Invariant: every blob a record names exists on disk before the record is committed; a blob
+//! no record names is garbage (swept at start).
+
+use std::collections::{BTreeMap, HashSet};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::store::{
+    BucketInfo, CompletedPart, ListPage, ListQuery, ObjectInfo, PartInfo, StoreError, StoreResult,
+    UploadInfo, listing, select_parts,
+};
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline");
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+
+/// Version byte in front of every JSON value.
+const FORMAT_V1: u8 = 1;
+
+/// One stretch of an object's bytes, stored as one file under `blobs/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub blob: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    /// Bytes in the `inline` table under the same key.
+    Inline,
+    /// Bytes in these blobs, in order.
+    Blobs { segments: Vec<Segment> },
+}
+
+impl Location {
+    pub fn blobs(&self) -> Vec<String> {
+        match self {
+            Location::Inline => Vec::new(),
+            Location::Blobs { segments } => segments.iter().map(|s| s.blob.clone()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub info: ObjectInfo,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub info: PartInfo,
+    pub blob: String,
+}
+
+fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    let mut out = vec![FORMAT_V1];
+    serde_json::to_writer(&mut out, v).map_err(StoreError::internal)?;
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(raw: &[u8]) -> StoreResult<T> {
+    match raw.split_first() {
+        Some((&FORMAT_V1, rest)) => serde_json::from_slice(rest)
+            .map_err(|e| StoreError::Internal(format!("catalog record: {e}"))),
+        Some((v, _)) => Err(StoreError::Internal(format!(
+            "catalog record has unknown format version {v}"
+        ))),
+        None => Err(StoreError::Internal("empty catalog record".into())),
+    }
+}
+
+pub fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn part_key(upload_id: &str, part: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(upload_id.len() + 5);
+    k.extend_from_slice(upload_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&(part as u32).to_be_bytes());
+    k
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub struct Catalog {
+    db: Database,
+}
+
+/// What a write released: blobs to delete once the commit is durable.
+pub type Released = Vec<String>;
+
+impl Catalog {
+    pub fn open(path: &std::path::Path) -> StoreResult<Catalog> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(BUCKETS)?;
+            tx.open_table(OBJECTS)?;
+            tx.open_table(INLINE)?;
+            tx.open_table(UPLOADS)?;
+            tx.open_table(PARTS)?;
+        }
+        tx.commit()?;
+        Ok(Catalog { db })
+    }
+
+    pub fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (_, v) = e?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BUCKETS)?;
+        match t.get(name)? {
+            Some(v) => decode(v.value()),
+            None => Err(StoreError::NoSuchBucket(name.into())),
+        }
+    }
+
+    pub fn create_bucket(&self, info: &BucketInfo) -> StoreResult<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(BUCKETS)?;
+            if t.get(info.name.as_str())?.is_some() {
+                return Err(StoreError::BucketExists(info.name.clone()));
+            }
+            t.insert(info.name.as_str(), encode(info)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes an empty bucket, aborting its unfinished uploads.
+    pub fn delete_bucket(&self, name: &str) -> StoreResult<Released> {
+        let tx = self.db.begin_write()?;
+        let mut released = Vec::new();
+        {
+            let mut buckets = tx.open_table(BUCKETS)?;
+            if buckets.get(name)?.is_none() {
+                return Err(StoreError::NoSuchBucket(name.into()));
+            }
+            let objects = tx.open_table(OBJECTS)?;
+            let start = object_key(name, "");
+            if let Some(first) = objects.range(start.as_slice()..)?.next() {
+                let (k, _) = first?;
+                if k.value().starts_with(&start) {
+                    return Err(StoreError::BucketNotEmpty(name.into()));
+                }
+            }
+            buckets.remove(name)?;
+            let mut uploads = tx.open_table(UPLOADS)?;
+            let mut parts = tx.open_table(PARTS)?;
+            let mut doomed = Vec::new();
+            for e in uploads.iter()? {
+                let (id, v) = e?;
+                let u: UploadInfo = decode(v.value())?;
+                if u.bucket == name {
+                    doomed.push(id.value().to_owned());
+                }
+            }
+            for id in doomed {
+                uploads.remove(id.as_str())?;
+                released.extend(remove_parts(&mut parts, &id)?.into_values().map(|p| p.blob));
+            }
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    pub fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> StoreResult<(ObjectRecord, Option<Vec<u8>>)> {
+        let tx = self.db.begin_read()?;
+        let k = object_key(bucket, key);
+        let objects = tx.open_table(OBJECTS)?;
+        let Some(v) = objects.get(k.as_slice())? else {
+            let buckets = tx.open_table(BUCKETS)?;
+            if buckets.get(bucket)?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket.into()));
+            }
+            return Err(StoreError::NoSuchKey(key.into()));
+        };
+        let record: ObjectRecord = decode(v.value())?;
+        let inline = match record.location {
+            Location::Inline => {
+                let t = tx.open_table(INLINE)?;
+                let data = t.get(k.as_slice())?.map(|v| v.value().to_vec());
+                Some(data.ok_or_else(|| {
+                    StoreError::Internal(format!("inline bytes of `{key}` are missing"))
+                })?)
+            }
+            Location::Blobs { .. } => None,
+        };
+        Ok((record, inline))
+    }
+
+    /// Inserts or replaces an object; returns the blobs the old version used.
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        record: &ObjectRecord,
+        inline: Option<&[u8]>,
+    ) -> StoreResult<Released> {
+        let tx = self.db.begin_write()?;
+        let released;
+        {
+            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket.into()));
+            }
+            released = self.put_in(&tx, bucket, record, inline)?;
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    fn put_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        bucket: &str,
+        record: &ObjectRecord,
+        inline: Option<&[u8]>,
+    ) -> StoreResult<Released> {
+        let k = object_key(bucket, &record.info.key);
+        let mut objects = tx.open_table(OBJECTS)?;
+        let mut inline_t = tx.open_table(INLINE)?;
+        let old: Option<ObjectRecord> =
+            match objects.insert(k.as_slice(), encode(record)?.as_slice())? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+        match inline {
+            Some(data) => {
+                inline_t.insert(k.as_slice(), data)?;
+            }
+            None => {
+                inline_t.remove(k.as_slice())?;
+            }
+        }
+        Ok(old.map(|o| o.location.blobs()).unwrap_or_default())
+    }
+
+    /// Replaces the stored record's info (metadata) keeping its location.
+    pub fn replace_info(&self, bucket: &str, info: &ObjectInfo) -> StoreResult<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let k = object_key(bucket, &info.key);
+            let mut objects = tx.open_table(OBJECTS)?;
+            let old: ObjectRecord = match objects.get(k.as_slice())? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::NoSuchKey(info.key.clone())),
+            };
+            let record = ObjectRecord {
+                info: info.clone(),
+                location: old.location,
+            };
+            objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Released> {
+        let tx = self.db.begin_write()?;
+        let mut released = Vec::new();
+        {
+            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket.into()));
+            }
+            let k = object_key(bucket, key);
+            let mut objects = tx.open_table(OBJECTS)?;
+            let old = objects
+                .remove(k.as_slice())?
+                .map(|v| decode::<ObjectRecord>(v.value()))
+                .transpose()?;
+            if let Some(old) = old {
+                released = old.location.blobs();
+                tx.open_table(INLINE)?.remove(k.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> StoreResult<ListPage> {
+        let tx = self.db.begin_read()?;
+        if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let objects = tx.open_table(OBJECTS)?;
+        let base = object_key(bucket, "");
+        let mut start = object_key(bucket, &q.prefix);
+        if let Some(after) = &q.after {
+            let a = object_key(bucket, after);
+            if a > start {
+                start = a;
+            }
+        }
+        let mut scoped = base.clone();
+        scoped.extend_from_slice(q.prefix.as_bytes());
+        let end = prefix_end(&scoped);
+        let iter = match &end {
+            Some(end) => objects.range(start.as_slice()..end.as_slice())?,
+            None => objects.range(start.as_slice()..)?,
+        };
+        let mut failure = None;
+        let items = iter.map_while(|e| {
+            match e
+                .map_err(StoreError::from)
+                .and_then(|(_, v)| decode::<ObjectRecord>(v.value()))
+            {
+                Ok(r) => Some(r.info),
+                Err(err) => {
+                    failure = Some(err);
+                    None
+                }
+            }
+        });
+        let page = listing::paginate(items, q);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(page),
+        }
+    }
+
+    pub fn create_upload(&self, info: &UploadInfo) -> StoreResult<()> {
+        let tx = self.db.begin_write()?;
+        {
+            if tx.open_table(BUCKETS)?.get(info.bucket.as_str())?.is_none() {
+                return Err(StoreError::NoSuchBucket(info.bucket.clone()));
+            }
+            tx.open_table(UPLOADS)?
+                .insert(info.upload_id.as_str(), encode(info)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<UploadInfo> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(UPLOADS)?;
+        upload_in(
+            t.get(upload_id)?.map(|v| v.value().to_vec()),
+            bucket,
+            key,
+            upload_id,
+        )
+    }
+
+    /// Records a part; returns the blob of a part it replaced.
+    pub fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        record: &PartRecord,
+    ) -> StoreResult<Released> {
+        let tx = self.db.begin_write()?;
+        let released;
+        {
+            let uploads = tx.open_table(UPLOADS)?;
+            upload_in(
+                uploads.get(upload_id)?.map(|v| v.value().to_vec()),
+                bucket,
+                key,
+                upload_id,
+            )?;
+            let mut parts = tx.open_table(PARTS)?;
+            let pk = part_key(upload_id, record.info.part_number);
+            released = match parts.insert(pk.as_slice(), encode(record)?.as_slice())? {
+                Some(old) => vec![decode::<PartRecord>(old.value())?.blob],
+                None => Vec::new(),
+            };
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    pub fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<(UploadInfo, Vec<PartInfo>)> {
+        let tx = self.db.begin_read()?;
+        let upload = upload_in(
+            tx.open_table(UPLOADS)?
+                .get(upload_id)?
+                .map(|v| v.value().to_vec()),
+            bucket,
+            key,
+            upload_id,
+        )?;
+        let parts = tx.open_table(PARTS)?;
+        let mut out = Vec::new();
+        let start = part_key(upload_id, 0);
+        for e in parts.range(start.as_slice()..)? {
+            let (k, v) = e?;
+            if !k.value().starts_with(&start[..upload_id.len() + 1]) {
+                break;
+            }
+            out.push(decode::<PartRecord>(v.value())?.info);
+        }
+        Ok((upload, out))
+    }
+
+    pub fn list_uploads(&self, bucket: Option<&str>) -> StoreResult<Vec<UploadInfo>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (_, v) = e?;
+            let u: UploadInfo = decode(v.value())?;
+            if bucket.is_none_or(|b| b == u.bucket) {
+                out.push(u);
+            }
+        }
+        out.sort_by(|a, b| (&a.key, a.initiated_ms).cmp(&(&b.key, b.initiated_ms)));
+        Ok(out)
+    }
+
+    /// Turns the upload into an object in one transaction; returns blobs no longer needed.
+    pub fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletedPart],
+        last_modified_ms: i64,
+    ) -> StoreResult<(ObjectInfo, Released)> {
+        let tx = self.db.begin_write()?;
+        let info;
+        let mut released;
+        {
+            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket.into()));
+            }
+            let mut uploads = tx.open_table(UPLOADS)?;
+            let upload = upload_in(
+                uploads.get(upload_id)?.map(|v| v.value().to_vec()),
+                bucket,
+                key,
+                upload_id,
+            )?;
+            let mut parts_t = tx.open_table(PARTS)?;
+            let stored_records = read_parts(&parts_t, upload_id)?;
+            let stored: BTreeMap<i32, PartInfo> = stored_records
+                .iter()
+                .map(|(n, r)| (*n, r.info.clone()))
+                .collect();
+            let (chosen, etag) = select_parts(requested, &stored)?;
+            let chosen_numbers: HashSet<i32> = chosen.iter().map(|p| p.part_number).collect();
+            let segments: Vec<Segment> = chosen
+                .iter()
+                .filter_map(|p| {
+                    stored_records.get(&p.part_number).map(|r| Segment {
+                        blob: r.blob.clone(),
+                        size: r.info.size,
+                    })
+                })
+                .collect();
+            info = ObjectInfo {
+                key: key.to_owned(),
+                size: segments.iter().map(|s| s.size).sum(),
+                etag,
+                last_modified_ms,
+                attrs: upload.attrs.clone(),
+                checksums: Default::default(),
+                parts: segments.len() as u32,
+            };
+            let record = ObjectRecord {
+                info: info.clone(),
+                location: Location::Blobs { segments },
+            };
+            uploads.remove(upload_id)?;
+            let removed = remove_parts(&mut parts_t, upload_id)?;
+            released = removed
+                .into_iter()
+                .filter(|(n, _)| !chosen_numbers.contains(n))
+                .map(|(_, r)| r.blob)
+                .collect::<Vec<_>>();
+            drop(uploads);
+            drop(parts_t);
+            released.extend(self.put_in(&tx, bucket, &record, None)?);
+        }
+        tx.commit()?;
+        Ok((info, released))
+    }
+
+    pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<Released> {
+        let tx = self.db.begin_write()?;
+        let released;
+        {
+            let mut uploads = tx.open_table(UPLOADS)?;
+            upload_in(
+                uploads.get(upload_id)?.map(|v| v.value().to_vec()),
+                bucket,
+                key,
+                upload_id,
+            )?;
+            uploads.remove(upload_id)?;
+            let mut parts = tx.open_table(PARTS)?;
+            released = remove_parts(&mut parts, upload_id)?
+                .into_values()
+                .map(|r| r.blob)
+                .collect();
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Every blob some record names: object segments and uploaded parts.
+    pub fn referenced_blobs(&self) -> StoreResult<(usize, HashSet<String>)> {
+        let tx = self.db.begin_read()?;
+        let mut set = HashSet::new();
+        let mut objects = 0;
+        for e in tx.open_table(OBJECTS)?.iter()? {
+            let (_, v) = e?;
+            objects += 1;
+            set.extend(decode::<ObjectRecord>(v.value())?.location.blobs());
+        }
+        for e in tx.open_table(PARTS)?.iter()? {
+            let (_, v) = e?;
+            set.insert(decode::<PartRecord>(v.value())?.blob);
+        }
+        Ok((objects, set))
+    }
+
+    /// Total bytes and count of stored objects.
+    pub fn totals(&self) -> StoreResult<(u64, u64)> {
+        let tx = self.db.begin_read()?;
+        let (mut bytes, mut count) = (0u64, 0u64);
+        for e in tx.open_table(OBJECTS)?.iter()? {
+            let (_, v) = e?;
+            bytes += decode::<ObjectRecord>(v.value())?.info.size;
+            count += 1;
+        }
+        Ok((bytes, count))
+    }
+}
+
+fn upload_in(
+    raw: Option<Vec<u8>>,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> StoreResult<UploadInfo> {
+    let Some(raw) = raw else {
+        return Err(StoreError::NoSuchUpload(upload_id.into()));
+    };
+    let u: UploadInfo = decode(&raw)?;
+    if u.bucket != bucket || u.key != key {
+        return Err(StoreError::NoSuchUpload(upload_id.into()));
+    }
+    Ok(u)
+}
+
+fn read_parts(
+    parts: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    upload_id: &str,
+) -> StoreResult<BTreeMap<i32, PartRecord>> {
+    let start = part_key(upload_id, 0);
+    let scope = &start[..upload_id.len() + 1];
+    let mut out = BTreeMap::new();
+    for e in parts.range(start.as_slice()..)? {
+        let (k, v) = e?;
+        if !k.value().starts_with(scope) {
+            break;
+        }
+        let r: PartRecord = decode(v.value())?;
+        out.insert(r.info.part_number, r);
+    }
+    Ok(out)
+}
+
+fn remove_parts(
+    parts: &mut redb::Table<&'static [u8], &'static [u8]>,
+    upload_id: &str,
+) -> StoreResult<BTreeMap<i32, PartRecord>> {
+    let found = read_parts(parts, upload_id)?;
+    for n in found.keys() {
+        parts.remove(part_key(upload_id, *n).as_slice())?;
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectAttrs;
+
+    fn info(key: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size,
+            etag: "e".into(),
+            last_modified_ms: 1,
+            attrs: ObjectAttrs::default(),
+            checksums: Default::default(),
+            parts: 0,
+        }
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_string() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    /// Random operations against a BTreeMap model, then a reopen: the catalog must agree.
+    #[test]
+    fn random_operations_match_a_model_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        let cat = Catalog::open(&path).unwrap();
+        cat.create_bucket(&BucketInfo {
+            name: "b".into(),
+            created_ms: 0,
+        })
+        .unwrap();
+        let mut model: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seed = 0x9E3779B97F4A7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let keys = ["a", "a/b", "a/b/c", "b", "ä", "a b", "z/"];
+        for _ in 0..500 {
+            let key = keys[(next() % keys.len() as u64) as usize];
+            match next() % 3 {
+                0 | 1 => {
+                    let size = next() % 100;
+                    let rec = ObjectRecord {
+                        info: info(key, size),
+                        location: Location::Inline,
+                    };
+                    cat.put_object("b", &rec, Some(&vec![1u8; size as usize]))
+                        .unwrap();
+                    model.insert(key.into(), size);
+                }
+                _ => {
+                    cat.delete_object("b", key).unwrap();
+                    model.remove(key);
+                }
+            }
+        }
+        let check = |cat: &Catalog| {
+            let page = cat
+                .list_objects(
+                    "b",
+                    &ListQuery {
+                        max_keys: 1000,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let got: Vec<(String, u64)> = page
+                .objects
+                .iter()
+                .map(|o| (o.key.clone(), o.size))
+                .collect();
+            let want: Vec<(String, u64)> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(got, want);
+            for (k, size) in &model {
+                let (_, data) = cat.get_object("b", k).unwrap();
+                assert_eq!(data.unwrap().len() as u64, *size);
+            }
+        };
+        check(&cat);
+        drop(cat);
+        let cat = Catalog::open(&path).unwrap();
+        check(&cat);
+        assert!(matches!(
+            cat.delete_bucket("b"),
+            Err(StoreError::BucketNotEmpty(_)) | Ok(_)
+        ));
+    }
+
+    #[test]
+    fn missing_things_have_distinct_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        assert!(matches!(
+            cat.get_object("nob", "k"),
+            Err(StoreError::NoSuchBucket(_))
+        ));
+        cat.create_bucket(&BucketInfo {
+            name: "b".into(),
+            created_ms: 0,
+        })
+        .unwrap();
+        assert!(matches!(
+            cat.create_bucket(&BucketInfo {
+                name: "b".into(),
+                created_ms: 0
+            }),
+            Err(StoreError::BucketExists(_))
+        ));
+        assert!(matches!(
+            cat.get_object("b", "k"),
+            Err(StoreError::NoSuchKey(_))
+        ));
+        assert!(matches!(
+            cat.abort_upload("b", "k", "nope"),
+            Err(StoreError::NoSuchUpload(_))
+        ));
+        let rec = ObjectRecord {
+            info: info("k", 1),
+            location: Location::Inline,
+        };
+        cat.put_object("b", &rec, Some(b"x")).unwrap();
+        assert!(matches!(
+            cat.delete_bucket("b"),
+            Err(StoreError::BucketNotEmpty(_))
+        ));
+        cat.delete_object("b", "k").unwrap();
+        cat.delete_bucket("b").unwrap();
+    }
+
+    #[test]
+    fn a_corrupted_record_is_an_error_not_a_panic() {
+        assert!(decode::<ObjectRecord>(&[9, b'{']).is_err());
+        assert!(decode::<ObjectRecord>(&[FORMAT_V1, b'{']).is_err());
+        assert!(decode::<ObjectRecord>(&[]).is_err());
+    }
+}

@@ -1,0 +1,465 @@
+//! The embedded store (default): object bytes under `data_dir/blobs/` written through OpenDAL's
+//! fs service, names chosen here (never the S3 key, so any key is safe), and the catalog in
+//! redb (`catalog.rs`). Small objects live inline in the catalog.
+//!
+//! Write order, so that a crash never exposes a partial object: spool to `tmp/` (fsynced),
+//! rename into `blobs/`, fsync the directory, commit the catalog. Blobs a commit released are
+//! deleted after it; anything left over by a crash is swept by `open`.
+//! Reads open every blob file before answering, so a concurrent overwrite or delete cannot
+//! cut a response short (an unlinked file stays readable while open).
+
+pub mod catalog;
+
+use std::collections::HashSet;
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use opendal::Operator;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use self::catalog::{Catalog, Location, ObjectRecord, PartRecord, Segment};
+use super::spool::SpoolData;
+use super::*;
+
+const READ_CHUNK: usize = 1 << 20;
+
+pub struct EmbeddedStore {
+    catalog: Arc<Catalog>,
+    op: Operator,
+    root: PathBuf,
+}
+
+/// What `fsck` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FsckReport {
+    pub objects: usize,
+    pub blobs: usize,
+    pub orphan_blobs: usize,
+    pub missing_blobs: usize,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store under `root`, which is also the spool's root.
+    /// Sweeps temporary files and orphaned blobs left by a crash.
+    pub fn open(op: Operator, root: &Path, sweep: bool) -> StoreResult<EmbeddedStore> {
+        std::fs::create_dir_all(root.join("blobs"))
+            .map_err(|e| StoreError::Internal(format!("{}: {e}", root.join("blobs").display())))?;
+        let catalog = Catalog::open(&root.join("catalog.redb"))?;
+        let store = EmbeddedStore {
+            catalog: Arc::new(catalog),
+            op,
+            root: root.to_owned(),
+        };
+        let report = store.check(sweep)?;
+        if sweep && report.orphan_blobs > 0 {
+            tracing::warn!(
+                orphans = report.orphan_blobs,
+                "removed blobs left by an interrupted write"
+            );
+        }
+        if report.missing_blobs > 0 {
+            tracing::error!(
+                missing = report.missing_blobs,
+                "the catalog names blobs that are missing on disk"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Compares catalog and blob files; with `sweep`, deletes orphaned blobs.
+    pub fn check(&self, sweep: bool) -> StoreResult<FsckReport> {
+        let (objects, referenced) = self.catalog.referenced_blobs()?;
+        let on_disk = list_blobs(&self.root.join("blobs")).map_err(StoreError::internal)?;
+        let mut orphans = 0;
+        for blob in on_disk.difference(&referenced) {
+            orphans += 1;
+            if sweep {
+                let _ = std::fs::remove_file(self.root.join(blob));
+            }
+        }
+        let missing = referenced.difference(&on_disk).count();
+        Ok(FsckReport {
+            objects,
+            blobs: on_disk.len(),
+            orphan_blobs: orphans,
+            missing_blobs: missing,
+        })
+    }
+
+    /// Totals for metrics and the admin UI: (bytes, objects).
+    pub async fn totals(&self) -> StoreResult<(u64, u64)> {
+        let cat = self.catalog.clone();
+        blocking(move || cat.totals()).await
+    }
+
+    async fn cat<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Catalog) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let cat = self.catalog.clone();
+        blocking(move || f(&cat)).await
+    }
+
+    /// Moves a spooled file into `blobs/` durably; memory bodies are written out first.
+    async fn make_blob(&self, body: &mut Spooled) -> StoreResult<Segment> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let blob = format!("blobs/{}/{}", &name[..2], name);
+        match body.take_data() {
+            Some(SpoolData::File { rel, abs }) => {
+                if let Err(e) = self.op.rename(&rel, &blob).await {
+                    let _ = std::fs::remove_file(abs);
+                    return Err(e.into());
+                }
+            }
+            Some(SpoolData::Memory(bytes)) => self.op.write(&blob, bytes).await.map(|_| ())?,
+            None => {
+                return Err(StoreError::Internal(
+                    "spooled body was already consumed".into(),
+                ));
+            }
+        }
+        let dir = self.root.join(&blob[..8]);
+        blocking(move || {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::internal)
+        })
+        .await?;
+        Ok(Segment {
+            blob,
+            size: body.size,
+        })
+    }
+
+    fn release(&self, blobs: Vec<String>) {
+        for blob in blobs {
+            if let Err(e) = std::fs::remove_file(self.root.join(&blob))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(blob, error = %e, "could not delete a released blob; it will be swept at next start");
+            }
+        }
+    }
+
+    async fn discard(&self, seg: Segment) {
+        self.release(vec![seg.blob]);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Internal(format!("catalog task failed: {e}")))?
+}
+
+fn list_blobs(dir: &Path) -> std::io::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
+            continue;
+        }
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(shard.path())? {
+            let f = f?;
+            out.insert(format!(
+                "blobs/{shard_name}/{}",
+                f.file_name().to_string_lossy()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
+        self.cat(|c| c.list_buckets()).await
+    }
+
+    async fn create_bucket(&self, name: &str) -> StoreResult<()> {
+        let info = BucketInfo {
+            name: name.to_owned(),
+            created_ms: now_ms(),
+        };
+        self.cat(move |c| c.create_bucket(&info)).await
+    }
+
+    async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
+        let name = name.to_owned();
+        self.cat(move |c| c.head_bucket(&name)).await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        let released = self.cat(move |c| c.delete_bucket(&name)).await?;
+        self.release(released);
+        Ok(())
+    }
+
+    async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        Ok(self.cat(move |c| c.get_object(&b, &k)).await?.0.info)
+    }
+
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let (record, inline) = self.cat(move |c| c.get_object(&b, &k)).await?;
+        let size = record.info.size;
+        let span = match range {
+            Some(r) => r.resolve(size).ok_or(StoreError::InvalidRange { size })?,
+            None => 0..size,
+        };
+        let stream: ByteStream = match (record.location.clone(), inline) {
+            (Location::Inline, Some(data)) => {
+                let bytes = Bytes::from(data).slice(span.start as usize..span.end as usize);
+                Box::pin(futures::stream::once(async move { Ok(bytes) }))
+            }
+            (Location::Blobs { segments }, _) => {
+                // Open every overlapping segment now, positioned and limited.
+                let mut parts = Vec::new();
+                let mut offset = 0u64;
+                for seg in segments {
+                    let (seg_start, seg_end) = (offset, offset + seg.size);
+                    offset = seg_end;
+                    let (from, to) = (span.start.max(seg_start), span.end.min(seg_end));
+                    if from >= to {
+                        continue;
+                    }
+                    let path = self.root.join(&seg.blob);
+                    let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            tracing::error!(blob = %seg.blob, key, "blob missing for a cataloged object");
+                        }
+                        StoreError::Internal(format!("{}: {e}", seg.blob))
+                    })?;
+                    if from > seg_start {
+                        f.seek(SeekFrom::Start(from - seg_start))
+                            .await
+                            .map_err(StoreError::internal)?;
+                    }
+                    parts.push(f.take(to - from));
+                }
+                let s = futures::stream::iter(parts)
+                    .flat_map(|r| tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK));
+                Box::pin(s)
+            }
+            (Location::Inline, None) => {
+                return Err(StoreError::Internal("inline object without bytes".into()));
+            }
+        };
+        Ok((record.info, stream, span))
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut body: Spooled,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo> {
+        let info = ObjectInfo {
+            key: key.to_owned(),
+            size: body.size,
+            etag: body.md5_hex(),
+            last_modified_ms: now_ms(),
+            attrs,
+            checksums: body.checksums.clone(),
+            parts: 0,
+        };
+        let b = bucket.to_owned();
+        match body.data() {
+            Some(SpoolData::Memory(bytes)) if bytes.len() <= spool::INLINE_LIMIT => {
+                let data = bytes.clone();
+                let record = ObjectRecord {
+                    info: info.clone(),
+                    location: Location::Inline,
+                };
+                let released = self
+                    .cat(move |c| c.put_object(&b, &record, Some(&data)))
+                    .await?;
+                self.release(released);
+            }
+            _ => {
+                let seg = self.make_blob(&mut body).await?;
+                let record = ObjectRecord {
+                    info: info.clone(),
+                    location: Location::Blobs {
+                        segments: vec![seg.clone()],
+                    },
+                };
+                match self.cat(move |c| c.put_object(&b, &record, None)).await {
+                    Ok(released) => self.release(released),
+                    Err(e) => {
+                        self.discard(seg).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    async fn replace_attrs(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        self.cat(move |c| {
+            let (record, _) = c.get_object(&b, &k)?;
+            let mut info = record.info;
+            info.attrs = attrs;
+            info.last_modified_ms = now_ms();
+            c.replace_info(&b, &info)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let released = self.cat(move |c| c.delete_object(&b, &k)).await?;
+        self.release(released);
+        Ok(())
+    }
+
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {
+        let (b, q) = (bucket.to_owned(), query.clone());
+        self.cat(move |c| c.list_objects(&b, &q)).await
+    }
+
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+        checksum: Option<String>,
+    ) -> StoreResult<String> {
+        let info = UploadInfo {
+            upload_id: uuid::Uuid::new_v4().simple().to_string(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            initiated_ms: now_ms(),
+            attrs,
+            checksum_algorithm: checksum,
+        };
+        let id = info.upload_id.clone();
+        self.cat(move |c| c.create_upload(&info)).await?;
+        Ok(id)
+    }
+
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        mut body: Spooled,
+    ) -> StoreResult<PartInfo> {
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        // Fail fast before moving bytes around.
+        self.cat(move |c| c.get_upload(&b, &k, &u)).await?;
+        let seg = self.make_blob(&mut body).await?;
+        let info = PartInfo {
+            part_number,
+            size: body.size,
+            etag: body.md5_hex(),
+            last_modified_ms: now_ms(),
+            checksums: body.checksums.clone(),
+        };
+        let record = PartRecord {
+            info: info.clone(),
+            blob: seg.blob.clone(),
+        };
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        match self.cat(move |c| c.put_part(&b, &k, &u, &record)).await {
+            Ok(released) => self.release(released),
+            Err(e) => {
+                self.discard(seg).await;
+                return Err(e);
+            }
+        }
+        Ok(info)
+    }
+
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<ObjectInfo> {
+        let (b, k, u, p) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            upload_id.to_owned(),
+            parts.to_vec(),
+        );
+        let (info, released) = self
+            .cat(move |c| c.complete_upload(&b, &k, &u, &p, now_ms()))
+            .await?;
+        self.release(released);
+        Ok(info)
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        let released = self.cat(move |c| c.abort_upload(&b, &k, &u)).await?;
+        self.release(released);
+        Ok(())
+    }
+
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<(UploadInfo, Vec<PartInfo>)> {
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        self.cat(move |c| c.list_parts(&b, &k, &u)).await
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> StoreResult<Vec<UploadInfo>> {
+        let (b, p) = (bucket.to_owned(), prefix.to_owned());
+        self.cat(move |c| {
+            c.head_bucket(&b)?;
+            Ok(c.list_uploads(Some(&b))?
+                .into_iter()
+                .filter(|u| u.key.starts_with(&p))
+                .collect())
+        })
+        .await
+    }
+
+    async fn expire_uploads(&self, cutoff_unix: i64) -> StoreResult<usize> {
+        let stale: Vec<UploadInfo> = self
+            .cat(|c| c.list_uploads(None))
+            .await?
+            .into_iter()
+            .filter(|u| u.initiated_ms / 1000 < cutoff_unix)
+            .collect();
+        let n = stale.len();
+        for u in stale {
+            self.abort_upload(&u.bucket, &u.key, &u.upload_id).await?;
+        }
+        Ok(n)
+    }
+}

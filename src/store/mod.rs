@@ -1,0 +1,173 @@
+//! The `Store` trait: buckets, objects with metadata, ranged streaming reads and multipart
+//! uploads, with two implementations: `embedded` (OpenDAL fs + redb catalog, the default) and
+//! `remote` (OpenDAL s3 against an existing cluster). Handlers only ever talk to this trait.
+//!
+//! Bodies reach a store already spooled and verified (`spool`): a store never makes an
+//! object visible before its bytes are complete and durable.
+
+pub mod embedded;
+pub mod listing;
+pub mod remote;
+pub mod spool;
+pub mod types;
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+pub use spool::{Spool, Spooled};
+pub use types::*;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
+
+/// What went wrong, in the terms the S3 layer needs to pick an error code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the bucket `{0}` does not exist")]
+    NoSuchBucket(String),
+    #[error("the key `{0}` does not exist")]
+    NoSuchKey(String),
+    #[error("the bucket `{0}` already exists")]
+    BucketExists(String),
+    #[error("the bucket `{0}` is not empty")]
+    BucketNotEmpty(String),
+    #[error("the upload `{0}` does not exist (it was completed, aborted or never started)")]
+    NoSuchUpload(String),
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("the list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {part} is {size} bytes: every part but the last must be at least 5 MiB")]
+    EntityTooSmall { part: i32, size: u64 },
+    #[error("the object is larger than the configured maximum of {max} bytes")]
+    EntityTooLarge { max: u64 },
+    #[error("the requested range is not satisfiable for an object of {size} bytes")]
+    InvalidRange { size: u64 },
+    #[error("{0}")]
+    BadDigest(String),
+    #[error("the request body ended early: {0}")]
+    IncompleteBody(String),
+    #[error("the storage backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Internal(format!("catalog: {e}"))
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Internal(format!("catalog: {e}")) }
+        }
+    )*};
+}
+redb_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+impl From<opendal::Error> for StoreError {
+    fn from(e: opendal::Error) -> Self {
+        use opendal::ErrorKind as K;
+        match e.kind() {
+            K::RateLimited | K::Unexpected if e.is_temporary() => {
+                StoreError::Unavailable(e.to_string())
+            }
+            K::RateLimited => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/ready`: `embedded` or `remote`.
+    fn kind(&self) -> &'static str;
+
+    async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>>;
+    async fn create_bucket(&self, name: &str) -> StoreResult<()>;
+    async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo>;
+    async fn delete_bucket(&self, name: &str) -> StoreResult<()>;
+
+    async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo>;
+    /// Reads `range` (already checked against the object's size by the caller) or the whole object.
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)>;
+    /// Makes `body` visible at `key`, replacing whatever was there.
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Spooled,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo>;
+    /// Replaces the metadata of an existing object without touching its bytes.
+    async fn replace_attrs(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo>;
+    /// Deletes the object; a missing key is not an error (as in S3).
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()>;
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage>;
+
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+        checksum: Option<String>,
+    ) -> StoreResult<String>;
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Spooled,
+    ) -> StoreResult<PartInfo>;
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<ObjectInfo>;
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()>;
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<(UploadInfo, Vec<PartInfo>)>;
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> StoreResult<Vec<UploadInfo>>;
+    /// Aborts uploads started before `cutoff_unix` seconds; returns how many.
+    async fn expire_uploads(&self, cutoff_unix: i64) -> StoreResult<usize>;
+}
+
+pub type DynStore = Arc<dyn Store>;

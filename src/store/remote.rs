@@ -1,0 +1,646 @@
+//! The remote store: Pixelport buckets as prefixes inside one bucket of an existing S3
+//! cluster (MinIO, Garage, Ceph RGW, AWS) through OpenDAL's s3 service. Object `K` of bucket
+//! `B` is `{bucket_prefix}B/K` in `[store] bucket`; bucket `B` itself is the marker `B/`.
+//!
+//! Stateless for objects: metadata, ETags and listings come from the cluster, so several
+//! nodes can share it. Two things stay local: bodies are spooled and verified in
+//! `data_dir/tmp` before they are sent (so a bad checksum never reaches the cluster), and
+//! multipart parts wait in `data_dir/uploads` until Complete (so one upload must go to one
+//! node). ETags are the cluster's own: for objects the cluster stored in several parts they
+//! are not `md5-of-md5s` of the client's parts.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use opendal::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use tokio::io::AsyncReadExt;
+
+use super::spool::SpoolData;
+use super::*;
+use crate::config::StoreConfig;
+
+/// User-metadata names under which checksums travel to the cluster.
+const CHECKSUM_META: &str = "pixelport-checksum-";
+const UPLOAD_CHUNK: usize = 16 << 20;
+
+pub struct RemoteStore {
+    op: Operator,
+    uploads_dir: PathBuf,
+}
+
+impl RemoteStore {
+    pub fn new(cfg: &StoreConfig, data_dir: &std::path::Path) -> StoreResult<RemoteStore> {
+        let mut b = opendal::services::S3::default()
+            .bucket(&cfg.bucket)
+            .endpoint(&cfg.endpoint)
+            .region(&cfg.region)
+            .root(&format!("/{}", cfg.bucket_prefix))
+            .disable_config_load()
+            .disable_ec2_metadata();
+        if !cfg.access_key.is_empty() {
+            b = b
+                .access_key_id(&cfg.access_key)
+                .secret_access_key(&cfg.secret_key);
+        } else {
+            b = b.skip_signature();
+        }
+        if !cfg.path_style {
+            b = b.enable_virtual_host_style();
+        }
+        let op = Operator::new(b)?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(cfg.timeout.0)
+                    .with_io_timeout(cfg.timeout.0),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(cfg.retries)
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_jitter(),
+            );
+        let uploads_dir = data_dir.join("uploads");
+        std::fs::create_dir_all(&uploads_dir)
+            .map_err(|e| StoreError::Internal(format!("{}: {e}", uploads_dir.display())))?;
+        Ok(RemoteStore { op, uploads_dir })
+    }
+
+    /// A cheap round trip to the cluster, for readiness checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.op
+            .list_with("")
+            .limit(1)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn ensure_bucket(&self, bucket: &str) -> StoreResult<()> {
+        self.head_bucket(bucket).await.map(|_| ())
+    }
+
+    fn info_from(key: &str, meta: &opendal::Metadata) -> ObjectInfo {
+        let mut attrs = ObjectAttrs {
+            content_type: meta.content_type().map(str::to_owned),
+            cache_control: meta.cache_control().map(str::to_owned),
+            content_disposition: meta.content_disposition().map(str::to_owned),
+            content_encoding: meta.content_encoding().map(str::to_owned),
+            ..Default::default()
+        };
+        let mut checksums = Checksums::default();
+        if let Some(um) = meta.user_metadata() {
+            for (k, v) in um {
+                match k.strip_prefix(CHECKSUM_META) {
+                    Some("crc32") => checksums.crc32 = Some(v.to_owned()),
+                    Some("crc32c") => checksums.crc32c = Some(v.to_owned()),
+                    Some("sha1") => checksums.sha1 = Some(v.to_owned()),
+                    Some("sha256") => checksums.sha256 = Some(v.to_owned()),
+                    Some("crc64nvme") => checksums.crc64nvme = Some(v.to_owned()),
+                    Some(_) => {}
+                    None => {
+                        attrs.user_metadata.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+            }
+        }
+        let last_modified_ms = meta
+            .last_modified()
+            .map(|t| {
+                let st: std::time::SystemTime = t.into();
+                st.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            })
+            .unwrap_or_else(now_ms);
+        ObjectInfo {
+            key: key.to_owned(),
+            size: meta.content_length(),
+            etag: meta.etag().unwrap_or_default().trim_matches('"').to_owned(),
+            last_modified_ms,
+            attrs,
+            checksums,
+            parts: 0,
+        }
+    }
+
+    /// Streams the given local spooled bodies, in order, into one cluster object.
+    async fn upload(
+        &self,
+        path: &str,
+        bodies: Vec<SpoolData>,
+        attrs: &ObjectAttrs,
+        checksums: &Checksums,
+    ) -> StoreResult<()> {
+        let mut meta: Vec<(String, String)> = attrs
+            .user_metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, v) in [
+            ("crc32", &checksums.crc32),
+            ("crc32c", &checksums.crc32c),
+            ("sha1", &checksums.sha1),
+            ("sha256", &checksums.sha256),
+            ("crc64nvme", &checksums.crc64nvme),
+        ] {
+            if let Some(v) = v {
+                meta.push((format!("{CHECKSUM_META}{name}"), v.clone()));
+            }
+        }
+        let mut w = self
+            .op
+            .writer_with(path)
+            .chunk(UPLOAD_CHUNK)
+            .concurrent(4)
+            .user_metadata(meta);
+        if let Some(v) = &attrs.content_type {
+            w = w.content_type(v);
+        }
+        if let Some(v) = &attrs.cache_control {
+            w = w.cache_control(v);
+        }
+        if let Some(v) = &attrs.content_disposition {
+            w = w.content_disposition(v);
+        }
+        if let Some(v) = &attrs.content_encoding {
+            w = w.content_encoding(v);
+        }
+        let mut writer = w.await.map_err(map_err)?;
+        let result: StoreResult<()> = async {
+            for body in bodies {
+                match body {
+                    SpoolData::Memory(bytes) => writer.write(bytes).await.map_err(map_err)?,
+                    SpoolData::File { abs, .. } => {
+                        let mut f = tokio::fs::File::open(&abs)
+                            .await
+                            .map_err(StoreError::internal)?;
+                        loop {
+                            let mut buf = bytes::BytesMut::with_capacity(4 << 20);
+                            while buf.len() < 4 << 20 {
+                                if f.read_buf(&mut buf).await.map_err(StoreError::internal)? == 0 {
+                                    break;
+                                }
+                            }
+                            if buf.is_empty() {
+                                break;
+                            }
+                            writer.write(buf.freeze()).await.map_err(map_err)?;
+                        }
+                    }
+                }
+            }
+            writer.close().await.map_err(map_err)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = writer.abort().await;
+        }
+        result
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> StoreResult<PathBuf> {
+        if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NoSuchUpload(upload_id.into()));
+        }
+        Ok(self.uploads_dir.join(upload_id))
+    }
+
+    async fn load_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<(UploadInfo, BTreeMap<i32, PartInfo>)> {
+        let dir = self.upload_dir(upload_id)?;
+        let raw = tokio::fs::read(dir.join("upload.json"))
+            .await
+            .map_err(|_| StoreError::NoSuchUpload(upload_id.into()))?;
+        let info: UploadInfo = serde_json::from_slice(&raw).map_err(StoreError::internal)?;
+        if info.bucket != bucket || info.key != key {
+            return Err(StoreError::NoSuchUpload(upload_id.into()));
+        }
+        let mut parts = BTreeMap::new();
+        let mut rd = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(StoreError::internal)?;
+        while let Some(e) = rd.next_entry().await.map_err(StoreError::internal)? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_suffix(".json")
+                .and_then(|n| n.strip_prefix("part-"))
+            {
+                let raw = tokio::fs::read(e.path())
+                    .await
+                    .map_err(StoreError::internal)?;
+                let p: PartInfo = serde_json::from_slice(&raw).map_err(StoreError::internal)?;
+                if n.parse::<i32>().ok() == Some(p.part_number) {
+                    parts.insert(p.part_number, p);
+                }
+            }
+        }
+        Ok((info, parts))
+    }
+}
+
+/// Backend failures: temporary ones (throttling, timeouts, connection errors) are 503s.
+fn map_err(e: opendal::Error) -> StoreError {
+    use opendal::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => StoreError::Internal(format!("not found on the cluster: {e}")),
+        K::RateLimited => StoreError::Unavailable(e.to_string()),
+        _ if e.is_temporary() => StoreError::Unavailable(e.to_string()),
+        K::Unexpected => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+async fn write_json<T: serde::Serialize>(path: PathBuf, v: &T) -> StoreResult<()> {
+    let data = serde_json::to_vec(v).map_err(StoreError::internal)?;
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, data)
+        .await
+        .map_err(StoreError::internal)?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(StoreError::internal)
+}
+
+#[async_trait]
+impl Store for RemoteStore {
+    fn kind(&self) -> &'static str {
+        "remote"
+    }
+
+    async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
+        let entries = self.op.list("").await.map_err(map_err)?;
+        let mut out: Vec<BucketInfo> = entries
+            .into_iter()
+            .filter_map(|e| {
+                let name = e.path().strip_suffix('/')?;
+                (!name.is_empty() && !name.contains('/')).then(|| BucketInfo {
+                    name: name.to_owned(),
+                    created_ms: now_ms(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create_bucket(&self, name: &str) -> StoreResult<()> {
+        if self.head_bucket(name).await.is_ok() {
+            return Err(StoreError::BucketExists(name.into()));
+        }
+        self.op
+            .create_dir(&format!("{name}/"))
+            .await
+            .map_err(map_err)
+    }
+
+    async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
+        match self.op.exists(&format!("{name}/")).await {
+            Ok(true) => Ok(BucketInfo {
+                name: name.into(),
+                created_ms: now_ms(),
+            }),
+            Ok(false) => Err(StoreError::NoSuchBucket(name.into())),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
+        self.ensure_bucket(name).await?;
+        let dir = format!("{name}/");
+        let entries = self
+            .op
+            .list_with(&dir)
+            .recursive(true)
+            .limit(4)
+            .await
+            .map_err(map_err)?;
+        if entries.iter().any(|e| e.path() != dir) {
+            return Err(StoreError::BucketNotEmpty(name.into()));
+        }
+        self.op.delete(&dir).await.map_err(map_err)
+    }
+
+    async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo> {
+        match self.op.stat(&format!("{bucket}/{key}")).await {
+            Ok(meta) if !meta.is_dir() || key.ends_with('/') => Ok(Self::info_from(key, &meta)),
+            Ok(_) => Err(StoreError::NoSuchKey(key.into())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                self.ensure_bucket(bucket).await?;
+                Err(StoreError::NoSuchKey(key.into()))
+            }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        let info = self.head_object(bucket, key).await?;
+        let span = match range {
+            Some(r) => r
+                .resolve(info.size)
+                .ok_or(StoreError::InvalidRange { size: info.size })?,
+            None => 0..info.size,
+        };
+        let path = format!("{bucket}/{key}");
+        let reader = self
+            .op
+            .reader_with(&path)
+            .if_match(&format!("\"{}\"", info.etag))
+            .chunk(4 << 20)
+            .await
+            .map_err(map_err)?;
+        let stream = reader
+            .into_bytes_stream(span.clone())
+            .await
+            .map_err(map_err)?;
+        // Forward through a channel: the S3 layer needs a Sync stream.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok((info, Box::pin(tokio_stream_from(rx)), span))
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut body: Spooled,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo> {
+        self.ensure_bucket(bucket).await?;
+        let data = body
+            .take_data()
+            .ok_or_else(|| StoreError::Internal("spooled body was already consumed".into()))?;
+        let file = match &data {
+            SpoolData::File { abs, .. } => Some(abs.clone()),
+            SpoolData::Memory(_) => None,
+        };
+        let res = self
+            .upload(
+                &format!("{bucket}/{key}"),
+                vec![data],
+                &attrs,
+                &body.checksums,
+            )
+            .await;
+        if let Some(f) = file {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        res?;
+        self.head_object(bucket, key).await
+    }
+
+    async fn replace_attrs(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> StoreResult<ObjectInfo> {
+        // S3 has no metadata-only update: rewrite the object with its own bytes.
+        let (info, stream, _) = self.read_object(bucket, key, None).await?;
+        let spool_dir = self
+            .uploads_dir
+            .join(format!("rewrite-{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::create_dir_all(&spool_dir)
+            .await
+            .map_err(StoreError::internal)?;
+        let file = spool_dir.join("body");
+        let res: StoreResult<()> = async {
+            let mut f = tokio::fs::File::create(&file)
+                .await
+                .map_err(StoreError::internal)?;
+            let mut stream = stream;
+            while let Some(chunk) = stream.try_next().await.map_err(StoreError::internal)? {
+                tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
+                    .await
+                    .map_err(StoreError::internal)?;
+            }
+            tokio::io::AsyncWriteExt::flush(&mut f)
+                .await
+                .map_err(StoreError::internal)?;
+            let data = SpoolData::File {
+                rel: String::new(),
+                abs: file.clone(),
+            };
+            self.upload(
+                &format!("{bucket}/{key}"),
+                vec![data],
+                &attrs,
+                &info.checksums,
+            )
+            .await
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&spool_dir).await;
+        res?;
+        self.head_object(bucket, key).await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
+        self.ensure_bucket(bucket).await?;
+        if key.is_empty() {
+            return Ok(());
+        }
+        self.op
+            .delete(&format!("{bucket}/{key}"))
+            .await
+            .map_err(map_err)
+    }
+
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {
+        self.ensure_bucket(bucket).await?;
+        let dir = format!("{bucket}/");
+        let path = format!("{dir}{}", query.prefix);
+        let mut lister = self.op.lister_with(&path).recursive(true);
+        if let Some(after) = &query.after {
+            lister = lister.start_after(&format!("{dir}{after}"));
+        }
+        let mut lister = lister.await.map_err(map_err)?;
+        let mut items = Vec::new();
+        while let Some(entry) = lister.try_next().await.map_err(map_err)? {
+            let Some(key) = entry.path().strip_prefix(&dir) else {
+                continue;
+            };
+            if key.is_empty()
+                || (entry.metadata().is_dir()
+                    && entry.metadata().content_length() == 0
+                    && entry.metadata().etag().is_none())
+            {
+                continue;
+            }
+            items.push(Self::info_from(key, entry.metadata()));
+        }
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing::paginate(items, query))
+    }
+
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+        checksum: Option<String>,
+    ) -> StoreResult<String> {
+        self.ensure_bucket(bucket).await?;
+        let info = UploadInfo {
+            upload_id: uuid::Uuid::new_v4().simple().to_string(),
+            bucket: bucket.into(),
+            key: key.into(),
+            initiated_ms: now_ms(),
+            attrs,
+            checksum_algorithm: checksum,
+        };
+        let dir = self.upload_dir(&info.upload_id)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(StoreError::internal)?;
+        write_json(dir.join("upload.json"), &info).await?;
+        Ok(info.upload_id)
+    }
+
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        mut body: Spooled,
+    ) -> StoreResult<PartInfo> {
+        self.load_upload(bucket, key, upload_id).await?;
+        let dir = self.upload_dir(upload_id)?;
+        let target = dir.join(format!("part-{part_number}"));
+        match body.take_data() {
+            Some(SpoolData::File { abs, .. }) => tokio::fs::rename(&abs, &target)
+                .await
+                .map_err(StoreError::internal)?,
+            Some(SpoolData::Memory(bytes)) => tokio::fs::write(&target, &bytes)
+                .await
+                .map_err(StoreError::internal)?,
+            None => {
+                return Err(StoreError::Internal(
+                    "spooled body was already consumed".into(),
+                ));
+            }
+        }
+        let info = PartInfo {
+            part_number,
+            size: body.size,
+            etag: body.md5_hex(),
+            last_modified_ms: now_ms(),
+            checksums: body.checksums.clone(),
+        };
+        write_json(dir.join(format!("part-{part_number}.json")), &info).await?;
+        Ok(info)
+    }
+
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<ObjectInfo> {
+        let (upload, stored) = self.load_upload(bucket, key, upload_id).await?;
+        let (chosen, _etag) = select_parts(parts, &stored)?;
+        let dir = self.upload_dir(upload_id)?;
+        let bodies = chosen
+            .iter()
+            .map(|p| SpoolData::File {
+                rel: String::new(),
+                abs: dir.join(format!("part-{}", p.part_number)),
+            })
+            .collect();
+        self.upload(
+            &format!("{bucket}/{key}"),
+            bodies,
+            &upload.attrs,
+            &Checksums::default(),
+        )
+        .await?;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let mut info = self.head_object(bucket, key).await?;
+        info.parts = chosen.len() as u32;
+        Ok(info)
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.load_upload(bucket, key, upload_id).await?;
+        tokio::fs::remove_dir_all(self.upload_dir(upload_id)?)
+            .await
+            .map_err(StoreError::internal)
+    }
+
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<(UploadInfo, Vec<PartInfo>)> {
+        let (u, parts) = self.load_upload(bucket, key, upload_id).await?;
+        Ok((u, parts.into_values().collect()))
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> StoreResult<Vec<UploadInfo>> {
+        self.ensure_bucket(bucket).await?;
+        let mut out = Vec::new();
+        let mut rd = tokio::fs::read_dir(&self.uploads_dir)
+            .await
+            .map_err(StoreError::internal)?;
+        while let Some(e) = rd.next_entry().await.map_err(StoreError::internal)? {
+            if let Ok(raw) = tokio::fs::read(e.path().join("upload.json")).await
+                && let Ok(u) = serde_json::from_slice::<UploadInfo>(&raw)
+                && u.bucket == bucket
+                && u.key.starts_with(prefix)
+            {
+                out.push(u);
+            }
+        }
+        out.sort_by(|a, b| (&a.key, a.initiated_ms).cmp(&(&b.key, b.initiated_ms)));
+        Ok(out)
+    }
+
+    async fn expire_uploads(&self, cutoff_unix: i64) -> StoreResult<usize> {
+        let mut n = 0;
+        let mut rd = tokio::fs::read_dir(&self.uploads_dir)
+            .await
+            .map_err(StoreError::internal)?;
+        while let Some(e) = rd.next_entry().await.map_err(StoreError::internal)? {
+            let stale = match tokio::fs::read(e.path().join("upload.json")).await {
+                Ok(raw) => serde_json::from_slice::<UploadInfo>(&raw)
+                    .map(|u| u.initiated_ms / 1000 < cutoff_unix)
+                    .unwrap_or(true),
+                Err(_) => true,
+            };
+            if stale && tokio::fs::remove_dir_all(e.path()).await.is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

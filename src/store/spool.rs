@@ -1,0 +1,292 @@
+//! Spooling: a request body becomes a `Spooled` value, counted, hashed (MD5 plus any S3
+//! checksums asked for) and capped at the size limit, before any store sees it. Small bodies
+//! stay in memory; larger ones go to `tmp/` through OpenDAL's fs service, whose writer fsyncs
+//! on close. A `Spooled` that no store consumed deletes its temporary file when dropped.
+
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use opendal::Operator;
+use s3s::checksum::ChecksumHasher;
+
+use super::{Checksums, StoreError};
+
+/// Bodies up to this size are kept in memory (and stored inline in the embedded catalog).
+pub const INLINE_LIMIT: usize = 64 * 1024;
+/// Write to disk in chunks of about this size.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Which checksums to compute while spooling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChecksumSet {
+    pub crc32: bool,
+    pub crc32c: bool,
+    pub sha1: bool,
+    pub sha256: bool,
+    pub crc64nvme: bool,
+}
+
+impl ChecksumSet {
+    pub fn with_algorithm(mut self, name: &str) -> Result<Self, String> {
+        match name.to_ascii_uppercase().as_str() {
+            "CRC32" => self.crc32 = true,
+            "CRC32C" => self.crc32c = true,
+            "SHA1" => self.sha1 = true,
+            "SHA256" => self.sha256 = true,
+            "CRC64NVME" => self.crc64nvme = true,
+            other => return Err(format!("unsupported checksum algorithm `{other}`")),
+        }
+        Ok(self)
+    }
+
+    fn hasher(self) -> ChecksumHasher {
+        ChecksumHasher {
+            crc32: self.crc32.then(Default::default),
+            crc32c: self.crc32c.then(Default::default),
+            sha1: self.sha1.then(Default::default),
+            sha256: self.sha256.then(Default::default),
+            crc64nvme: self.crc64nvme.then(Default::default),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SpoolData {
+    Memory(Bytes),
+    /// A path relative to the spool operator's root (the data dir).
+    File {
+        rel: String,
+        abs: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct Spooled {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub checksums: Checksums,
+    data: Option<SpoolData>,
+}
+
+impl Spooled {
+    pub fn md5_hex(&self) -> String {
+        hex::encode(self.md5)
+    }
+
+    pub fn data(&self) -> Option<&SpoolData> {
+        self.data.as_ref()
+    }
+
+    /// Takes the data out; the caller now owns any temporary file.
+    pub fn take_data(&mut self) -> Option<SpoolData> {
+        self.data.take()
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        if let Some(SpoolData::File { abs, .. }) = self.data.take()
+            && let Err(e) = std::fs::remove_file(&abs)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %abs.display(), error = %e, "could not remove a temporary upload file");
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Spool {
+    op: Operator,
+    root: PathBuf,
+}
+
+impl Spool {
+    /// `op` is an fs operator rooted at `root` (the data dir); temporary files go to `root/tmp/`.
+    pub fn new(op: Operator, root: PathBuf) -> Self {
+        Self { op, root }
+    }
+
+    pub fn operator(&self) -> &Operator {
+        &self.op
+    }
+
+    /// Deletes every temporary file: run once at start, before any request.
+    pub fn sweep(&self) -> std::io::Result<usize> {
+        let dir = self.root.join("tmp");
+        let mut n = 0;
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    if std::fs::remove_file(e.path()).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(n)
+    }
+
+    /// Reads `body` to the end, hashing and counting; fails with `EntityTooLarge` past `max_size`.
+    pub async fn spool<S, E>(
+        &self,
+        body: S,
+        want: ChecksumSet,
+        max_size: u64,
+    ) -> Result<Spooled, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut body = body;
+        let mut md5 = Md5::new();
+        let mut sums = want.hasher();
+        let mut size: u64 = 0;
+        let mut buf = BytesMut::new();
+        let mut writer: Option<(opendal::Writer, String, PathBuf)> = None;
+        let result: Result<(), StoreError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StoreError::IncompleteBody(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > max_size {
+                    return Err(StoreError::EntityTooLarge { max: max_size });
+                }
+                md5.update(&chunk);
+                sums.update(&chunk);
+                buf.extend_from_slice(&chunk);
+                if writer.is_none() && buf.len() > INLINE_LIMIT {
+                    let name = uuid::Uuid::new_v4().simple().to_string();
+                    let rel = format!("tmp/{name}");
+                    let w = self.op.writer(&rel).await?;
+                    writer = Some((w, rel.clone(), self.root.join(&rel)));
+                }
+                if let Some((w, _, _)) = writer.as_mut()
+                    && buf.len() >= WRITE_CHUNK
+                {
+                    w.write(buf.split().freeze()).await?;
+                }
+            }
+            if let Some((w, _, _)) = writer.as_mut() {
+                if !buf.is_empty() {
+                    w.write(buf.split().freeze()).await?;
+                }
+                w.close().await?;
+            }
+            Ok(())
+        }
+        .await;
+        let data = match writer {
+            Some((w, rel, abs)) => {
+                if let Err(e) = result {
+                    drop(w);
+                    let _ = std::fs::remove_file(&abs);
+                    return Err(e);
+                }
+                SpoolData::File { rel, abs }
+            }
+            None => {
+                result?;
+                SpoolData::Memory(buf.freeze())
+            }
+        };
+        Ok(Spooled {
+            size,
+            md5: md5.finalize().into(),
+            checksums: to_checksums(sums),
+            data: Some(data),
+        })
+    }
+}
+
+fn to_checksums(h: ChecksumHasher) -> Checksums {
+    let c = h.finalize();
+    Checksums {
+        crc32: c.checksum_crc32,
+        crc32c: c.checksum_crc32c,
+        sha1: c.checksum_sha1,
+        sha256: c.checksum_sha256,
+        crc64nvme: c.checksum_crc64nvme,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool_in(dir: &std::path::Path) -> Spool {
+        let op =
+            Operator::new(opendal::services::Fs::default().root(&dir.to_string_lossy())).unwrap();
+        let s = Spool::new(op, dir.to_owned());
+        s.sweep().unwrap();
+        s
+    }
+
+    fn chunks(data: &[u8], n: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        let v: Vec<_> = data
+            .chunks(n)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(v)
+    }
+
+    #[tokio::test]
+    async fn small_bodies_stay_in_memory_large_go_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool_in(dir.path());
+        let small = s
+            .spool(
+                chunks(b"hello", 2),
+                ChecksumSet {
+                    crc32: true,
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(small.size, 5);
+        assert_eq!(small.md5_hex(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(small.checksums.crc32.as_deref(), Some("NhCmhg=="));
+        assert!(matches!(small.data(), Some(SpoolData::Memory(_))));
+
+        let big = vec![7u8; INLINE_LIMIT * 3 + 5];
+        let spooled = s
+            .spool(chunks(&big, 10_000), ChecksumSet::default(), u64::MAX)
+            .await
+            .unwrap();
+        let Some(SpoolData::File { abs, .. }) = spooled.data() else {
+            panic!("expected a file")
+        };
+        let abs = abs.clone();
+        assert_eq!(std::fs::read(&abs).unwrap(), big);
+        drop(spooled);
+        assert!(
+            !abs.exists(),
+            "dropping an unconsumed spool removes its file"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_fail_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool_in(dir.path());
+        let big = vec![1u8; INLINE_LIMIT * 4];
+        let err = s
+            .spool(
+                chunks(&big, 4096),
+                ChecksumSet::default(),
+                (INLINE_LIMIT * 2) as u64,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::EntityTooLarge { .. }));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

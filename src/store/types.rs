@@ -1,0 +1,278 @@
+//! Plain values that cross the `Store` boundary. Serialized forms here are part of the
+//! catalog's on-disk format (see docs/storage.md): add fields with `#[serde(default)]` only.
+
+use std::collections::BTreeMap;
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+/// Smallest size of every multipart part but the last, as S3.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: i32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+/// Checksums as S3 carries them: base64 of the big-endian digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Checksums {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+    pub crc64nvme: Option<String>,
+}
+
+impl Checksums {
+    pub fn is_empty(&self) -> bool {
+        self.crc32.is_none()
+            && self.crc32c.is_none()
+            && self.sha1.is_none()
+            && self.sha256.is_none()
+            && self.crc64nvme.is_none()
+    }
+}
+
+/// The metadata a client sets on an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes: hex MD5, or `hex(md5(part md5s))-N` for multipart objects.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
+    #[serde(default)]
+    pub checksums: Checksums,
+    /// Number of parts for multipart objects, 0 otherwise.
+    #[serde(default)]
+    pub parts: u32,
+}
+
+/// A byte range request, resolved against the object's size with [`ReadRange::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRange {
+    /// `bytes=first-` or `bytes=first-last` (inclusive).
+    FromTo { first: u64, last: Option<u64> },
+    /// `bytes=-len`: the last `len` bytes.
+    Suffix { len: u64 },
+}
+
+impl ReadRange {
+    /// The half-open range to send, or `None` when it cannot be satisfied (416).
+    pub fn resolve(self, size: u64) -> Option<std::ops::Range<u64>> {
+        match self {
+            ReadRange::FromTo { first, last } => {
+                if first >= size {
+                    return None;
+                }
+                let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+                (end > first).then_some(first..end)
+            }
+            ReadRange::Suffix { len } => {
+                if len == 0 {
+                    return None;
+                }
+                Some(size.saturating_sub(len)..size)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Only keys (and common prefixes) strictly after this one.
+    pub after: Option<String>,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    /// The last key or common prefix returned, for the next page's marker.
+    pub last: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub part_number: i32,
+    pub size: u64,
+    /// Hex MD5 of the part, without quotes.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: i64,
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
+    /// The checksum algorithm named at CreateMultipartUpload, if any.
+    #[serde(default)]
+    pub checksum_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: i32,
+    /// As the client sent it, quotes removed.
+    pub etag: String,
+}
+
+/// Checks the client's part list against the stored parts and returns the chosen parts in
+/// order with the multipart ETag `hex(md5(concat(part md5s)))-N`.
+pub fn select_parts<'a>(
+    requested: &[CompletedPart],
+    stored: &'a BTreeMap<i32, PartInfo>,
+) -> Result<(Vec<&'a PartInfo>, String), super::StoreError> {
+    use super::StoreError;
+    if requested.is_empty() {
+        return Err(StoreError::InvalidPart(
+            "the part list is empty: name at least one uploaded part".into(),
+        ));
+    }
+    let mut chosen = Vec::with_capacity(requested.len());
+    let mut prev = 0;
+    for p in requested {
+        if p.part_number <= prev {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        prev = p.part_number;
+        let Some(stored) = stored.get(&p.part_number) else {
+            return Err(StoreError::InvalidPart(format!(
+                "part {} was not uploaded",
+                p.part_number
+            )));
+        };
+        if stored.etag != p.etag.trim_matches('"') {
+            return Err(StoreError::InvalidPart(format!(
+                "part {}: the ETag {} does not match the uploaded part's {}",
+                p.part_number, p.etag, stored.etag
+            )));
+        }
+        chosen.push(stored);
+    }
+    let last = chosen.len() - 1;
+    for (i, part) in chosen.iter().enumerate() {
+        if i != last && part.size < MIN_PART_SIZE {
+            return Err(StoreError::EntityTooSmall {
+                part: part.part_number,
+                size: part.size,
+            });
+        }
+    }
+    let mut md5 = Md5::new();
+    for part in &chosen {
+        let raw = hex::decode(&part.etag).map_err(|_| {
+            StoreError::Internal(format!("stored part ETag `{}` is not hex", part.etag))
+        })?;
+        md5.update(raw);
+    }
+    let etag = format!("{}-{}", hex::encode(md5.finalize()), chosen.len());
+    Ok((chosen, etag))
+}
+
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_like_s3() {
+        let r = |first, last| ReadRange::FromTo { first, last };
+        assert_eq!(r(0, Some(9)).resolve(100), Some(0..10));
+        assert_eq!(r(90, Some(200)).resolve(100), Some(90..100));
+        assert_eq!(r(50, None).resolve(100), Some(50..100));
+        assert_eq!(r(100, None).resolve(100), None);
+        assert_eq!(r(0, Some(0)).resolve(0), None);
+        assert_eq!(ReadRange::Suffix { len: 10 }.resolve(100), Some(90..100));
+        assert_eq!(ReadRange::Suffix { len: 1000 }.resolve(100), Some(0..100));
+        assert_eq!(ReadRange::Suffix { len: 0 }.resolve(100), None);
+    }
+
+    fn part(n: i32, size: u64, body: &[u8]) -> PartInfo {
+        PartInfo {
+            part_number: n,
+            size,
+            etag: hex::encode(Md5::digest(body)),
+            last_modified_ms: 0,
+            checksums: Checksums::default(),
+        }
+    }
+
+    #[test]
+    fn multipart_etag_and_rules() {
+        let mut stored = BTreeMap::new();
+        stored.insert(1, part(1, MIN_PART_SIZE, b"one"));
+        stored.insert(3, part(3, 10, b"three"));
+        stored.insert(4, part(4, 10, b"four"));
+        let req = |n: i32| CompletedPart {
+            part_number: n,
+            etag: format!("\"{}\"", stored[&n].etag),
+        };
+        // gaps in part numbers are allowed; the last part may be small
+        let (chosen, etag) = select_parts(&[req(1), req(3)], &stored).unwrap();
+        assert_eq!(chosen.len(), 2);
+        let mut m = Md5::new();
+        m.update(Md5::digest(b"one"));
+        m.update(Md5::digest(b"three"));
+        assert_eq!(etag, format!("{}-2", hex::encode(m.finalize())));
+        // a small part that is not last
+        assert!(matches!(
+            select_parts(&[req(1), req(3), req(4)], &stored),
+            Err(crate::store::StoreError::EntityTooSmall { part: 3, .. })
+        ));
+        assert!(matches!(
+            select_parts(&[req(3), req(1)], &stored),
+            Err(crate::store::StoreError::InvalidPartOrder)
+        ));
+        let wrong = CompletedPart {
+            part_number: 1,
+            etag: "\"00\"".into(),
+        };
+        assert!(matches!(
+            select_parts(&[wrong], &stored),
+            Err(crate::store::StoreError::InvalidPart(_))
+        ));
+        let missing = CompletedPart {
+            part_number: 2,
+            etag: "\"00\"".into(),
+        };
+        assert!(matches!(
+            select_parts(&[missing], &stored),
+            Err(crate::store::StoreError::InvalidPart(_))
+        ));
+        assert!(select_parts(&[], &stored).is_err());
+    }
+}
