@@ -112,10 +112,10 @@ fn request_id() -> String {
 
 pub async fn serve(config: Config) -> Result<(), AppError> {
     prepare_data_dir(&config.server.data_dir)?;
-    let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let s3_listener = bind("s3.listen", &config.s3.listen).await?;
     let images_listener = bind("images.listen", &config.images.listen).await?;
     let admin_listener = bind("admin.listen", &config.admin.listen).await?;
+    let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
 
     let endpoint = format!(

@@ -92,8 +92,7 @@ fn main() -> ExitCode {
             match runtime.block_on(pixelport::app::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("pixelport: {e}");
+                    tracing::error!("cannot start: {e}");
                     ExitCode::FAILURE
                 }
             }
