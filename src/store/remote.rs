@@ -24,6 +24,9 @@ use super::spool::SpoolData;
 use super::*;
 use crate::config::StoreConfig;
 
+/// The zero-byte object that marks a Pixelport bucket inside the cluster bucket (a plain
+/// object rather than a `B/` directory marker, which some S3 servers cannot store).
+const BUCKET_MARKER: &str = ".pixelport-bucket";
 /// User-metadata names under which checksums travel to the cluster.
 const CHECKSUM_META: &str = "pixelport-checksum-";
 const UPLOAD_CHUNK: usize = 16 << 20;
@@ -35,6 +38,8 @@ pub struct RemoteStore {
 
 impl RemoteStore {
     pub fn new(cfg: &StoreConfig, data_dir: &std::path::Path) -> StoreResult<RemoteStore> {
+        // Registers the reqwest (rustls) HTTP transport; idempotent.
+        opendal::install_default();
         let mut b = opendal::services::S3::default()
             .bucket(&cfg.bucket)
             .endpoint(&cfg.endpoint)
@@ -279,16 +284,19 @@ impl Store for RemoteStore {
 
     async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
         let entries = self.op.list("").await.map_err(map_err)?;
-        let mut out: Vec<BucketInfo> = entries
-            .into_iter()
-            .filter_map(|e| {
-                let name = e.path().strip_suffix('/')?;
-                (!name.is_empty() && !name.contains('/')).then(|| BucketInfo {
-                    name: name.to_owned(),
-                    created_ms: now_ms(),
-                })
-            })
-            .collect();
+        let mut out = Vec::new();
+        for e in entries {
+            let Some(name) = e.path().strip_suffix('/') else { continue };
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            // Only directories carrying our marker are buckets.
+            match self.op.stat(&format!("{name}/{BUCKET_MARKER}")).await {
+                Ok(meta) => out.push(BucketInfo { name: name.to_owned(), created_ms: Self::info_from(name, &meta).last_modified_ms }),
+                Err(err) if err.kind() == opendal::ErrorKind::NotFound => {}
+                Err(err) => return Err(map_err(err)),
+            }
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -297,14 +305,12 @@ impl Store for RemoteStore {
         if self.head_bucket(name).await.is_ok() {
             return Err(StoreError::BucketExists(name.into()));
         }
-        self.op
-            .create_dir(&format!("{name}/"))
-            .await
-            .map_err(map_err)
+        let marker = format!("{name}/{BUCKET_MARKER}");
+        self.op.write(&marker, &b"pixelport bucket marker\n"[..]).await.map(|_| ()).map_err(map_err)
     }
 
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
-        match self.op.exists(&format!("{name}/")).await {
+        match self.op.exists(&format!("{name}/{BUCKET_MARKER}")).await {
             Ok(true) => Ok(BucketInfo {
                 name: name.into(),
                 created_ms: now_ms(),
@@ -324,10 +330,11 @@ impl Store for RemoteStore {
             .limit(4)
             .await
             .map_err(map_err)?;
-        if entries.iter().any(|e| e.path() != dir) {
+        let marker = format!("{dir}{BUCKET_MARKER}");
+        if entries.iter().any(|e| e.path() != dir && e.path() != marker && !e.metadata().is_dir()) {
             return Err(StoreError::BucketNotEmpty(name.into()));
         }
-        self.op.delete(&dir).await.map_err(map_err)
+        self.op.delete(&marker).await.map_err(map_err)
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo> {
@@ -458,7 +465,8 @@ impl Store for RemoteStore {
 
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
         self.ensure_bucket(bucket).await?;
-        if key.is_empty() {
+        // Deleting the marker would delete the bucket: it is not a key clients can address.
+        if key.is_empty() || key == BUCKET_MARKER {
             return Ok(());
         }
         self.op
@@ -481,11 +489,7 @@ impl Store for RemoteStore {
             let Some(key) = entry.path().strip_prefix(&dir) else {
                 continue;
             };
-            if key.is_empty()
-                || (entry.metadata().is_dir()
-                    && entry.metadata().content_length() == 0
-                    && entry.metadata().etag().is_none())
-            {
+            if key.is_empty() || key == BUCKET_MARKER || entry.metadata().is_dir() {
                 continue;
             }
             items.push(Self::info_from(key, entry.metadata()));
