@@ -46,7 +46,9 @@ pub async fn create_bucket(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     tracing::info!(bucket, "bucket created");
-    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) }))
+    Ok(S3Response::new(CreateBucketOutput {
+        location: Some(format!("/{bucket}")),
+    }))
 }
 
 pub async fn head_bucket(

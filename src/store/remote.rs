@@ -286,13 +286,18 @@ impl Store for RemoteStore {
         let entries = self.op.list("").await.map_err(map_err)?;
         let mut out = Vec::new();
         for e in entries {
-            let Some(name) = e.path().strip_suffix('/') else { continue };
+            let Some(name) = e.path().strip_suffix('/') else {
+                continue;
+            };
             if name.is_empty() || name.contains('/') {
                 continue;
             }
             // Only directories carrying our marker are buckets.
             match self.op.stat(&format!("{name}/{BUCKET_MARKER}")).await {
-                Ok(meta) => out.push(BucketInfo { name: name.to_owned(), created_ms: Self::info_from(name, &meta).last_modified_ms }),
+                Ok(meta) => out.push(BucketInfo {
+                    name: name.to_owned(),
+                    created_ms: Self::info_from(name, &meta).last_modified_ms,
+                }),
                 Err(err) if err.kind() == opendal::ErrorKind::NotFound => {}
                 Err(err) => return Err(map_err(err)),
             }
@@ -306,7 +311,11 @@ impl Store for RemoteStore {
             return Err(StoreError::BucketExists(name.into()));
         }
         let marker = format!("{name}/{BUCKET_MARKER}");
-        self.op.write(&marker, &b"pixelport bucket marker\n"[..]).await.map(|_| ()).map_err(map_err)
+        self.op
+            .write(&marker, &b"pixelport bucket marker\n"[..])
+            .await
+            .map(|_| ())
+            .map_err(map_err)
     }
 
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
@@ -331,7 +340,10 @@ impl Store for RemoteStore {
             .await
             .map_err(map_err)?;
         let marker = format!("{dir}{BUCKET_MARKER}");
-        if entries.iter().any(|e| e.path() != dir && e.path() != marker && !e.metadata().is_dir()) {
+        if entries
+            .iter()
+            .any(|e| e.path() != dir && e.path() != marker && !e.metadata().is_dir())
+        {
             return Err(StoreError::BucketNotEmpty(name.into()));
         }
         self.op.delete(&marker).await.map_err(map_err)

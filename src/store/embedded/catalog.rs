@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::store::{
@@ -113,7 +113,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub struct Catalog {
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 /// What a write released: blobs to delete once the commit is durable.
@@ -131,7 +131,22 @@ impl Catalog {
             tx.open_table(PARTS)?;
         }
         tx.commit()?;
-        Ok(Catalog { db })
+        Ok(Catalog {
+            db: std::sync::Arc::new(db),
+        })
+    }
+
+    pub fn database(&self) -> std::sync::Arc<Database> {
+        self.db.clone()
+    }
+
+    /// Runs `f` in a write transaction of its own and commits it (tests and offline tools;
+    /// the daemon batches writes through `Committer`).
+    pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let tx = self.db.begin_write()?;
+        let v = f(&tx)?;
+        tx.commit()?;
+        Ok(v)
     }
 
     pub fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
@@ -154,8 +169,7 @@ impl Catalog {
         }
     }
 
-    pub fn create_bucket(&self, info: &BucketInfo) -> StoreResult<()> {
-        let tx = self.db.begin_write()?;
+    pub fn create_bucket(tx: &WriteTransaction, info: &BucketInfo) -> StoreResult<()> {
         {
             let mut t = tx.open_table(BUCKETS)?;
             if t.get(info.name.as_str())?.is_some() {
@@ -163,13 +177,11 @@ impl Catalog {
             }
             t.insert(info.name.as_str(), encode(info)?.as_slice())?;
         }
-        tx.commit()?;
         Ok(())
     }
 
     /// Deletes an empty bucket, aborting its unfinished uploads.
-    pub fn delete_bucket(&self, name: &str) -> StoreResult<Released> {
-        let tx = self.db.begin_write()?;
+    pub fn delete_bucket(tx: &WriteTransaction, name: &str) -> StoreResult<Released> {
         let mut released = Vec::new();
         {
             let mut buckets = tx.open_table(BUCKETS)?;
@@ -200,7 +212,6 @@ impl Catalog {
                 released.extend(remove_parts(&mut parts, &id)?.into_values().map(|p| p.blob));
             }
         }
-        tx.commit()?;
         Ok(released)
     }
 
@@ -235,26 +246,23 @@ impl Catalog {
 
     /// Inserts or replaces an object; returns the blobs the old version used.
     pub fn put_object(
-        &self,
+        tx: &WriteTransaction,
         bucket: &str,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
     ) -> StoreResult<Released> {
-        let tx = self.db.begin_write()?;
         let released;
         {
             if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
                 return Err(StoreError::NoSuchBucket(bucket.into()));
             }
-            released = self.put_in(&tx, bucket, record, inline)?;
+            released = Self::put_in(tx, bucket, record, inline)?;
         }
-        tx.commit()?;
         Ok(released)
     }
 
     fn put_in(
-        &self,
-        tx: &redb::WriteTransaction,
+        tx: &WriteTransaction,
         bucket: &str,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
@@ -279,27 +287,27 @@ impl Catalog {
     }
 
     /// Replaces the stored record's info (metadata) keeping its location.
-    pub fn replace_info(&self, bucket: &str, info: &ObjectInfo) -> StoreResult<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let k = object_key(bucket, &info.key);
-            let mut objects = tx.open_table(OBJECTS)?;
-            let old: ObjectRecord = match objects.get(k.as_slice())? {
-                Some(v) => decode(v.value())?,
-                None => return Err(StoreError::NoSuchKey(info.key.clone())),
-            };
-            let record = ObjectRecord {
-                info: info.clone(),
-                location: old.location,
-            };
-            objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+    /// Replaces an object's client metadata, keeping its bytes; returns the new info.
+    pub fn update_attrs(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        attrs: crate::store::ObjectAttrs,
+        last_modified_ms: i64,
+    ) -> StoreResult<ObjectInfo> {
+        let k = object_key(bucket, key);
+        let mut objects = tx.open_table(OBJECTS)?;
+        let mut record: ObjectRecord = match objects.get(k.as_slice())? {
+            Some(v) => decode(v.value())?,
+            None => return Err(StoreError::NoSuchKey(key.to_owned())),
+        };
+        record.info.attrs = attrs;
+        record.info.last_modified_ms = last_modified_ms;
+        objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
+        Ok(record.info)
     }
 
-    pub fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Released> {
-        let tx = self.db.begin_write()?;
+    pub fn delete_object(tx: &WriteTransaction, bucket: &str, key: &str) -> StoreResult<Released> {
         let mut released = Vec::new();
         {
             if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
@@ -316,7 +324,6 @@ impl Catalog {
                 tx.open_table(INLINE)?.remove(k.as_slice())?;
             }
         }
-        tx.commit()?;
         Ok(released)
     }
 
@@ -361,8 +368,7 @@ impl Catalog {
         }
     }
 
-    pub fn create_upload(&self, info: &UploadInfo) -> StoreResult<()> {
-        let tx = self.db.begin_write()?;
+    pub fn create_upload(tx: &WriteTransaction, info: &UploadInfo) -> StoreResult<()> {
         {
             if tx.open_table(BUCKETS)?.get(info.bucket.as_str())?.is_none() {
                 return Err(StoreError::NoSuchBucket(info.bucket.clone()));
@@ -370,7 +376,6 @@ impl Catalog {
             tx.open_table(UPLOADS)?
                 .insert(info.upload_id.as_str(), encode(info)?.as_slice())?;
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -387,13 +392,12 @@ impl Catalog {
 
     /// Records a part; returns the blob of a part it replaced.
     pub fn put_part(
-        &self,
+        tx: &WriteTransaction,
         bucket: &str,
         key: &str,
         upload_id: &str,
         record: &PartRecord,
     ) -> StoreResult<Released> {
-        let tx = self.db.begin_write()?;
         let released;
         {
             let uploads = tx.open_table(UPLOADS)?;
@@ -410,7 +414,6 @@ impl Catalog {
                 None => Vec::new(),
             };
         }
-        tx.commit()?;
         Ok(released)
     }
 
@@ -459,14 +462,13 @@ impl Catalog {
 
     /// Turns the upload into an object in one transaction; returns blobs no longer needed.
     pub fn complete_upload(
-        &self,
+        tx: &WriteTransaction,
         bucket: &str,
         key: &str,
         upload_id: &str,
         requested: &[CompletedPart],
         last_modified_ms: i64,
     ) -> StoreResult<(ObjectInfo, Released)> {
-        let tx = self.db.begin_write()?;
         let info;
         let mut released;
         {
@@ -519,14 +521,17 @@ impl Catalog {
                 .collect::<Vec<_>>();
             drop(uploads);
             drop(parts_t);
-            released.extend(self.put_in(&tx, bucket, &record, None)?);
+            released.extend(Self::put_in(tx, bucket, &record, None)?);
         }
-        tx.commit()?;
         Ok((info, released))
     }
 
-    pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<Released> {
-        let tx = self.db.begin_write()?;
+    pub fn abort_upload(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StoreResult<Released> {
         let released;
         {
             let mut uploads = tx.open_table(UPLOADS)?;
@@ -543,7 +548,6 @@ impl Catalog {
                 .map(|r| r.blob)
                 .collect();
         }
-        tx.commit()?;
         Ok(released)
     }
 
@@ -652,11 +656,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.redb");
         let cat = Catalog::open(&path).unwrap();
-        cat.create_bucket(&BucketInfo {
+        let bucket = BucketInfo {
             name: "b".into(),
             created_ms: 0,
-        })
-        .unwrap();
+        };
+        cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
         let mut model: BTreeMap<String, u64> = BTreeMap::new();
         let mut seed = 0x9E3779B97F4A7C15u64;
         let mut next = move || {
@@ -675,12 +679,14 @@ mod tests {
                         info: info(key, size),
                         location: Location::Inline,
                     };
-                    cat.put_object("b", &rec, Some(&vec![1u8; size as usize]))
+                    let data = vec![1u8; size as usize];
+                    cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(&data)))
                         .unwrap();
                     model.insert(key.into(), size);
                 }
                 _ => {
-                    cat.delete_object("b", key).unwrap();
+                    cat.write(|tx| Catalog::delete_object(tx, "b", key))
+                        .unwrap();
                     model.remove(key);
                 }
             }
@@ -712,7 +718,7 @@ mod tests {
         let cat = Catalog::open(&path).unwrap();
         check(&cat);
         assert!(matches!(
-            cat.delete_bucket("b"),
+            cat.write(|tx| Catalog::delete_bucket(tx, "b")),
             Err(StoreError::BucketNotEmpty(_)) | Ok(_)
         ));
     }
@@ -725,16 +731,13 @@ mod tests {
             cat.get_object("nob", "k"),
             Err(StoreError::NoSuchBucket(_))
         ));
-        cat.create_bucket(&BucketInfo {
+        let bucket = BucketInfo {
             name: "b".into(),
             created_ms: 0,
-        })
-        .unwrap();
+        };
+        cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
         assert!(matches!(
-            cat.create_bucket(&BucketInfo {
-                name: "b".into(),
-                created_ms: 0
-            }),
+            cat.write(|tx| Catalog::create_bucket(tx, &bucket)),
             Err(StoreError::BucketExists(_))
         ));
         assert!(matches!(
@@ -742,20 +745,22 @@ mod tests {
             Err(StoreError::NoSuchKey(_))
         ));
         assert!(matches!(
-            cat.abort_upload("b", "k", "nope"),
+            cat.write(|tx| Catalog::abort_upload(tx, "b", "k", "nope")),
             Err(StoreError::NoSuchUpload(_))
         ));
         let rec = ObjectRecord {
             info: info("k", 1),
             location: Location::Inline,
         };
-        cat.put_object("b", &rec, Some(b"x")).unwrap();
+        cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(b"x")))
+            .unwrap();
         assert!(matches!(
-            cat.delete_bucket("b"),
+            cat.write(|tx| Catalog::delete_bucket(tx, "b")),
             Err(StoreError::BucketNotEmpty(_))
         ));
-        cat.delete_object("b", "k").unwrap();
-        cat.delete_bucket("b").unwrap();
+        cat.write(|tx| Catalog::delete_object(tx, "b", "k"))
+            .unwrap();
+        cat.write(|tx| Catalog::delete_bucket(tx, "b")).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! cut a response short (an unlinked file stays readable while open).
 
 pub mod catalog;
+pub mod committer;
 
 use std::collections::HashSet;
 use std::io::SeekFrom;
@@ -23,6 +24,7 @@ use opendal::Operator;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use self::catalog::{Catalog, Location, ObjectRecord, PartRecord, Segment};
+use self::committer::Committer;
 use super::spool::SpoolData;
 use super::*;
 
@@ -30,6 +32,7 @@ const READ_CHUNK: usize = 1 << 20;
 
 pub struct EmbeddedStore {
     catalog: Arc<Catalog>,
+    committer: Committer,
     op: Operator,
     root: PathBuf,
 }
@@ -50,8 +53,10 @@ impl EmbeddedStore {
         std::fs::create_dir_all(root.join("blobs"))
             .map_err(|e| StoreError::Internal(format!("{}: {e}", root.join("blobs").display())))?;
         let catalog = Catalog::open(&root.join("catalog.redb"))?;
+        let committer = Committer::start(catalog.database()).map_err(StoreError::internal)?;
         let store = EmbeddedStore {
             catalog: Arc::new(catalog),
+            committer,
             op,
             root: root.to_owned(),
         };
@@ -193,7 +198,9 @@ impl Store for EmbeddedStore {
             name: name.to_owned(),
             created_ms: now_ms(),
         };
-        self.cat(move |c| c.create_bucket(&info)).await
+        self.committer
+            .write(move |tx| Catalog::create_bucket(tx, &info))
+            .await
     }
 
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
@@ -203,7 +210,10 @@ impl Store for EmbeddedStore {
 
     async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        let released = self.cat(move |c| c.delete_bucket(&name)).await?;
+        let released = self
+            .committer
+            .write(move |tx| Catalog::delete_bucket(tx, &name))
+            .await?;
         self.release(released);
         Ok(())
     }
@@ -292,7 +302,8 @@ impl Store for EmbeddedStore {
                     location: Location::Inline,
                 };
                 let released = self
-                    .cat(move |c| c.put_object(&b, &record, Some(&data)))
+                    .committer
+                    .write(move |tx| Catalog::put_object(tx, &b, &record, Some(&data)))
                     .await?;
                 self.release(released);
             }
@@ -304,7 +315,11 @@ impl Store for EmbeddedStore {
                         segments: vec![seg.clone()],
                     },
                 };
-                match self.cat(move |c| c.put_object(&b, &record, None)).await {
+                match self
+                    .committer
+                    .write(move |tx| Catalog::put_object(tx, &b, &record, None))
+                    .await
+                {
                     Ok(released) => self.release(released),
                     Err(e) => {
                         self.discard(seg).await;
@@ -323,20 +338,17 @@ impl Store for EmbeddedStore {
         attrs: ObjectAttrs,
     ) -> StoreResult<ObjectInfo> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
-        self.cat(move |c| {
-            let (record, _) = c.get_object(&b, &k)?;
-            let mut info = record.info;
-            info.attrs = attrs;
-            info.last_modified_ms = now_ms();
-            c.replace_info(&b, &info)?;
-            Ok(info)
-        })
-        .await
+        self.committer
+            .write(move |tx| Catalog::update_attrs(tx, &b, &k, attrs, now_ms()))
+            .await
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
-        let released = self.cat(move |c| c.delete_object(&b, &k)).await?;
+        let released = self
+            .committer
+            .write(move |tx| Catalog::delete_object(tx, &b, &k))
+            .await?;
         self.release(released);
         Ok(())
     }
@@ -362,7 +374,9 @@ impl Store for EmbeddedStore {
             checksum_algorithm: checksum,
         };
         let id = info.upload_id.clone();
-        self.cat(move |c| c.create_upload(&info)).await?;
+        self.committer
+            .write(move |tx| Catalog::create_upload(tx, &info))
+            .await?;
         Ok(id)
     }
 
@@ -390,7 +404,11 @@ impl Store for EmbeddedStore {
             blob: seg.blob.clone(),
         };
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        match self.cat(move |c| c.put_part(&b, &k, &u, &record)).await {
+        match self
+            .committer
+            .write(move |tx| Catalog::put_part(tx, &b, &k, &u, &record))
+            .await
+        {
             Ok(released) => self.release(released),
             Err(e) => {
                 self.discard(seg).await;
@@ -414,7 +432,8 @@ impl Store for EmbeddedStore {
             parts.to_vec(),
         );
         let (info, released) = self
-            .cat(move |c| c.complete_upload(&b, &k, &u, &p, now_ms()))
+            .committer
+            .write(move |tx| Catalog::complete_upload(tx, &b, &k, &u, &p, now_ms()))
             .await?;
         self.release(released);
         Ok(info)
@@ -422,7 +441,10 @@ impl Store for EmbeddedStore {
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        let released = self.cat(move |c| c.abort_upload(&b, &k, &u)).await?;
+        let released = self
+            .committer
+            .write(move |tx| Catalog::abort_upload(tx, &b, &k, &u))
+            .await?;
         self.release(released);
         Ok(())
     }
