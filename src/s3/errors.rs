@@ -40,6 +40,11 @@ pub fn store_error(e: StoreError, rid: &str) -> S3Error {
             S3Error::with_message(S3ErrorCode::InvalidRange, e.to_string())
         }
         StoreError::BadDigest(m) => S3Error::with_message(S3ErrorCode::BadDigest, m),
+        // s3s reports a bad aws-chunked chunk signature as a body stream error.
+        StoreError::IncompleteBody(m) if m.contains("SignatureMismatch") => s3_error!(
+            SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided (chunk signature)"
+        ),
         StoreError::IncompleteBody(m) => {
             tracing::info!(request_id = rid, cause = %m, "request body ended early");
             S3Error::with_message(

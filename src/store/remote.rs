@@ -27,9 +27,14 @@ use crate::config::StoreConfig;
 /// The zero-byte object that marks a Pixelport bucket inside the cluster bucket (a plain
 /// object rather than a `B/` directory marker, which some S3 servers cannot store).
 const BUCKET_MARKER: &str = ".pixelport-bucket";
-/// User-metadata names under which checksums travel to the cluster.
-const CHECKSUM_META: &str = "pixelport-checksum-";
-const UPLOAD_CHUNK: usize = 16 << 20;
+/// User metadata under this prefix carries what S3 object metadata cannot (checksums,
+/// Content-Language, Expires through OpenDAL); it is hidden from clients.
+const RESERVED_META: &str = "pixelport-";
+/// Objects up to this size are sent as one PutObject (so their ETag is their MD5).
+const UPLOAD_CHUNK: usize = 64 << 20;
+/// Multipart uploads whose parts are at most this large keep their part boundaries.
+const ALIGNED_PART_LIMIT: u64 = 64 << 20;
+const READ_PIECE: usize = 4 << 20;
 
 pub struct RemoteStore {
     op: Operator,
@@ -100,12 +105,14 @@ impl RemoteStore {
         let mut checksums = Checksums::default();
         if let Some(um) = meta.user_metadata() {
             for (k, v) in um {
-                match k.strip_prefix(CHECKSUM_META) {
-                    Some("crc32") => checksums.crc32 = Some(v.to_owned()),
-                    Some("crc32c") => checksums.crc32c = Some(v.to_owned()),
-                    Some("sha1") => checksums.sha1 = Some(v.to_owned()),
-                    Some("sha256") => checksums.sha256 = Some(v.to_owned()),
-                    Some("crc64nvme") => checksums.crc64nvme = Some(v.to_owned()),
+                match k.strip_prefix(RESERVED_META) {
+                    Some("checksum-crc32") => checksums.crc32 = Some(v.to_owned()),
+                    Some("checksum-crc32c") => checksums.crc32c = Some(v.to_owned()),
+                    Some("checksum-sha1") => checksums.sha1 = Some(v.to_owned()),
+                    Some("checksum-sha256") => checksums.sha256 = Some(v.to_owned()),
+                    Some("checksum-crc64nvme") => checksums.crc64nvme = Some(v.to_owned()),
+                    Some("content-language") => attrs.content_language = Some(v.to_owned()),
+                    Some("expires") => attrs.expires = Some(v.to_owned()),
                     Some(_) => {}
                     None => {
                         attrs.user_metadata.insert(k.to_owned(), v.to_owned());
@@ -134,12 +141,19 @@ impl RemoteStore {
     }
 
     /// Streams the given local spooled bodies, in order, into one cluster object.
+    ///
+    /// With `part_size`, every body but the last is exactly that long and is sent as one
+    /// cluster part, so the cluster computes the same `md5-of-part-md5s-N` ETag the client
+    /// expects; each such part is read into memory, so callers pass it only for parts of at
+    /// most `ALIGNED_PART_LIMIT`. Without it, bodies stream in `UPLOAD_CHUNK` pieces (an
+    /// object that fits in one chunk is a single PutObject, whose ETag is its MD5).
     async fn upload(
         &self,
         path: &str,
         bodies: Vec<SpoolData>,
         attrs: &ObjectAttrs,
         checksums: &Checksums,
+        part_size: Option<usize>,
     ) -> StoreResult<()> {
         let mut meta: Vec<(String, String)> = attrs
             .user_metadata
@@ -147,21 +161,23 @@ impl RemoteStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (name, v) in [
-            ("crc32", &checksums.crc32),
-            ("crc32c", &checksums.crc32c),
-            ("sha1", &checksums.sha1),
-            ("sha256", &checksums.sha256),
-            ("crc64nvme", &checksums.crc64nvme),
+            ("checksum-crc32", &checksums.crc32),
+            ("checksum-crc32c", &checksums.crc32c),
+            ("checksum-sha1", &checksums.sha1),
+            ("checksum-sha256", &checksums.sha256),
+            ("checksum-crc64nvme", &checksums.crc64nvme),
+            ("content-language", &attrs.content_language),
+            ("expires", &attrs.expires),
         ] {
             if let Some(v) = v {
-                meta.push((format!("{CHECKSUM_META}{name}"), v.clone()));
+                meta.push((format!("{RESERVED_META}{name}"), v.clone()));
             }
         }
         let mut w = self
             .op
             .writer_with(path)
-            .chunk(UPLOAD_CHUNK)
-            .concurrent(4)
+            .chunk(part_size.unwrap_or(UPLOAD_CHUNK))
+            .concurrent(if part_size.is_some() { 2 } else { 4 })
             .user_metadata(meta);
         if let Some(v) = &attrs.content_type {
             w = w.content_type(v);
@@ -180,13 +196,17 @@ impl RemoteStore {
             for body in bodies {
                 match body {
                     SpoolData::Memory(bytes) => writer.write(bytes).await.map_err(map_err)?,
+                    SpoolData::File { abs, .. } if part_size.is_some() => {
+                        let whole = tokio::fs::read(&abs).await.map_err(StoreError::internal)?;
+                        writer.write(whole).await.map_err(map_err)?;
+                    }
                     SpoolData::File { abs, .. } => {
                         let mut f = tokio::fs::File::open(&abs)
                             .await
                             .map_err(StoreError::internal)?;
                         loop {
-                            let mut buf = bytes::BytesMut::with_capacity(4 << 20);
-                            while buf.len() < 4 << 20 {
+                            let mut buf = bytes::BytesMut::with_capacity(READ_PIECE);
+                            while buf.len() < READ_PIECE {
                                 if f.read_buf(&mut buf).await.map_err(StoreError::internal)? == 0 {
                                     break;
                                 }
@@ -420,6 +440,7 @@ impl Store for RemoteStore {
                 vec![data],
                 &attrs,
                 &body.checksums,
+                None,
             )
             .await;
         if let Some(f) = file {
@@ -466,6 +487,7 @@ impl Store for RemoteStore {
                 vec![data],
                 &attrs,
                 &info.checksums,
+                None,
             )
             .await
         }
@@ -507,7 +529,34 @@ impl Store for RemoteStore {
             items.push(Self::info_from(key, entry.metadata()));
         }
         items.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(listing::paginate(items, query))
+        let mut page = listing::paginate(items, query);
+        // Some servers list without ETags; fill them in for the page only, 16 at a time.
+        let missing: Vec<usize> = (0..page.objects.len())
+            .filter(|&i| page.objects[i].etag.is_empty())
+            .collect();
+        let found: Vec<(usize, Option<String>)> = futures::stream::iter(missing)
+            .map(|i| {
+                let path = format!("{bucket}/{}", page.objects[i].key);
+                async move {
+                    (
+                        i,
+                        self.op
+                            .stat(&path)
+                            .await
+                            .ok()
+                            .and_then(|m| m.etag().map(|e| e.trim_matches('"').to_owned())),
+                    )
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (i, etag) in found {
+            if let Some(e) = etag {
+                page.objects[i].etag = e;
+            }
+        }
+        Ok(page)
     }
 
     async fn create_upload(
@@ -586,11 +635,19 @@ impl Store for RemoteStore {
                 abs: dir.join(format!("part-{}", p.part_number)),
             })
             .collect();
+        // Keep the client's part boundaries when they are regular, so the cluster's ETag is
+        // the md5-of-part-md5s the client computed.
+        let first = chosen[0].size;
+        let aligned = chosen.len() > 1
+            && first <= ALIGNED_PART_LIMIT
+            && chosen[..chosen.len() - 1].iter().all(|p| p.size == first)
+            && chosen[chosen.len() - 1].size <= first;
         self.upload(
             &format!("{bucket}/{key}"),
             bodies,
             &upload.attrs,
             &Checksums::default(),
+            aligned.then_some(first as usize),
         )
         .await?;
         let _ = tokio::fs::remove_dir_all(&dir).await;
