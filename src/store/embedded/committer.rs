@@ -20,16 +20,31 @@ type Job = Box<dyn FnOnce(Result<&WriteTransaction, &str>) -> Finish + Send>;
 const MAX_BATCH: usize = 512;
 
 pub struct Committer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    /// Lets queued jobs finish and releases the database before returning, so the catalog
+    /// can be reopened right away.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Committer {
     pub fn start(db: Arc<Database>) -> std::io::Result<Committer> {
         let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("pixelport-catalog".into())
             .spawn(move || run(&db, &rx))?;
-        Ok(Committer { jobs })
+        Ok(Committer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Applies `f` in the next batch and waits until that batch is durable.
@@ -52,6 +67,8 @@ impl Committer {
             })
         });
         self.jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("the catalog writer has stopped".into()))?
             .send(job)
             .map_err(|_| StoreError::Internal("the catalog writer has stopped".into()))?;
         wait.await
