@@ -81,11 +81,29 @@ pub async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
     let ext = &req.extensions;
-    let info = s
-        .store
-        .head_object(&input.bucket, &input.key)
-        .await
-        .map_err(|e| s.err(e, ext))?;
+    let range = input.range.as_ref().map(to_read_range);
+    // One read gives the object's info and its bytes from the same version; preconditions
+    // are checked on that info before any byte is sent (the stream is dropped if they fail).
+    let (info, stream, span) = match s.store.read_object(&input.bucket, &input.key, range).await {
+        Ok(x) => x,
+        Err(StoreError::InvalidRange { size }) => {
+            // As S3: a failed precondition wins over an unsatisfiable range.
+            let info = s
+                .store
+                .head_object(&input.bucket, &input.key)
+                .await
+                .map_err(|e| s.err(e, ext))?;
+            check_conditions(
+                &info,
+                input.if_match.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+                input.if_unmodified_since.as_ref(),
+            )?;
+            return Err(s.err(StoreError::InvalidRange { size }, ext));
+        }
+        Err(e) => return Err(s.err(e, ext)),
+    };
     check_conditions(
         &info,
         input.if_match.as_ref(),
@@ -93,26 +111,6 @@ pub async fn get_object(
         input.if_modified_since.as_ref(),
         input.if_unmodified_since.as_ref(),
     )?;
-    let range = input.range.as_ref().map(to_read_range);
-    if let Some(r) = range
-        && r.resolve(info.size).is_none()
-    {
-        return Err(s.err(StoreError::InvalidRange { size: info.size }, ext));
-    }
-    let (info, stream, span) = s
-        .store
-        .read_object(&input.bucket, &input.key, range)
-        .await
-        .map_err(|e| s.err(e, ext))?;
-    // The object may have changed between the HEAD and the read: re-check If-Match.
-    if let Some(c) = input.if_match.as_ref()
-        && !etag_matches(c, &info.etag)
-    {
-        return Err(s3_error!(
-            PreconditionFailed,
-            "At least one of the pre-conditions you specified did not hold (If-Match)"
-        ));
-    }
     let len = span.end - span.start;
     let content_range = range.map(|_| {
         format!(

@@ -16,6 +16,8 @@ use crate::store::{StoreError, StoreResult};
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 type Job = Box<dyn FnOnce(Result<&WriteTransaction, &str>) -> Finish + Send>;
 
+/// Longest a batch waits for more writers when the previous batch had several.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 /// Most jobs applied in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -77,14 +79,30 @@ impl Committer {
 }
 
 fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
+    let mut last_batch = 1usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        // Under concurrency, wait a moment for the writers of the last batch to come back,
+        // so one fsync serves them all (commit_delay in PostgreSQL terms). A lone writer
+        // never waits.
+        let deadline = std::time::Instant::now() + LINGER;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = std::time::Instant::now();
+                    if last_batch <= 1 || batch.len() >= last_batch || now >= deadline {
+                        break;
+                    }
+                    match rx.recv_timeout(deadline - now) {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
             }
         }
+        last_batch = batch.len();
         match db.begin_write() {
             Ok(tx) => {
                 let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Ok(&tx))).collect();

@@ -203,9 +203,10 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    // Point reads run inline: a redb read of cached pages takes microseconds, less than a
+    // hop to the blocking pool. Scans (listings, totals) still go to the pool.
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
-        let name = name.to_owned();
-        self.cat(move |c| c.head_bucket(&name)).await
+        self.catalog.head_bucket(name)
     }
 
     async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
@@ -219,8 +220,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo> {
-        let (b, k) = (bucket.to_owned(), key.to_owned());
-        Ok(self.cat(move |c| c.get_object(&b, &k)).await?.0.info)
+        Ok(self.catalog.get_object(bucket, key)?.0.info)
     }
 
     async fn read_object(
@@ -229,8 +229,7 @@ impl Store for EmbeddedStore {
         key: &str,
         range: Option<ReadRange>,
     ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
-        let (b, k) = (bucket.to_owned(), key.to_owned());
-        let (record, inline) = self.cat(move |c| c.get_object(&b, &k)).await?;
+        let (record, inline) = self.catalog.get_object(bucket, key)?;
         let size = record.info.size;
         let span = match range {
             Some(r) => r.resolve(size).ok_or(StoreError::InvalidRange { size })?,
