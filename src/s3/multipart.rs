@@ -245,6 +245,20 @@ pub async fn complete(
             etag: etag.value().to_owned(),
         });
     }
+    // The assembled object obeys the same size limit as a single PUT.
+    let (_, stored) = s
+        .store
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let total: u64 = stored
+        .iter()
+        .filter(|p| list.iter().any(|c| c.part_number == p.part_number))
+        .map(|p| p.size)
+        .sum();
+    if total > s.max_object_size {
+        return Err(s.err(StoreError::EntityTooLarge { max: s.max_object_size }, &req.extensions));
+    }
     let info = s
         .store
         .complete_upload(&input.bucket, &input.key, &input.upload_id, &list)

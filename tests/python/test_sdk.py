@@ -878,6 +878,25 @@ def test_object_over_max_size_is_entity_too_large(backend_daemon, make_daemon):
     expect_error("NoSuchKey", 404, s3.get_object, Bucket=b, Key="big-mp")
 
 
+def test_multipart_whose_parts_fit_but_whole_does_not_is_entity_too_large(backend_daemon, make_daemon):
+    """With max_object_size = 6MiB, two parts of 5 MiB and 2 MiB are each accepted, but Complete refuses the 7 MiB object with EntityTooLarge and the upload stays completable with fewer parts."""
+    d = make_daemon(backend=backend_daemon.backend, max_object_size="6MiB")
+    s3 = d.client()
+    b = harness.unique_name("maxmp")
+    s3.create_bucket(Bucket=b)
+    uid = s3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
+    p1 = pattern_bytes(5 * MiB, seed=81)
+    r1 = s3.upload_part(Bucket=b, Key="mp", UploadId=uid, PartNumber=1, Body=p1)
+    r2 = s3.upload_part(Bucket=b, Key="mp", UploadId=uid, PartNumber=2, Body=pattern_bytes(2 * MiB, seed=82))
+    expect_error("EntityTooLarge", 400, s3.complete_multipart_upload, Bucket=b, Key="mp", UploadId=uid,
+                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r1["ETag"]},
+                                            {"PartNumber": 2, "ETag": r2["ETag"]}]})
+    expect_error("NoSuchKey", 404, s3.get_object, Bucket=b, Key="mp")
+    s3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r1["ETag"]}]})
+    assert s3.get_object(Bucket=b, Key="mp")["Body"].read() == p1
+
+
 # ---------------------------------------------------------- remote layout ----
 
 @pytest.mark.pixelport_only
