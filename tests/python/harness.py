@@ -428,7 +428,7 @@ def make_client(endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = S
     """
     cfg = dict(
         s3={"addressing_style": "path"},
-        retries={"max_attempts": retries, "mode": "standard"},
+        retries={"total_max_attempts": retries, "mode": "standard"},
         connect_timeout=5,
         read_timeout=read_timeout,
         region_name=REGION,

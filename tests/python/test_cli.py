@@ -707,9 +707,9 @@ def _timed_failure(fn, **kw) -> tuple[str | None, int | None, float]:
 
 
 def _single_attempt_client(d: CliDaemon):
-    # botocore's retries["max_attempts"] counts retries, not attempts: make_client(retries=0)
-    # is the one that sends each request exactly once, so the timing is the daemon's own.
-    client = harness.make_client(d.endpoint, retries=0, read_timeout=OUTAGE_LIMIT + 15)
+    # make_client(retries=1) means one attempt in all (botocore's total_max_attempts), so
+    # each request is sent exactly once and the timing is the daemon's own.
+    client = harness.make_client(d.endpoint, retries=1, read_timeout=OUTAGE_LIMIT + 15)
     assert client.meta.config.retries.get("total_max_attempts") == 1, client.meta.config.retries
     return client
 
