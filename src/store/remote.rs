@@ -698,11 +698,23 @@ impl Store for RemoteStore {
             .await
             .map_err(StoreError::internal)?;
         while let Some(e) = rd.next_entry().await.map_err(StoreError::internal)? {
+            // Upload dirs and metadata rewrites in progress both live here; without a
+            // readable upload.json (being created, or a rewrite) the dir's own age decides.
+            let dir_is_old = || async {
+                let modified = tokio::fs::metadata(e.path())
+                    .await
+                    .and_then(|m| m.modified())
+                    .ok();
+                modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|d| (d.as_secs() as i64) < cutoff_unix)
+            };
             let stale = match tokio::fs::read(e.path().join("upload.json")).await {
-                Ok(raw) => serde_json::from_slice::<UploadInfo>(&raw)
-                    .map(|u| u.initiated_ms / 1000 < cutoff_unix)
-                    .unwrap_or(true),
-                Err(_) => true,
+                Ok(raw) => match serde_json::from_slice::<UploadInfo>(&raw) {
+                    Ok(u) => u.initiated_ms / 1000 < cutoff_unix,
+                    Err(_) => dir_is_old().await,
+                },
+                Err(_) => dir_is_old().await,
             };
             if stale && tokio::fs::remove_dir_all(e.path()).await.is_ok() {
                 n += 1;
