@@ -5,5 +5,6 @@ pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod imaging;
 pub mod s3;
 pub mod store;

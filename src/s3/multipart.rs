@@ -257,7 +257,12 @@ pub async fn complete(
         .map(|p| p.size)
         .sum();
     if total > s.max_object_size {
-        return Err(s.err(StoreError::EntityTooLarge { max: s.max_object_size }, &req.extensions));
+        return Err(s.err(
+            StoreError::EntityTooLarge {
+                max: s.max_object_size,
+            },
+            &req.extensions,
+        ));
     }
     let info = s
         .store
