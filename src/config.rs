@@ -242,19 +242,7 @@ impl Default for S3Config {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImagesConfig {
-    pub listen: String,
-}
-
-impl Default for ImagesConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-        }
-    }
-}
+pub use crate::imaging::config::ImagesConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -308,7 +296,8 @@ impl Default for StoreConfig {
     }
 }
 
-const SECRET_KEYS: [&str; 2] = ["secret_key", "access_key"];
+/// Keys whose values `check-config` masks, in whichever section they appear.
+const SECRET_KEYS: [&str; 5] = ["secret_key", "access_key", "key", "salt", "secret"];
 
 impl Config {
     /// Defaults, overlaid by `file` (when given), overlaid by `PIXELPORT_*` variables from `env`.
@@ -384,6 +373,9 @@ impl Config {
             crate::s3::names::validate_bucket_name(b)
                 .map_err(|m| invalid("s3.public_buckets", format!("`{b}`: {m}")))?;
         }
+        self.images
+            .validate()
+            .map_err(|e| invalid(&format!("images.{}", e.key), e.message))?;
         if self.store.kind == StoreKind::Remote {
             if self.store.endpoint.is_empty() {
                 return Err(invalid(
@@ -452,14 +444,24 @@ fn apply_env(
 ) -> Result<(), ConfigError> {
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    // rest of the name (`S3__LISTEN`) → (the variable's full name, its value)
+    let mut vars: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut imgproxy: Vec<(String, String, String)> = Vec::new();
     for (k, v) in env {
         if let Some(rest) = k.strip_prefix("PIXELPORT_") {
-            vars.insert(rest.to_owned(), v);
+            vars.insert(rest.to_owned(), (k.clone(), v));
+        } else if let Some((_, key)) = crate::imaging::config::IMGPROXY_ENV
+            .iter()
+            .find(|(name, _)| *name == k)
+        {
+            imgproxy.push((format!("IMAGES__{}", key.to_ascii_uppercase()), k, v));
         }
     }
-    for (rest, raw) in vars {
-        let var = format!("PIXELPORT_{rest}");
+    // imgproxy's own names, so migrating users keep their URLs; PIXELPORT_* wins.
+    for (rest, var, v) in imgproxy {
+        vars.entry(rest).or_insert((var, v));
+    }
+    for (rest, (var, raw)) in vars {
         let env_err = |message: String| ConfigError::Env {
             var: var.clone(),
             message,
@@ -477,6 +479,11 @@ fn apply_env(
                 raw.trim()
                     .parse()
                     .map_err(|_| env_err(format!("`{raw}` is not an integer")))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_err(format!("`{raw}` is not a number")))?,
             ),
             toml::Value::Boolean(_) => {
                 toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {

@@ -1,4 +1,4 @@
-//! The `pixelport` command line: serve, check-config, keygen, fsck.
+//! The `pixelport` command line: serve, check-config, keygen, sign, fsck.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,14 @@ enum Command {
     },
     /// Print a fresh S3 access key pair and a fresh imgproxy-style hex key and salt.
     Keygen,
+    /// Print the signed image URL path for PATH (options and source, e.g.
+    /// `/rs:fit:300:200/plain/s3://photos/cat.jpg@webp`) with the configured [images] key.
+    Sign {
+        /// The path after the signature, starting with `/`.
+        path: String,
+        #[arg(long, short, env = "PIXELPORT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Check the embedded store offline: every cataloged blob exists and no blob is orphaned.
     Fsck {
         #[arg(long, short, env = "PIXELPORT_CONFIG")]
@@ -116,6 +124,28 @@ fn main() -> ExitCode {
             println!("key = \"{}\"", pixelport::credentials::random_hex(64));
             println!("salt = \"{}\"", pixelport::credentials::random_hex(64));
             ExitCode::SUCCESS
+        }
+        Command::Sign { path, config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match config.images.signer() {
+                Ok(Some(signer)) => {
+                    println!("{}", signer.signed_path(&path));
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "pixelport: sign: no [images] key and salt configured (set them, or IMGPROXY_KEY and IMGPROXY_SALT; `pixelport keygen` makes a pair)"
+                    );
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("pixelport: sign: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Fsck { config } => {
             let config = match load(config.as_deref()) {

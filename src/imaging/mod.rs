@@ -1,12 +1,18 @@
 //! The image endpoint's logic (imgproxy's URL language). Pure modules first: `url` splits a
 //! request path and decodes the source, `signature` checks imgproxy-style HMAC signatures,
 //! `options` parses processing options into a typed canonical value, `geometry` computes
-//! sizes and crops. None of them do I/O, so they are table-tested (and fuzzable) alone.
-//! `picture` is the decoded image that the pixel steps (`decode`, `transform`, `encode`)
-//! hand to one another.
+//! sizes and crops, `negotiate` picks the output format. None of them do I/O, so they are
+//! table-tested (and fuzzable) alone. `picture` is the decoded image that the pixel steps
+//! (`decode`, `transform`, `encode`) hand to one another; `pipeline` runs them in order on
+//! the bounded `pool`; `source` fetches originals; `config` is `[images]`.
 
+pub mod config;
 pub mod geometry;
+pub mod http_source;
+pub mod negotiate;
 pub mod options;
 pub mod picture;
+pub mod pool;
 pub mod signature;
+pub mod source;
 pub mod url;

@@ -1707,7 +1707,7 @@ const FORMAT_QUALITY: OptionDef = OptionDef {
 };
 
 fn apply_format_quality(a: &mut Applier<'_>, args: &[&str]) -> Res {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         let last = args.last().copied().unwrap_or_default();
         return Err(bad(format!("missing quality for `{last}`")));
     }

@@ -493,6 +493,16 @@ mod tests {
     const CURIOSITY: &str = "http://example.com/images/curiosity.jpg";
     const CURIOSITY_B64: &str = "aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn";
 
+    /// imgproxy's signing example path splits into its options and the curiosity URL.
+    #[test]
+    fn imgproxy_doc_example_path() {
+        let path = format!("/sig/rs:fill:300:400:0/g:sm/{CURIOSITY_B64}.png");
+        let parsed = parse_path(&path).unwrap();
+        assert_eq!(parsed.options, vec!["rs:fill:300:400:0", "g:sm"]);
+        assert_eq!(parsed.source, b64(CURIOSITY));
+        assert_eq!(parsed.extension.as_deref(), Some("png"));
+    }
+
     fn plain(url: &str) -> Source {
         Source::Plain(url.to_owned())
     }
@@ -850,7 +860,8 @@ mod tests {
         assert_eq!(parsed.source, b64(url));
         assert_eq!(parsed.extension.as_deref(), Some("png"));
         // A single segment is never a file name.
-        let parsed = parse_path_with(&format!("/_/{encoded}.png"), &config).unwrap();
+        let single = format!("/_/{encoded}.png");
+        let parsed = parse_path_with(&single, &config).unwrap();
         assert_eq!(parsed.source, b64(url));
         // Without the setting the file name is part of the base64 text.
         assert!(parse_path(&path).is_err());

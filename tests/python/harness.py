@@ -203,7 +203,8 @@ class Daemon:
     def __init__(self, base: Path, backend: str = "embedded",
                  max_object_size: str = "300MiB",
                  public_buckets: Iterable[str] = (PUBLIC_BUCKET,),
-                 shutdown_grace: str = "5s"):
+                 shutdown_grace: str = "5s",
+                 images_config: str = ""):
         assert backend in ("embedded", "remote"), backend
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -211,6 +212,8 @@ class Daemon:
         self.max_object_size = max_object_size
         self.public_buckets = list(public_buckets)
         self.shutdown_grace = shutdown_grace
+        # Extra TOML lines for the [images] section (signing keys, limits, presets...).
+        self.images_config = images_config
         self.data_dir = self.base / "data"
         self.config_path = self.base / "pixelport.toml"
         self.stderr_path = self.base / "pixelport.stderr.log"
@@ -254,6 +257,7 @@ class Daemon:
             'multipart_expiry = "24h"',
             "[images]",
             f'listen = "127.0.0.1:{self.images_port}"',
+            self.images_config,
             "[admin]",
             f'listen = "127.0.0.1:{self.admin_port}"',
             "[store]",

@@ -1,0 +1,382 @@
+//! `[images]`: the image endpoint's settings, named after imgproxy's environment variables
+//! where one exists (`key` is `IMGPROXY_KEY`, `max_src_resolution` is
+//! `IMGPROXY_MAX_SRC_RESOLUTION`, ...) with imgproxy's defaults unless a comment says why not.
+//! `validate()` runs when the configuration is loaded, so a bad key or salt stops the daemon
+//! before it listens, naming the key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ByteSize, Seconds};
+use crate::imaging::options::{ImageFormat, ParseContext};
+use crate::imaging::signature::{DEFAULT_SIGNATURE_SIZE, SignatureError, Signer};
+use crate::imaging::url::split_option;
+
+/// A bad `[images]` setting: the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("images.{key}: {message}")]
+pub struct ImagesConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn bad(key: &'static str, message: impl Into<String>) -> ImagesConfigError {
+    ImagesConfigError {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A named list of options (`[[images.presets]]`), used as `preset:NAME` (`pr:NAME`) in
+/// URLs; the preset named `default` applies to every request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub name: String,
+    /// Option segments as in a URL, joined by `/`: `"rs:fill:300:300/q:80"`.
+    pub options: String,
+    /// Generate this variant in the background right after each upload (derivative cache).
+    #[serde(default)]
+    pub eager: bool,
+    /// Eager presets only: limit to this bucket (empty: all).
+    #[serde(default)]
+    pub bucket: String,
+    /// Eager presets only: limit to keys with this prefix (empty: all).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    pub listen: String,
+    /// Hex-encoded signing keys, comma-separated (`IMGPROXY_KEY`). Empty: URLs are not signed.
+    pub key: String,
+    /// Hex-encoded salts, comma-separated, one per key (`IMGPROXY_SALT`).
+    pub salt: String,
+    /// Bytes of the HMAC kept in signatures, 1..=32 (`IMGPROXY_SIGNATURE_SIZE`).
+    pub signature_size: usize,
+    /// With keys set, still accept `unsafe` / `_` in place of a signature.
+    pub allow_unsafe: bool,
+    /// When set, every request needs `Authorization: Bearer <secret>` (`IMGPROXY_SECRET`).
+    pub secret: String,
+    /// Processing workers; 0 means one per CPU core (`IMGPROXY_WORKERS`).
+    pub workers: usize,
+    /// Requests that may wait for a worker; past it the answer is 429 (`IMGPROXY_REQUESTS_QUEUE_SIZE`).
+    pub max_queue: usize,
+    /// Whole-request deadline for processing; past it the answer is 503 (`IMGPROXY_TIMEOUT`).
+    pub timeout: Seconds,
+    /// Largest source, in megapixels (frames counted) (`IMGPROXY_MAX_SRC_RESOLUTION`).
+    pub max_src_resolution: f64,
+    /// Largest source file (`IMGPROXY_MAX_SRC_FILE_SIZE`). imgproxy has no limit by default;
+    /// Pixelport keeps one so that one request cannot pull an arbitrary object into memory.
+    pub max_src_file_size: ByteSize,
+    /// Animations of at most this many frames stay animated; longer ones become their first
+    /// frame (`IMGPROXY_MAX_ANIMATION_FRAMES`).
+    pub max_animation_frames: u32,
+    /// Largest width or height of a result; 0 means no limit (`IMGPROXY_MAX_RESULT_DIMENSION`).
+    pub max_result_dimension: u32,
+    /// Let URLs override the limits above (`max_src_resolution:` and friends).
+    pub allow_security_options: bool,
+    /// Default quality, 1..=100 (`IMGPROXY_QUALITY`).
+    pub quality: u8,
+    /// Per-format default quality, `webp=79,avif=63` (`IMGPROXY_FORMAT_QUALITY`).
+    pub format_quality: String,
+    /// Progressive JPEG output (`IMGPROXY_JPEG_PROGRESSIVE`).
+    pub jpeg_progressive: bool,
+    /// Answer WebP when the client's Accept allows and the URL names no format.
+    pub auto_webp: bool,
+    /// Answer WebP when Accept allows, even if the URL names another format.
+    pub enforce_webp: bool,
+    pub auto_avif: bool,
+    pub enforce_avif: bool,
+    /// `Cache-Control: max-age` of results (`IMGPROXY_TTL`).
+    pub ttl: Seconds,
+    /// Default of the `strip_metadata` option.
+    pub strip_metadata: bool,
+    /// Default of the `keep_copyright` option.
+    pub keep_copyright: bool,
+    /// Default of the `strip_color_profile` option.
+    pub strip_color_profile: bool,
+    /// Default of the `auto_rotate` option (apply EXIF orientation).
+    pub auto_rotate: bool,
+    /// Default of the `return_attachment` option.
+    pub return_attachment: bool,
+    /// Source formats passed through unprocessed, e.g. `["gif"]` (`IMGPROXY_SKIP_PROCESSING_FORMATS`).
+    pub skip_processing_formats: Vec<String>,
+    /// Directory served to `local:///path` sources; empty disables them (`IMGPROXY_LOCAL_FILESYSTEM_ROOT`).
+    pub local_root: PathBuf,
+    /// `http(s)://` source patterns allowed, imgproxy's `IMGPROXY_ALLOWED_SOURCES` rules
+    /// (a URL prefix; `*` matches any run of characters except `/`). Empty: no HTTP sources.
+    pub allowed_sources: Vec<String>,
+    /// Let HTTP sources resolve to loopback, link-local or private addresses.
+    pub allow_private_sources: bool,
+    /// Timeout of one HTTP source download (`IMGPROXY_DOWNLOAD_TIMEOUT`).
+    pub download_timeout: Seconds,
+    /// Named option lists (`[[images.presets]]`).
+    pub presets: Vec<Preset>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            key: String::new(),
+            salt: String::new(),
+            signature_size: DEFAULT_SIGNATURE_SIZE,
+            allow_unsafe: false,
+            secret: String::new(),
+            workers: 0,
+            max_queue: 256,
+            timeout: Seconds(Duration::from_secs(10)),
+            max_src_resolution: 50.0,
+            max_src_file_size: ByteSize(64 << 20),
+            max_animation_frames: 64,
+            max_result_dimension: 0,
+            allow_security_options: false,
+            quality: 80,
+            format_quality: "webp=79,avif=63".into(),
+            jpeg_progressive: false,
+            auto_webp: false,
+            enforce_webp: false,
+            auto_avif: false,
+            enforce_avif: false,
+            ttl: Seconds(Duration::from_secs(31_536_000)),
+            strip_metadata: true,
+            keep_copyright: true,
+            strip_color_profile: true,
+            auto_rotate: true,
+            return_attachment: false,
+            skip_processing_formats: Vec::new(),
+            local_root: PathBuf::new(),
+            allowed_sources: Vec::new(),
+            allow_private_sources: false,
+            download_timeout: Seconds(Duration::from_secs(5)),
+            presets: Vec::new(),
+        }
+    }
+}
+
+/// Environment names imgproxy users already have, mapped to `[images]` keys. They apply
+/// below `PIXELPORT_IMAGES__*`, which wins when both are set.
+pub const IMGPROXY_ENV: [(&str, &str); 4] = [
+    ("IMGPROXY_KEY", "key"),
+    ("IMGPROXY_SALT", "salt"),
+    ("IMGPROXY_SIGNATURE_SIZE", "signature_size"),
+    ("IMGPROXY_SECRET", "secret"),
+];
+
+impl ImagesConfig {
+    /// Checks every key; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ImagesConfigError> {
+        self.signer()?;
+        if self.max_queue == 0 {
+            return Err(bad("max_queue", "must be at least 1"));
+        }
+        if self.timeout.0.is_zero() {
+            return Err(bad("timeout", "must be greater than 0"));
+        }
+        if !(self.max_src_resolution > 0.0 && self.max_src_resolution.is_finite()) {
+            return Err(bad(
+                "max_src_resolution",
+                "must be a positive number of megapixels",
+            ));
+        }
+        if self.max_src_file_size.0 == 0 {
+            return Err(bad("max_src_file_size", "must be greater than 0"));
+        }
+        if self.max_animation_frames == 0 {
+            return Err(bad("max_animation_frames", "must be at least 1"));
+        }
+        if !(1..=100).contains(&self.quality) {
+            return Err(bad(
+                "quality",
+                format!("{} is not within 1..=100", self.quality),
+            ));
+        }
+        self.format_qualities()?;
+        self.skip_processing()?;
+        if self.local_root.as_os_str().is_empty() {
+            // local:// sources disabled
+        } else if !self.local_root.is_absolute() {
+            return Err(bad("local_root", "must be an absolute path"));
+        }
+        for p in &self.allowed_sources {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                return Err(bad(
+                    "allowed_sources",
+                    format!("`{p}` must start with http:// or https://"),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.presets {
+            if p.name.is_empty() || p.name.contains([':', '/']) {
+                return Err(bad(
+                    "presets",
+                    format!("`{}` is not a preset name (no `:` or `/`)", p.name),
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad("presets", format!("`{}` is defined twice", p.name)));
+            }
+        }
+        // Every preset must parse on its own (unknown options, bad arguments).
+        let ctx = self.parse_context();
+        for p in &self.presets {
+            crate::imaging::options::parse_presets_only(std::slice::from_ref(&p.name), &ctx)
+                .map_err(|e| bad("presets", format!("preset `{}`: {e}", p.name)))?;
+        }
+        Ok(())
+    }
+
+    /// The signer for the configured key/salt pairs; `None` when URLs are not signed.
+    pub fn signer(&self) -> Result<Option<Signer>, ImagesConfigError> {
+        Signer::from_config(&self.key, &self.salt, self.signature_size).map_err(|e| {
+            let key = match e {
+                SignatureError::SaltNotHex { .. } => "salt",
+                SignatureError::BadSize(_) => "signature_size",
+                _ => "key",
+            };
+            bad(key, e.to_string())
+        })
+    }
+
+    /// `format_quality` as a table.
+    pub fn format_qualities(&self) -> Result<BTreeMap<ImageFormat, u8>, ImagesConfigError> {
+        let mut out = BTreeMap::new();
+        for item in self.format_quality.split(',').map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            let err = || {
+                bad(
+                    "format_quality",
+                    format!("`{item}` is not FORMAT=QUALITY (e.g. webp=79) with quality 1..=100"),
+                )
+            };
+            let (f, q) = item.split_once('=').ok_or_else(err)?;
+            let f = ImageFormat::from_name(f.trim()).ok_or_else(err)?;
+            let q: u8 = q.trim().parse().map_err(|_| err())?;
+            if !(1..=100).contains(&q) {
+                return Err(err());
+            }
+            out.insert(f, q);
+        }
+        Ok(out)
+    }
+
+    /// `skip_processing_formats` as formats.
+    pub fn skip_processing(&self) -> Result<Vec<ImageFormat>, ImagesConfigError> {
+        self.skip_processing_formats
+            .iter()
+            .map(|n| {
+                ImageFormat::from_name(n).ok_or_else(|| {
+                    bad(
+                        "skip_processing_formats",
+                        format!("`{n}` is not an image format"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The option parser's view of the configuration: presets and whether URLs may carry
+    /// security options.
+    pub fn parse_context(&self) -> ParseContext {
+        let presets: HashMap<String, Vec<String>> = self
+            .presets
+            .iter()
+            .map(|p| {
+                let segments = p
+                    .options
+                    .split('/')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && !split_option(s).1.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                (p.name.clone(), segments)
+            })
+            .collect();
+        ParseContext {
+            presets,
+            allow_security_options: self.allow_security_options,
+            now_unix: None,
+        }
+    }
+
+    /// Workers to run: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ImagesConfig::default().validate().unwrap();
+        let q = ImagesConfig::default().format_qualities().unwrap();
+        assert_eq!(q.get(&ImageFormat::Webp), Some(&79));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = ImagesConfig {
+            key: "zz".into(),
+            salt: "00".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "key");
+        let c = ImagesConfig {
+            key: "736563726574".into(),
+            salt: "nothex".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "salt");
+        let c = ImagesConfig {
+            format_quality: "webp=200".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "format_quality");
+        let c = ImagesConfig {
+            presets: vec![Preset {
+                name: "thumb".into(),
+                options: "rs:fill:100:100/nonsense:1".into(),
+                eager: false,
+                bucket: String::new(),
+                prefix: String::new(),
+            }],
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "presets");
+        assert!(e.message.contains("nonsense"), "{}", e.message);
+    }
+
+    #[test]
+    fn presets_feed_the_parser() {
+        let c = ImagesConfig {
+            presets: vec![Preset {
+                name: "thumb".into(),
+                options: "rs:fill:100:80/q:70".into(),
+                eager: false,
+                bucket: String::new(),
+                prefix: String::new(),
+            }],
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let o = crate::imaging::options::parse(&["pr:thumb".into()], &c.parse_context()).unwrap();
+        assert_eq!((o.width, o.height, o.quality), (100, 80, 70));
+    }
+}

@@ -1,0 +1,170 @@
+//! The bounded processing pool: at most `workers` images are processed at once (each on a
+//! blocking thread), at most `max_queue` more wait for a turn, and every request has a
+//! deadline. What must stay true:
+//!
+//! * A request past the queue bound is refused at once ([`PoolError::QueueFull`], 429), so
+//!   memory is bounded by `workers` images in flight plus the queued requests' source bytes.
+//! * A request that misses its deadline gets [`PoolError::Timeout`] (503). The blocking work
+//!   cannot be interrupted, so it keeps its worker slot until it really ends: the number of
+//!   images being processed never exceeds `workers`, timeouts included.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("too many image requests are waiting ({0} queued); try again shortly")]
+    QueueFull(usize),
+    #[error("image processing did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("image processing failed unexpectedly: {0}")]
+    Crashed(String),
+}
+
+/// Counts of the pool's state, for metrics and the admin page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub workers: usize,
+    pub queued: usize,
+    pub processing: usize,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    workers: usize,
+    max_queue: usize,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    /// Requests admitted (queued or processing).
+    admitted: AtomicUsize,
+    processing: Arc<AtomicUsize>,
+}
+
+/// Decrements a counter when dropped, so every exit path (errors, cancellation) counts.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Pool {
+    pub fn new(workers: usize, max_queue: usize, timeout: Duration) -> Self {
+        let workers = workers.max(1);
+        Self {
+            workers,
+            max_queue,
+            timeout,
+            slots: Arc::new(Semaphore::new(workers)),
+            admitted: AtomicUsize::new(0),
+            processing: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let processing = self.processing.load(Ordering::Acquire);
+        let admitted = self.admitted.load(Ordering::Acquire);
+        PoolStats {
+            workers: self.workers,
+            queued: admitted.saturating_sub(processing),
+            processing,
+        }
+    }
+
+    /// The per-request deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Admits a request (or refuses it when the queue is full) and returns a guard that
+    /// must be held until [`Pool::run`] is called; `started` is when the request's deadline
+    /// began (its arrival).
+    pub async fn run<T, F>(&self, started: Instant, work: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let _admitted = Admitted(&self.admitted);
+        if before >= self.workers + self.max_queue {
+            return Err(PoolError::QueueFull(before.saturating_sub(self.workers)));
+        }
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
+        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| PoolError::Timeout(self.timeout))?
+            .map_err(|e| PoolError::Crashed(e.to_string()))?;
+        let processing = self.processing.clone();
+        processing.fetch_add(1, Ordering::AcqRel);
+        let handle = tokio::task::spawn_blocking(move || {
+            let out = work();
+            processing.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
+            out
+        });
+        match tokio::time::timeout_at(deadline, handle).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(PoolError::Crashed(e.to_string())),
+            Err(_) => Err(PoolError::Timeout(self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_more_than_workers_at_once_and_queue_is_bounded() {
+        let pool = Arc::new(Pool::new(2, 3, Duration::from_secs(5)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (pool, running, peak) = (pool.clone(), running.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                pool.run(Instant::now(), move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(100));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut ok = 0;
+        let mut full = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(PoolError::QueueFull(_)) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!((ok, full), (5, 3), "2 workers + 3 queued admitted");
+        assert_eq!(pool.stats().queued + pool.stats().processing, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_work_times_out_but_keeps_its_slot() {
+        let pool = Pool::new(1, 4, Duration::from_millis(100));
+        let r = pool
+            .run(Instant::now(), || {
+                std::thread::sleep(Duration::from_millis(400))
+            })
+            .await;
+        assert_eq!(r, Err(PoolError::Timeout(Duration::from_millis(100))));
+        // The first job still holds the only worker: the next one times out waiting.
+        let r = pool.run(Instant::now(), || ()).await;
+        assert_eq!(r, Err(PoolError::Timeout(Duration::from_millis(100))));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(pool.run(Instant::now(), || 7).await, Ok(7));
+    }
+}

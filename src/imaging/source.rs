@@ -1,0 +1,261 @@
+//! Fetches a source image's bytes: `s3://bucket/key` from Pixelport's own store and
+//! `local:///path` from under `[images] local_root`. What must stay true:
+//!
+//! * No read goes past `max_src_file_size`: the size is checked before reading when it is
+//!   known, and again while reading, so memory per request is bounded.
+//! * A `local://` path never escapes the root: `..` components are refused, and the
+//!   canonical path (symbolic links resolved) must still lie under the canonical root.
+//! * Every source has an identity and a version (`etag`), so results can be cached and
+//!   invalidated: the store's ETag for `s3://`, size and modification time for `local://`.
+
+use std::path::{Component, Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::store::{DynStore, StoreError};
+
+/// Why a source could not be fetched, with whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source not found: {0}")]
+    NotFound(String),
+    #[error("source is larger than the {max}-byte limit (max_src_file_size)")]
+    TooLarge { max: u64 },
+    #[error("invalid source URL `{0}`: {1}")]
+    Invalid(String, String),
+    #[error("source scheme of `{0}` is not allowed: {1}")]
+    NotAllowed(String, String),
+    #[error("fetching the source failed: {0}")]
+    Upstream(String),
+    #[error("fetching the source timed out")]
+    Timeout,
+    #[error("reading the source failed: {0}")]
+    Internal(String),
+}
+
+/// A fetched source: its bytes, its version, and when it last changed.
+#[derive(Debug, Clone)]
+pub struct SourceImage {
+    pub bytes: Bytes,
+    /// The source's version (without quotes); changes whenever its bytes do.
+    pub etag: String,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+}
+
+/// A source URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    S3 { bucket: String, key: String },
+    Local { path: String },
+    Http { url: String },
+}
+
+impl SourceUrl {
+    pub fn parse(url: &str) -> Result<SourceUrl, SourceError> {
+        let invalid = |why: &str| SourceError::Invalid(url.to_owned(), why.to_owned());
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or_else(|| invalid("expected s3://bucket/key"))?;
+            if bucket.is_empty() || key.is_empty() {
+                return Err(invalid("expected s3://bucket/key"));
+            }
+            // A query or fragment would be a version or anchor; Pixelport has neither.
+            return Ok(SourceUrl::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("local://") {
+            if !rest.starts_with('/') {
+                return Err(invalid("expected local:///path"));
+            }
+            return Ok(SourceUrl::Local {
+                path: rest.to_owned(),
+            });
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Ok(SourceUrl::Http {
+                url: url.to_owned(),
+            });
+        }
+        Err(SourceError::NotAllowed(
+            url.to_owned(),
+            "use s3://bucket/key, local:///path or an allowed http(s):// URL".into(),
+        ))
+    }
+}
+
+/// Reads `s3://bucket/key` from the store, at most `max` bytes.
+pub async fn fetch_s3(
+    store: &DynStore,
+    bucket: &str,
+    key: &str,
+    max: u64,
+) -> Result<SourceImage, SourceError> {
+    let shown = format!("s3://{bucket}/{key}");
+    let (info, mut stream, _) =
+        store
+            .read_object(bucket, key, None)
+            .await
+            .map_err(|e| match e {
+                StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
+                    SourceError::NotFound(shown.clone())
+                }
+                StoreError::Unavailable(m) => SourceError::Upstream(m),
+                other => SourceError::Internal(other.to_string()),
+            })?;
+    if info.size > max {
+        return Err(SourceError::TooLarge { max });
+    }
+    let mut buf = BytesMut::with_capacity(usize::try_from(info.size).unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| SourceError::Internal(e.to_string()))?;
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(SourceError::TooLarge { max });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(SourceImage {
+        bytes: buf.freeze(),
+        etag: info.etag,
+        last_modified_ms: info.last_modified_ms,
+    })
+}
+
+/// The file a `local:///path` names under `root`, refusing any path that leaves it.
+pub fn local_path(root: &Path, path: &str) -> Result<PathBuf, SourceError> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    let mut out = root.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => {
+                return Err(SourceError::Invalid(
+                    format!("local://{path}"),
+                    "`..` and absolute components are not allowed".into(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `local:///path` under `root` (which must be set), at most `max` bytes.
+pub async fn fetch_local(root: &Path, path: &str, max: u64) -> Result<SourceImage, SourceError> {
+    let shown = format!("local://{path}");
+    if root.as_os_str().is_empty() {
+        return Err(SourceError::NotAllowed(
+            shown,
+            "local sources are disabled ([images] local_root is empty)".into(),
+        ));
+    }
+    let candidate = local_path(root, path)?;
+    let not_found = |_| SourceError::NotFound(shown.clone());
+    let real = tokio::fs::canonicalize(&candidate)
+        .await
+        .map_err(not_found)?;
+    let real_root = tokio::fs::canonicalize(root)
+        .await
+        .map_err(|e| SourceError::Internal(format!("local_root: {e}")))?;
+    if !real.starts_with(&real_root) {
+        // A symbolic link pointing outside: behave as if it were not there.
+        return Err(SourceError::NotFound(shown));
+    }
+    let meta = tokio::fs::metadata(&real).await.map_err(not_found)?;
+    if !meta.is_file() {
+        return Err(SourceError::NotFound(shown));
+    }
+    if meta.len() > max {
+        return Err(SourceError::TooLarge { max });
+    }
+    let bytes = tokio::fs::read(&real)
+        .await
+        .map_err(|e| SourceError::Internal(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(SourceError::TooLarge { max });
+    }
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Ok(SourceImage {
+        bytes: Bytes::from(bytes),
+        etag: format!("{:x}-{:x}", meta.len(), modified_ms),
+        last_modified_ms: modified_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        assert_eq!(
+            SourceUrl::parse("s3://photos/2025/cat.jpg").unwrap(),
+            SourceUrl::S3 {
+                bucket: "photos".into(),
+                key: "2025/cat.jpg".into()
+            }
+        );
+        assert!(SourceUrl::parse("s3://photos").is_err());
+        assert!(SourceUrl::parse("s3:///key").is_err());
+        assert_eq!(
+            SourceUrl::parse("local:///a/b.png").unwrap(),
+            SourceUrl::Local {
+                path: "/a/b.png".into()
+            }
+        );
+        assert!(matches!(
+            SourceUrl::parse("ftp://x/y"),
+            Err(SourceError::NotAllowed(..))
+        ));
+    }
+
+    #[test]
+    fn local_paths_stay_under_the_root() {
+        let root = Path::new("/srv/img");
+        assert_eq!(
+            local_path(root, "/a/./b.png").unwrap(),
+            PathBuf::from("/srv/img/a/b.png")
+        );
+        assert!(local_path(root, "/../etc/passwd").is_err());
+        assert!(local_path(root, "/a/../../etc/passwd").is_err());
+    }
+
+    #[tokio::test]
+    async fn local_reads_respect_root_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.bin"), b"hello").unwrap();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+
+        let got = fetch_local(&root, "/a.bin", 100).await.unwrap();
+        assert_eq!(&got.bytes[..], b"hello");
+        assert!(matches!(
+            fetch_local(&root, "/a.bin", 3).await,
+            Err(SourceError::TooLarge { max: 3 })
+        ));
+        assert!(matches!(
+            fetch_local(&root, "/missing", 100).await,
+            Err(SourceError::NotFound(_))
+        ));
+        #[cfg(unix)]
+        assert!(matches!(
+            fetch_local(&root, "/link", 100).await,
+            Err(SourceError::NotFound(_))
+        ));
+        assert!(matches!(
+            fetch_local(Path::new(""), "/a.bin", 100).await,
+            Err(SourceError::NotAllowed(..))
+        ));
+    }
+}
