@@ -169,6 +169,10 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             let rid = request_id();
             req.extensions_mut().insert(RequestId(rid.clone()));
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let expects_continue = req
+                .headers()
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             let t0 = Instant::now();
             let mut resp = match svc.call(req.map(s3s::Body::from)).await {
                 Ok(r) => r,
@@ -181,6 +185,16 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             };
             if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
                 resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            // A client that asked `Expect: 100-continue` and gets a final error answer
+            // instead does not send its body (botocore then reuses the connection), while
+            // hyper would read the next request's first bytes as that body. Closing the
+            // connection keeps the two in step, as nginx does.
+            if expects_continue && resp.status().as_u16() >= 400 {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
             }
             let status = resp.status().as_u16();
             let ms = t0.elapsed().as_secs_f64() * 1000.0;

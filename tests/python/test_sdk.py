@@ -954,3 +954,34 @@ def test_fsck_clean_after_mixed_workload(backend_daemon, make_daemon):
     assert report["orphan_blobs"] == 0
     assert report["missing_blobs"] == 0
     assert report["blobs"] >= 1
+
+
+@pytest.mark.pixelport_only
+def test_expect_continue_error_closes_the_connection(server):
+    """Regression: botocore sends `Expect: 100-continue`, and when the answer is an error
+    (here NoSuchBucket) it skips the body and reuses the connection. The server used to
+    read the next request's first byte as that body (`ET /...`, a 403). An error answer to
+    such a request must close the connection instead."""
+    import socket
+
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    missing = harness.unique_name("nb")
+    url = f"{server.endpoint}/{missing}/k"
+    req = AWSRequest(method="PUT", url=url, data=b"x",
+                     headers={"Expect": "100-continue", "Content-Length": "1"})
+    harness._FixedPayloadAuth(Credentials(harness.ACCESS_KEY, harness.SECRET_KEY), "s3",
+                              harness.REGION, "UNSIGNED-PAYLOAD").add_auth(req)
+    head = f"PUT /{missing}/k HTTP/1.1\r\nHost: 127.0.0.1:{server.s3_port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in req.prepare().headers.items() if k.lower() != "host")
+    with socket.create_connection(("127.0.0.1", server.s3_port), timeout=10) as sock:
+        sock.sendall((head + "\r\n").encode())  # headers only, as botocore does
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed before a response: {data!r}"
+            data += chunk
+        status_line, _, rest = data.partition(b"\r\n")
+        assert b" 404 " in status_line, data
+        assert b"connection: close" in rest.lower(), data
