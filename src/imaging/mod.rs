@@ -9,4 +9,5 @@ pub mod geometry;
 pub mod options;
 pub mod picture;
 pub mod signature;
+pub mod transform;
 pub mod url;
