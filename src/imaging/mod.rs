@@ -4,7 +4,7 @@
 //! sizes and crops, `negotiate` picks the output format. None of them do I/O, so they are
 //! table-tested (and fuzzable) alone. `picture` is the decoded image that the pixel steps
 //! (`decode`, `transform`, `encode`) hand to one another; `pipeline` runs them in order on
-//! the bounded `pool`; `source` fetches originals; `config` is `[images]`.
+//! the bounded `pool`; `source` and `http_source` fetch originals; `config` is `[images]`.
 
 pub mod config;
 pub mod geometry;
@@ -15,4 +15,5 @@ pub mod picture;
 pub mod pool;
 pub mod signature;
 pub mod source;
+pub mod transform;
 pub mod url;
