@@ -5,6 +5,8 @@
 //! `picture` is the decoded image that the pixel steps (`decode`, `transform`, `encode`)
 //! hand to one another.
 
+pub mod decode;
+pub mod encode;
 pub mod geometry;
 pub mod options;
 pub mod picture;
