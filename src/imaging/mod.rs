@@ -7,11 +7,14 @@
 //! the bounded `pool`; `source` and `http_source` fetch originals; `config` is `[images]`.
 
 pub mod config;
+pub mod decode;
+pub mod encode;
 pub mod geometry;
 pub mod http_source;
 pub mod negotiate;
 pub mod options;
 pub mod picture;
+pub mod pipeline;
 pub mod pool;
 pub mod signature;
 pub mod source;
