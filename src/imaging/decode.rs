@@ -764,7 +764,7 @@ fn cmyk_to_rgb(mut cmyk: Vec<u8>, adobe: bool, icc: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// sRGB's colorants (D50-adapted), to recognise sRGB profiles and skip the transform.
-fn is_srgb_like(p: &moxcms::ColorProfile) -> bool {
+pub(crate) fn is_srgb_like(p: &moxcms::ColorProfile) -> bool {
     let s = moxcms::ColorProfile::new_srgb();
     let near = |a: moxcms::Xyzd, b: moxcms::Xyzd| {
         (a.x - b.x).abs() < 0.003 && (a.y - b.y).abs() < 0.003 && (a.z - b.z).abs() < 0.003
