@@ -10,7 +10,8 @@
 //!   line of defence) and returns pixels as [`Picture`] requires: 8-bit sRGB, `Rgb8` for
 //!   opaque sources and `Rgba8` for sources with alpha, upright when auto-rotate is asked.
 //! - No input makes this module panic or hang: mozjpeg reports errors by unwinding, so
-//!   every call into it runs inside `catch_unwind`.
+//!   every call into it runs inside `catch_unwind`; so do all other decoders and the
+//!   header parsers, so that a codec bug is a `Corrupt` error, never a crashed worker.
 //!
 //! GIF frames are counted by walking the block structure (sub-block lengths only, no LZW
 //! decoding); WebP frames by counting `ANMF` chunks. A truncated GIF counts the frame it
@@ -230,6 +231,25 @@ fn exif_orientation(exif: &[u8]) -> u8 {
 /// Reads the header and says what the image is, without decoding pixels.
 pub fn probe(bytes: &[u8]) -> Result<Probe, DecodeError> {
     let format = sniff(bytes).ok_or(DecodeError::UnsupportedFormat)?;
+    guarded(format, || probe_format(bytes, format))
+}
+
+/// Runs `f`, turning a panic (a codec's unwinding error report, or a bug) into `Corrupt`.
+fn guarded<T>(
+    format: ImageFormat,
+    f: impl FnOnce() -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "decoder failure".to_string());
+        Err(corrupt(format, msg))
+    })
+}
+
+fn probe_format(bytes: &[u8], format: ImageFormat) -> Result<Probe, DecodeError> {
     let p = match format {
         ImageFormat::Jpeg => probe_jpeg(bytes),
         ImageFormat::Png => probe_png(bytes),
@@ -507,6 +527,9 @@ fn probe_isobmff(b: &[u8], f: ImageFormat) -> Result<Probe, DecodeError> {
     fn boxes(b: &[u8], start: usize, end: usize) -> impl Iterator<Item = ([u8; 4], usize, usize)> {
         let mut i = start;
         std::iter::from_fn(move || {
+            if i >= end {
+                return None;
+            }
             let size = be32(b, i)? as usize;
             let kind: [u8; 4] = b.get(i + 4..i + 8)?.try_into().ok()?;
             let (header, size) = match size {
@@ -562,6 +585,14 @@ fn probe_isobmff(b: &[u8], f: ImageFormat) -> Result<Probe, DecodeError> {
 
 /// Decodes `bytes` (already probed) into an sRGB [`Picture`].
 pub fn decode(bytes: &[u8], probe: &Probe, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    guarded(probe.format, || decode_format(bytes, probe, opts))
+}
+
+fn decode_format(
+    bytes: &[u8],
+    probe: &Probe,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
     let max_frames = opts.max_frames.max(1);
     check_limit(
         probe.width,
@@ -676,17 +707,8 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<JpegOut, DecodeErro
         // A CMYK profile cannot describe the RGB pixels we return: do not keep it.
         Ok((image, if cmyk { None } else { icc }, denom))
     };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "libjpeg error".to_string());
-            Err(corrupt(f, msg))
-        }
-    }
+    // mozjpeg reports errors by unwinding: this catch is the one that matters.
+    guarded(f, run)
 }
 
 fn rgb_image(w: usize, h: usize, rgb: Vec<u8>) -> Result<DynamicImage, DecodeError> {
@@ -764,7 +786,7 @@ fn cmyk_to_rgb(mut cmyk: Vec<u8>, adobe: bool, icc: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// sRGB's colorants (D50-adapted), to recognise sRGB profiles and skip the transform.
-fn is_srgb_like(p: &moxcms::ColorProfile) -> bool {
+pub(crate) fn is_srgb_like(p: &moxcms::ColorProfile) -> bool {
     let s = moxcms::ColorProfile::new_srgb();
     let near = |a: moxcms::Xyzd, b: moxcms::Xyzd| {
         (a.x - b.x).abs() < 0.003 && (a.y - b.y).abs() < 0.003 && (a.z - b.z).abs() < 0.003
@@ -1401,6 +1423,57 @@ pub(crate) mod tests {
                             ..opts()
                         },
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_sources_never_panic() {
+        // Smoke fuzzing: small real files of every decoded format, with random bytes
+        // overwritten and random tails cut, through probe and decode.
+        let small = RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
+        });
+        let mut seeds = vec![read("edge-animated-8frames-160x120.gif")];
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 80)
+            .encode(small.as_raw(), 40, 30, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        seeds.push(jpeg);
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Bmp,
+            image::ImageFormat::Tiff,
+            image::ImageFormat::WebP,
+        ] {
+            let mut out = Cursor::new(Vec::new());
+            small.write_to(&mut out, format).unwrap();
+            seeds.push(out.into_inner());
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let o = DecodeOptions {
+            max_frames: 8,
+            ..opts()
+        };
+        for seed in &seeds {
+            for _ in 0..150 {
+                let mut b = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % b.len() as u64) as usize;
+                    b[i] = next() as u8;
+                }
+                if next() % 3 == 0 {
+                    b.truncate((next() % b.len() as u64) as usize);
+                }
+                if let Ok(p) = probe(&b) {
+                    let _ = decode(&b, &p, &o);
                 }
             }
         }

@@ -5,7 +5,8 @@
 //!   passed to the encoders as they are, without intermediate copies, except where an
 //!   encoder needs another layout (GIF animation frames are RGBA).
 //! - Metadata is stripped: the output carries no EXIF, and an ICC profile only when
-//!   [`EncodeOptions::icc`] asks for one.
+//!   [`EncodeOptions::icc`] asks for one; then the pixels are converted from sRGB into
+//!   that profile (an RGB profile other than sRGB) so that they mean what it says.
 //! - JPEG follows libvips's defaults as imgproxy uses them: 4:2:0 chroma below quality 90,
 //!   4:4:4 from 90; RGBA given to JPEG loses its alpha (the caller flattens first).
 //! - `max_bytes` works as imgproxy's `saveImageToFitBytes`: encode, and while the result
@@ -24,6 +25,7 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::codecs::tiff::TiffEncoder;
 use image::{Delay, DynamicImage, ExtendedColorType, ImageEncoder};
 
+use super::decode::is_srgb_like;
 use super::options::ImageFormat;
 use super::picture::Picture;
 
@@ -77,11 +79,38 @@ impl Default for EncodeOptions<'_> {
 
 /// Encodes `picture` as `opts` asks.
 pub fn encode(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, EncodeError> {
+    // The C encoder bindings report some misuse by panicking: never let that take a
+    // worker down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_inner(picture, opts)))
+        .unwrap_or_else(|payload| {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "encoder failure".to_string());
+            Err(codec(opts.format, msg))
+        })
+}
+
+fn encode_inner(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, EncodeError> {
     let first = picture
         .frames
         .first()
         .ok_or_else(|| EncodeError::InvalidPicture("no frames".into()))?;
-    let px = Pixels::of(&first.image)?;
+    // Embedding a profile means the pixels are in it: convert from sRGB first (as
+    // imgproxy's export of the source profile does). A profile that is not RGB cannot
+    // describe RGB output and is dropped.
+    let mut opts = *opts;
+    let converted = match opts.icc.map(profile_for_output) {
+        Some(Target::Keep) | None => None,
+        Some(Target::Drop) => {
+            opts.icc = None;
+            None
+        }
+        Some(Target::Convert(profile)) => from_srgb(&first.image, &profile),
+    };
+    let opts = &opts;
+    let px = Pixels::of(converted.as_ref().unwrap_or(&first.image))?;
     let quality = opts.quality.clamp(1, 100);
     match opts.format {
         ImageFormat::Jpeg => fit_bytes(quality, opts.max_bytes, |q| encode_jpeg(&px, q, opts)),
@@ -111,6 +140,46 @@ pub fn encode(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, En
         }
         other => Err(EncodeError::Unsupported(other)),
     }
+}
+
+/// What an ICC profile to embed asks of the pixels.
+enum Target {
+    /// sRGB already (or unparseable: embedded as given, pixels untouched).
+    Keep,
+    /// Not an RGB profile: it cannot describe RGB output.
+    Drop,
+    /// Another RGB space: pixels are converted into it.
+    Convert(Box<moxcms::ColorProfile>),
+}
+
+fn profile_for_output(icc: &[u8]) -> Target {
+    match moxcms::ColorProfile::new_from_slice(icc) {
+        Err(_) => Target::Keep,
+        Ok(p) if p.color_space != moxcms::DataColorSpace::Rgb => Target::Drop,
+        Ok(p) if is_srgb_like(&p) => Target::Keep,
+        Ok(p) => Target::Convert(Box::new(p)),
+    }
+}
+
+/// A copy of `image` converted from sRGB into `profile` (`None` if no transform exists).
+fn from_srgb(image: &DynamicImage, profile: &moxcms::ColorProfile) -> Option<DynamicImage> {
+    let layout = if image.color().has_alpha() {
+        moxcms::Layout::Rgba
+    } else {
+        moxcms::Layout::Rgb
+    };
+    let srgb = moxcms::ColorProfile::new_srgb();
+    let t = srgb
+        .create_transform_8bit(layout, profile, layout, moxcms::TransformOptions::default())
+        .ok()?;
+    let mut out = image.clone();
+    let (src, dst): (&[u8], &mut [u8]) = match (image, &mut out) {
+        (DynamicImage::ImageRgb8(a), DynamicImage::ImageRgb8(b)) => (a.as_raw(), b),
+        (DynamicImage::ImageRgba8(a), DynamicImage::ImageRgba8(b)) => (a.as_raw(), b),
+        _ => return None,
+    };
+    t.transform(src, dst).ok()?;
+    Some(out)
 }
 
 /// A borrowed view of one frame's pixels.
@@ -208,6 +277,8 @@ fn encode_jpeg(
     Ok(out)
 }
 
+/// PNG with the fast deflate and adaptive filtering. Measured on a 640×400 photo: 4 ms and
+/// 551 KB; `CompressionType::Default` gives 499 KB (10 % smaller) for 43 ms (10× slower).
 fn encode_png(px: &Pixels<'_>, icc: Option<&[u8]>) -> Result<Vec<u8>, EncodeError> {
     let f = ImageFormat::Png;
     let mut out = Vec::new();
@@ -551,6 +622,53 @@ mod tests {
         let back = round_trip(&with);
         assert!(back.has_alpha());
         assert_eq!(back.icc.as_deref(), Some(icc.as_slice()));
+    }
+
+    #[test]
+    fn an_embedded_profile_gets_pixels_in_that_profile() {
+        // Regression guard: re-embedding a source's Display P3 profile over sRGB pixels
+        // would shift every colour. Encoding converts back, so the round trip is stable.
+        let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+        // Colours inside sRGB's gamut, so that nothing is clipped on the way.
+        let raw = image::RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([170 + x as u8 * 4, 120 + y as u8 * 4, 100])
+        });
+        let mut png = Vec::new();
+        let mut enc = PngEncoder::new(&mut png);
+        enc.set_icc_profile(p3.clone()).unwrap();
+        enc.write_image(raw.as_raw(), 8, 8, ExtendedColorType::Rgb8)
+            .unwrap();
+        let src = round_trip(&png);
+        let q = psnr(&DynamicImage::ImageRgb8(raw.clone()), &src.frames[0].image);
+        assert!(q < 35.0, "decoding converted P3 to sRGB: {q:.1} dB");
+
+        let out = encode(
+            &src,
+            &EncodeOptions {
+                icc: Some(&p3),
+                ..opts(ImageFormat::Png)
+            },
+        )
+        .unwrap();
+        let stored = image::load_from_memory(&out).unwrap();
+        let q = psnr(&DynamicImage::ImageRgb8(raw), &stored);
+        assert!(q > 40.0, "P3 pixels come back within rounding: {q:.1} dB");
+        let again = round_trip(&out);
+        assert!(psnr(&src.frames[0].image, &again.frames[0].image) > 40.0);
+
+        // A profile that is not RGB (gray here; CMYK alike) cannot go on RGB output.
+        let gray = moxcms::ColorProfile::new_gray_with_gamma(2.2)
+            .encode()
+            .unwrap();
+        let out = encode(
+            &src,
+            &EncodeOptions {
+                icc: Some(&gray),
+                ..opts(ImageFormat::Png)
+            },
+        )
+        .unwrap();
+        assert_eq!(round_trip(&out).icc, None);
     }
 
     #[test]
