@@ -7,7 +7,8 @@
 #     the venv holds the sha256 of requirements.txt);
 #   - s3s-fs 0.14.1 (the reference S3 server), via `cargo install`, only when
 #     no s3s-fs reporting 0.14.1 is found;
-#   - Debian packages, only when missing (none are needed yet).
+#   - Debian packages, only when missing: nasm (mozjpeg's SIMD code; without it the
+#     JPEG codec builds silently without SIMD and runs several times slower).
 #
 # Downloads go only through pip, cargo and apt-get.
 # Env: PIXELPORT_CACHE, PIXELPORT_REQUIREMENTS (another requirements file),
@@ -33,7 +34,7 @@ mkdir -p "$CACHE"
 # nasm); each is checked with dpkg -s first and `apt-get update` runs at most
 # once, only when something must be installed.
 # --------------------------------------------------------------------------
-APT_PACKAGES=()
+APT_PACKAGES=(nasm)
 APT_UPDATED=0
 
 apt_installed() {

@@ -40,6 +40,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("store: {0}")]
     Backend(#[from] opendal::Error),
+    #[error("images: {0}")]
+    Images(String),
 }
 
 /// Creates the data dir if needed and proves it is writable.
@@ -209,7 +211,11 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     });
 
-    let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router());
+    let images_state = crate::http::images::ImagesState::new(config.images.clone(), store.clone())
+        .map_err(AppError::Images)?;
+    let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
+        Arc::new(images_state),
+    ));
     let admin =
         hyper_util::service::TowerToHyperService::new(crate::http::admin_router(store.clone()));
 

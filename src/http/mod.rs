@@ -1,5 +1,7 @@
-//! The HTTP side that is not S3: the image listener and the admin listener. For now both
-//! answer health checks; the image endpoint and admin API grow here.
+//! The HTTP side that is not S3: the image listener (`images`: imgproxy-style URLs, plus
+//! `/health`) and the admin listener (health and readiness; the admin API grows here).
+
+pub mod images;
 
 use std::sync::Arc;
 
@@ -36,8 +38,11 @@ async fn ready(State(store): State<Arc<DynStore>>) -> impl IntoResponse {
     }
 }
 
-pub fn images_router() -> Router {
-    Router::new().route("/health", get(health))
+pub fn images_router(state: Arc<images::ImagesState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .fallback(images::handle)
+        .with_state(state)
 }
 
 pub fn admin_router(store: DynStore) -> Router {

@@ -2,8 +2,10 @@
 //! blocking thread), at most `max_queue` more wait for a turn, and every request has a
 //! deadline. What must stay true:
 //!
-//! * A request past the queue bound is refused at once ([`PoolError::QueueFull`], 429), so
-//!   memory is bounded by `workers` images in flight plus the queued requests' source bytes.
+//! * A request past the admission bound (`workers + max_queue`) is refused at once
+//!   ([`PoolError::QueueFull`], 429). Requests are admitted before their source is
+//!   fetched, so memory is bounded by `workers` images in flight plus the admitted
+//!   requests' source bytes.
 //! * A request that misses its deadline gets [`PoolError::Timeout`] (503). The blocking work
 //!   cannot be interrupted, so it keeps its worker slot until it really ends: the number of
 //!   images being processed never exceeds `workers`, timeouts included.
@@ -43,15 +45,6 @@ pub struct Pool {
     processing: Arc<AtomicUsize>,
 }
 
-/// Decrements a counter when dropped, so every exit path (errors, cancellation) counts.
-struct Admitted<'a>(&'a AtomicUsize);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Pool {
     pub fn new(workers: usize, max_queue: usize, timeout: Duration) -> Self {
         let workers = workers.max(1);
@@ -80,25 +73,56 @@ impl Pool {
         self.timeout
     }
 
-    /// Admits a request (or refuses it when the queue is full) and returns a guard that
-    /// must be held until [`Pool::run`] is called; `started` is when the request's deadline
-    /// began (its arrival).
+    /// Admits a request, or refuses it at once when `workers + max_queue` requests are
+    /// already admitted. Call it before fetching the source, so that the source bytes held
+    /// in memory are bounded by the admission limit too; the ticket frees its place when
+    /// dropped.
+    pub fn admit(&self) -> Result<Ticket<'_>, PoolError> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let ticket = Ticket { pool: self };
+        if before >= self.workers + self.max_queue {
+            return Err(PoolError::QueueFull(before.saturating_sub(self.workers)));
+        }
+        Ok(ticket)
+    }
+
+    /// Admits and runs in one call (for work that needs no preparation).
     pub async fn run<T, F>(&self, started: Instant, work: F) -> Result<T, PoolError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
-        let _admitted = Admitted(&self.admitted);
-        if before >= self.workers + self.max_queue {
-            return Err(PoolError::QueueFull(before.saturating_sub(self.workers)));
-        }
-        let deadline = tokio::time::Instant::from_std(started + self.timeout);
-        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+        self.admit()?.run(started, work).await
+    }
+}
+
+/// An admitted request's place in the pool.
+#[derive(Debug)]
+pub struct Ticket<'p> {
+    pool: &'p Pool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.pool.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticket<'_> {
+    /// Waits for a worker (until the deadline that began at `started`, the request's
+    /// arrival) and runs `work` on it.
+    pub async fn run<T, F>(self, started: Instant, work: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool;
+        let deadline = tokio::time::Instant::from_std(started + pool.timeout);
+        let permit = tokio::time::timeout_at(deadline, pool.slots.clone().acquire_owned())
             .await
-            .map_err(|_| PoolError::Timeout(self.timeout))?
+            .map_err(|_| PoolError::Timeout(pool.timeout))?
             .map_err(|e| PoolError::Crashed(e.to_string()))?;
-        let processing = self.processing.clone();
+        let processing = pool.processing.clone();
         processing.fetch_add(1, Ordering::AcqRel);
         let handle = tokio::task::spawn_blocking(move || {
             let out = work();
@@ -109,7 +133,7 @@ impl Pool {
         match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(PoolError::Crashed(e.to_string())),
-            Err(_) => Err(PoolError::Timeout(self.timeout)),
+            Err(_) => Err(PoolError::Timeout(pool.timeout)),
         }
     }
 }

@@ -1,0 +1,484 @@
+//! The image endpoint's HTTP side: one handler for every `GET`/`HEAD` path on the images
+//! listener. It checks the bearer secret and the signature, parses the options, fetches the
+//! source, picks the output format, and runs the pipeline on the bounded pool; then it
+//! answers with imgproxy's headers and status codes. Every error is chosen here, at the
+//! edge, from the module errors below it (403 signature or secret, 404 invalid URL or
+//! missing source, 422 unprocessable or over a limit, 429 queue full, 503 timeout, 502/504
+//! upstream), with a JSON body naming the problem and no `Cache-Control: public`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::imaging::config::ImagesConfig;
+use crate::imaging::decode;
+use crate::imaging::http_source::HttpSource;
+use crate::imaging::negotiate::{self, Negotiation};
+use crate::imaging::options::{self, ImageFormat, Options, ParseContext};
+use crate::imaging::pipeline::{self, Job, PipelineError};
+use crate::imaging::pool::{Pool, PoolError};
+use crate::imaging::signature::Signer;
+use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl};
+use crate::imaging::url;
+use crate::store::DynStore;
+
+/// Everything the handler needs, built once from the configuration.
+pub struct ImagesState {
+    pub config: ImagesConfig,
+    pub signer: Option<Signer>,
+    pub parse_ctx: ParseContext,
+    pub store: DynStore,
+    pub pool: Pool,
+    pub defaults: pipeline::Defaults,
+    pub negotiation: Negotiation,
+    pub skip_processing: Vec<ImageFormat>,
+    pub http: HttpSource,
+}
+
+impl ImagesState {
+    pub fn new(config: ImagesConfig, store: DynStore) -> Result<Self, String> {
+        let signer = config.signer().map_err(|e| e.to_string())?;
+        let parse_ctx = config.parse_context();
+        let defaults = pipeline::Defaults::from_config(&config).map_err(|e| e.to_string())?;
+        let skip_processing = config.skip_processing().map_err(|e| e.to_string())?;
+        let pool = Pool::new(config.worker_count(), config.max_queue, config.timeout.0);
+        let http = HttpSource::new(
+            &config.allowed_sources,
+            config.allow_private_sources,
+            config.download_timeout.0,
+        )
+        .map_err(|e| e.to_string())?;
+        let negotiation = Negotiation {
+            auto_webp: config.auto_webp,
+            enforce_webp: config.enforce_webp,
+            auto_avif: config.auto_avif,
+            enforce_avif: config.enforce_avif,
+        };
+        Ok(Self {
+            config,
+            signer,
+            parse_ctx,
+            store,
+            pool,
+            defaults,
+            negotiation,
+            skip_processing,
+            http,
+        })
+    }
+}
+
+/// Why a request failed; [`ImageError::status`] picks the HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid secret: this endpoint needs `Authorization: Bearer <secret>`")]
+    Secret,
+    #[error("invalid signature")]
+    Signature,
+    #[error("invalid URL: {0}")]
+    Url(#[from] url::UrlError),
+    #[error("invalid URL: {0}")]
+    Options(#[from] options::OptionsError),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    Pool(#[from] PoolError),
+    #[error("method not allowed: use GET or HEAD")]
+    Method,
+}
+
+impl ImageError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ImageError::Secret | ImageError::Signature => StatusCode::FORBIDDEN,
+            ImageError::Url(_) | ImageError::Options(_) => StatusCode::NOT_FOUND,
+            ImageError::Source(e) => match e {
+                SourceError::NotFound(_)
+                | SourceError::Invalid(..)
+                | SourceError::NotAllowed(..) => StatusCode::NOT_FOUND,
+                SourceError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                SourceError::Upstream(_) => StatusCode::BAD_GATEWAY,
+                SourceError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                SourceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ImageError::Pipeline(e) => {
+                if e.is_internal() {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            }
+            ImageError::Pool(PoolError::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
+            ImageError::Pool(PoolError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ImageError::Pool(PoolError::Crashed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ImageError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The short, stable name of the error kind (imgproxy's `imgproxy_errors_total{type}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImageError::Secret => "secret",
+            ImageError::Signature => "signature",
+            ImageError::Url(_) | ImageError::Options(_) => "invalid_url",
+            ImageError::Source(SourceError::NotFound(_)) => "source_not_found",
+            ImageError::Source(_) => "source",
+            ImageError::Pipeline(_) => "processing",
+            ImageError::Pool(PoolError::QueueFull(_)) => "queue",
+            ImageError::Pool(PoolError::Timeout(_)) => "timeout",
+            ImageError::Pool(_) => "processing",
+            ImageError::Method => "method",
+        }
+    }
+
+    fn into_response(self, request_id: &str) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": status.canonical_reason().unwrap_or("Error"),
+            "kind": self.kind(),
+            "message": self.to_string(),
+            "request_id": request_id,
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// The axum handler for every path that is not `/health`.
+pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let request_id = crate::credentials::random_hex(8).to_uppercase();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = if method == Method::GET || method == Method::HEAD {
+        serve(&state, &path, req.headers(), started).await
+    } else {
+        Err(ImageError::Method)
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut resp = match result {
+        Ok(mut resp) => {
+            tracing::debug!(request_id, %method, path, status = resp.status().as_u16(), ms, "image");
+            if method == Method::HEAD {
+                *resp.body_mut() = Body::empty();
+            }
+            resp
+        }
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(request_id, %method, path, status = status.as_u16(), ms, error = %e, "image");
+            } else {
+                tracing::info!(request_id, %method, path, status = status.as_u16(), ms, error = %e, "image");
+            }
+            e.into_response(&request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn serve(
+    state: &ImagesState,
+    path: &str,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<Response, ImageError> {
+    if !state.config.secret.is_empty() {
+        let expected = format!("Bearer {}", state.config.secret);
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !constant_time_eq(given, expected.as_bytes()) {
+            return Err(ImageError::Secret);
+        }
+    }
+    let parsed = url::parse_path(path)?;
+    if let Some(signer) = &state.signer {
+        let unsafe_ok = state.config.allow_unsafe && matches!(parsed.signature, "unsafe" | "_");
+        if !unsafe_ok {
+            signer
+                .verify(parsed.signature, &parsed.signed_part)
+                .map_err(|_| ImageError::Signature)?;
+        }
+    }
+    let mut opts = options::parse(&parsed.options, &state.parse_ctx)?;
+    if let Some(ext) = &parsed.extension {
+        opts.apply_extension(ext)?;
+    }
+
+    // Admission comes before the fetch: the source bytes held count against the queue.
+    let ticket = state.pool.admit()?;
+    let max_file = opts
+        .security
+        .max_src_file_size
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(state.config.max_src_file_size.0);
+    let src = fetch(state, parsed.source.url(), max_file).await?;
+
+    let probe = decode::probe(&src.bytes).map_err(PipelineError::from)?;
+    let skip = opts.raw
+        || state.skip_processing.contains(&probe.format)
+        || opts.skip_processing.contains(&probe.format);
+    if skip {
+        let ttl = ttl(state, &opts);
+        let etag = etag(&src, &opts, probe.format);
+        return Ok(respond(
+            src.bytes.to_vec(),
+            probe.format,
+            &etag,
+            &src,
+            &opts,
+            state,
+            false,
+            ttl,
+            headers,
+            parsed.source.url(),
+        ));
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let choice = negotiate::choose(
+        opts.format,
+        probe.format,
+        probe.has_alpha.unwrap_or(false),
+        accept,
+        state.negotiation,
+        pipeline::can_encode,
+    );
+    let job = Job::new(opts.clone(), choice.format, &state.defaults);
+    job.check_probe(&probe)?;
+    let etag = etag(&src, &opts, choice.format);
+    if let Some(resp) = not_modified(headers, &etag) {
+        return Ok(resp);
+    }
+    let bytes = src.bytes.clone();
+    let bytes = ticket
+        .run(started, move || pipeline::process(&bytes, &probe, &job))
+        .await??;
+    let ttl = ttl(state, &opts);
+    Ok(respond(
+        bytes,
+        choice.format,
+        &etag,
+        &src,
+        &opts,
+        state,
+        choice.vary_accept,
+        ttl,
+        headers,
+        parsed.source.url(),
+    ))
+}
+
+async fn fetch(state: &ImagesState, url: &str, max: u64) -> Result<SourceImage, ImageError> {
+    let src = match SourceUrl::parse(url)? {
+        SourceUrl::S3 { bucket, key } => source::fetch_s3(&state.store, &bucket, &key, max).await?,
+        SourceUrl::Local { path } => {
+            source::fetch_local(&state.config.local_root, &path, max).await?
+        }
+        SourceUrl::Http { url } => state.http.fetch(&url, max).await?,
+    };
+    Ok(src)
+}
+
+/// A strong validator for one variant: the source's version, the canonical options and the
+/// output format. Equivalent URLs share it; any change to the source changes it.
+fn etag(src: &SourceImage, opts: &Options, format: ImageFormat) -> String {
+    let mut h = Sha256::new();
+    h.update(src.etag.as_bytes());
+    h.update([0]);
+    h.update(opts.canonical().as_bytes());
+    h.update([0]);
+    h.update(format.as_str().as_bytes());
+    let digest = h.finalize();
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
+    let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    let hit = inm
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag));
+    if !hit {
+        return None;
+    }
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Some(resp)
+}
+
+fn ttl(state: &ImagesState, opts: &Options) -> Duration {
+    let ttl = state.config.ttl.0;
+    match opts.expires {
+        Some(exp) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let left = u64::try_from(exp.saturating_sub(now)).unwrap_or(0);
+            ttl.min(Duration::from_secs(left))
+        }
+        None => ttl,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    bytes: Vec<u8>,
+    format: ImageFormat,
+    etag: &str,
+    src: &SourceImage,
+    opts: &Options,
+    state: &ImagesState,
+    vary_accept: bool,
+    ttl: Duration,
+    _headers: &HeaderMap,
+    source_url: &str,
+) -> Response {
+    let len = bytes.len();
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(negotiate::mime_type(format)),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", ttl.as_secs())) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(v) = http_date(src.last_modified_ms) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if vary_accept {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    let attachment = opts
+        .return_attachment
+        .unwrap_or(state.config.return_attachment);
+    let disposition = content_disposition(opts.filename.as_deref(), source_url, format, attachment);
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+/// `inline; filename="cat.webp"` (or `attachment; ...`): the `filename` option, else the
+/// source's last path segment, with the output format's extension, as imgproxy does.
+pub fn content_disposition(
+    filename: Option<&str>,
+    source_url: &str,
+    format: ImageFormat,
+    attachment: bool,
+) -> String {
+    let stem = match filename {
+        Some(f) if !f.is_empty() => f.to_owned(),
+        _ => {
+            let last = source_url
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            let stem = last.rsplit_once('.').map_or(last, |(s, _)| s);
+            if stem.is_empty() {
+                "image".to_owned()
+            } else {
+                stem.to_owned()
+            }
+        }
+    };
+    let name = format!("{stem}.{}", negotiate::extension(format));
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let kind = if attachment { "attachment" } else { "inline" };
+    if ascii == name {
+        format!("{kind}; filename=\"{name}\"")
+    } else {
+        let encoded: String = name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+    }
+}
+
+fn http_date(ms: i64) -> Option<HeaderValue> {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    HeaderValue::from_str(&t.format(&fmt).ok()?).ok()
+}
+
+/// Equality whose time depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disposition_names() {
+        assert_eq!(
+            content_disposition(None, "s3://b/2025/cat.jpg", ImageFormat::Webp, false),
+            "inline; filename=\"cat.webp\""
+        );
+        assert_eq!(
+            content_disposition(Some("hello"), "s3://b/x.png", ImageFormat::Jpeg, true),
+            "attachment; filename=\"hello.jpg\""
+        );
+        assert_eq!(
+            content_disposition(None, "s3://b/", ImageFormat::Png, false),
+            "inline; filename=\"image.png\""
+        );
+        let d = content_disposition(None, "s3://b/kötü.jpg", ImageFormat::Png, false);
+        assert!(d.contains("filename*=UTF-8''k%C3%B6t%C3%BC.png"), "{d}");
+    }
+
+    #[test]
+    fn dates_are_http_dates() {
+        assert_eq!(
+            http_date(784_111_777_000).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+    }
+}
