@@ -248,7 +248,6 @@ async fn serve(
             state,
             false,
             ttl,
-            headers,
             parsed.source.url(),
         ));
     }
@@ -281,7 +280,6 @@ async fn serve(
         state,
         choice.vary_accept,
         ttl,
-        headers,
         parsed.source.url(),
     ))
 }
@@ -348,7 +346,6 @@ fn respond(
     state: &ImagesState,
     vary_accept: bool,
     ttl: Duration,
-    _headers: &HeaderMap,
     source_url: &str,
 ) -> Response {
     let len = bytes.len();
