@@ -164,13 +164,23 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
+    let metrics =
+        Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
 
+    let s3_metrics = metrics.clone();
     let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let svc = s3_service.clone();
+        let metrics = s3_metrics.clone();
         async move {
             let rid = request_id();
             req.extensions_mut().insert(RequestId(rid.clone()));
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let op = crate::metrics::s3_operation(
+                method.as_str(),
+                &path,
+                req.uri().query().unwrap_or_default(),
+                req.headers().contains_key("x-amz-copy-source"),
+            );
             let expects_continue = req
                 .headers()
                 .get(hyper::header::EXPECT)
@@ -199,7 +209,16 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
                 );
             }
             let status = resp.status().as_u16();
-            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let elapsed = t0.elapsed().as_secs_f64();
+            metrics
+                .s3_requests_total
+                .with_label_values(&[op, resp.status().as_str()])
+                .inc();
+            metrics
+                .s3_request_duration
+                .with_label_values(&[op])
+                .observe(elapsed);
+            let ms = elapsed * 1000.0;
             if status >= 500 {
                 tracing::error!(request_id = %rid, %method, path, status, ms, "s3");
             } else if status >= 400 {
@@ -211,13 +230,22 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     });
 
-    let images_state = crate::http::images::ImagesState::new(config.images.clone(), store.clone())
-        .map_err(AppError::Images)?;
+    let images_state = Arc::new(
+        crate::http::images::ImagesState::new(
+            config.images.clone(),
+            store.clone(),
+            metrics.clone(),
+        )
+        .map_err(AppError::Images)?,
+    );
     let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
-        Arc::new(images_state),
+        images_state.clone(),
     ));
-    let admin =
-        hyper_util::service::TowerToHyperService::new(crate::http::admin_router(store.clone()));
+    let admin = hyper_util::service::TowerToHyperService::new(crate::http::admin_router(
+        store.clone(),
+        images_state.clone(),
+        metrics.clone(),
+    ));
 
     tracing::info!(
         s3 = %config.s3.listen, images = %config.images.listen, admin = %config.admin.listen,

@@ -6,5 +6,6 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod imaging;
+pub mod metrics;
 pub mod s3;
 pub mod store;

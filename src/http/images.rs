@@ -25,6 +25,7 @@ use crate::imaging::pool::{Pool, PoolError};
 use crate::imaging::signature::Signer;
 use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl};
 use crate::imaging::url;
+use crate::metrics::Metrics;
 use crate::store::DynStore;
 
 /// Everything the handler needs, built once from the configuration.
@@ -38,10 +39,15 @@ pub struct ImagesState {
     pub negotiation: Negotiation,
     pub skip_processing: Vec<ImageFormat>,
     pub http: HttpSource,
+    pub metrics: Arc<Metrics>,
 }
 
 impl ImagesState {
-    pub fn new(config: ImagesConfig, store: DynStore) -> Result<Self, String> {
+    pub fn new(
+        config: ImagesConfig,
+        store: DynStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let signer = config.signer().map_err(|e| e.to_string())?;
         let parse_ctx = config.parse_context();
         let defaults = pipeline::Defaults::from_config(&config).map_err(|e| e.to_string())?;
@@ -69,6 +75,7 @@ impl ImagesState {
             negotiation,
             skip_processing,
             http,
+            metrics,
         })
     }
 }
@@ -162,12 +169,21 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
     let request_id = crate::credentials::random_hex(8).to_uppercase();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let m = &state.metrics;
+    m.requests_total.inc();
+    m.requests_in_progress.inc();
+    let _in_progress = InProgress(&m.requests_in_progress);
     let result = if method == Method::GET || method == Method::HEAD {
         serve(&state, &path, req.headers(), started).await
     } else {
         Err(ImageError::Method)
     };
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    m.request_duration.observe(elapsed);
+    if let Err(e) = &result {
+        m.errors_total.with_label_values(&[e.kind()]).inc();
+    }
+    let ms = elapsed * 1000.0;
     let mut resp = match result {
         Ok(mut resp) => {
             tracing::debug!(request_id, %method, path, status = resp.status().as_u16(), ms, "image");
@@ -189,7 +205,19 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    m.status_codes_total
+        .with_label_values(&[resp.status().as_str()])
+        .inc();
     resp
+}
+
+/// Decrements the in-progress gauge however the request ends (dropped connections too).
+struct InProgress<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn serve(

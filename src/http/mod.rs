@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::metrics::Metrics;
 use crate::store::DynStore;
 
 async fn health() -> impl IntoResponse {
@@ -20,7 +21,42 @@ async fn health() -> impl IntoResponse {
     )
 }
 
-async fn ready(State(store): State<Arc<DynStore>>) -> impl IntoResponse {
+/// What the admin listener's handlers share.
+pub struct AdminState {
+    pub store: DynStore,
+    pub images: Arc<images::ImagesState>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// `GET /metrics`: Prometheus text format. Gauges that describe the present (workers,
+/// images in progress, store usage) are read when scraped.
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let pool = state.images.pool.stats();
+    let m = &state.metrics;
+    m.workers
+        .set(i64::try_from(pool.workers).unwrap_or(i64::MAX));
+    m.images_in_progress
+        .set(i64::try_from(pool.processing).unwrap_or(i64::MAX));
+    match state.store.usage().await {
+        Ok(Some((bytes, objects))) => {
+            m.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            m.store_objects
+                .set(i64::try_from(objects).unwrap_or(i64::MAX));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read store usage for metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+}
+
+async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let store = &state.store;
     match store.list_buckets().await {
         Ok(_) => (
             StatusCode::OK,
@@ -45,9 +81,18 @@ pub fn images_router(state: Arc<images::ImagesState>) -> Router {
         .with_state(state)
 }
 
-pub fn admin_router(store: DynStore) -> Router {
+pub fn admin_router(
+    store: DynStore,
+    images: Arc<images::ImagesState>,
+    metrics: Arc<Metrics>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .with_state(Arc::new(store))
+        .route("/metrics", get(self::metrics))
+        .with_state(Arc::new(AdminState {
+            store,
+            images,
+            metrics,
+        }))
 }

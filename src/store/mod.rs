@@ -104,6 +104,12 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/ready`: `embedded` or `remote`.
     fn kind(&self) -> &'static str;
 
+    /// (bytes, objects) stored, for metrics, when the store can tell cheaply enough; the
+    /// remote store cannot (it would list the whole cluster) and says `None`.
+    async fn usage(&self) -> StoreResult<Option<(u64, u64)>> {
+        Ok(None)
+    }
+
     async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>>;
     async fn create_bucket(&self, name: &str) -> StoreResult<()>;
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo>;

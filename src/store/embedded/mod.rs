@@ -189,6 +189,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    async fn usage(&self) -> StoreResult<Option<(u64, u64)>> {
+        Ok(Some(self.totals().await?))
+    }
+
     async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
         self.cat(|c| c.list_buckets()).await
     }
