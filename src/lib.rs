@@ -2,6 +2,7 @@
 //! imgproxy-compatible image endpoint and a derivative cache. See docs/ and ARCHITECTURE.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod http;
