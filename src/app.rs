@@ -42,6 +42,23 @@ pub enum AppError {
     Backend(#[from] opendal::Error),
     #[error("images: {0}")]
     Images(String),
+    #[error("cache: {0}")]
+    Cache(String),
+}
+
+/// Opens the derivative cache, or `None` when `[cache] enabled = false`. A corrupt or
+/// incompatible file is moved aside by the cache itself; what is left (a locked file, no
+/// permission) stops the start, naming the file.
+fn open_cache(config: &Config) -> Result<Option<crate::cache::DerivativeCache>, AppError> {
+    if !config.cache.enabled {
+        return Ok(None);
+    }
+    let path = config.cache.file(&config.server.data_dir);
+    let cache = crate::cache::DerivativeCache::open(&path, config.cache.cache_config())
+        .map_err(|e| AppError::Cache(format!("{}: {e}", path.display())))?;
+    let stats = cache.stats();
+    tracing::info!(path = %path.display(), entries = stats.entries, bytes = stats.bytes, "derivative cache open");
+    Ok(Some(cache))
 }
 
 /// Creates the data dir if needed and proves it is writable.
@@ -119,6 +136,17 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let admin_listener = bind("admin.listen", &config.admin.listen).await?;
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
+    let cache = open_cache(&config)?;
+    // The embedded store's HEAD is a catalog read: always ask. The remote store's is a
+    // round trip: trust an answer for `source_revalidate`.
+    let trust = match config.store.kind {
+        crate::config::StoreKind::Embedded => std::time::Duration::ZERO,
+        crate::config::StoreKind::Remote => config.cache.source_revalidate.0,
+    };
+    let versions = Arc::new(crate::imaging::source::SourceVersions::new(trust));
+    let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
+        crate::http::images::Invalidator::new(cache.clone(), versions.clone()),
+    );
 
     let endpoint = format!(
         "http://{}",
@@ -152,7 +180,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         spool,
         max_object_size: config.s3.max_object_size.0,
         region: config.s3.region.clone(),
-        listeners: Vec::new(),
+        listeners: vec![invalidator],
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new([(
@@ -235,6 +263,8 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             config.images.clone(),
             store.clone(),
             metrics.clone(),
+            cache,
+            versions,
         )
         .map_err(AppError::Images)?,
     );

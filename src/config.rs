@@ -180,6 +180,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub admin: AdminConfig,
     pub store: StoreConfig,
+    pub cache: CacheSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +244,55 @@ impl Default for S3Config {
 }
 
 pub use crate::imaging::config::ImagesConfig;
+
+/// `[cache]`: the derivative cache of processed images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Off: every request is processed (nothing is stored).
+    pub enabled: bool,
+    /// The redb file; empty means `<data_dir>/cache.redb`.
+    pub path: PathBuf,
+    /// Bound on the cached bytes; least recently used variants are evicted past it.
+    pub max_size: ByteSize,
+    /// Variants older than this are processed again; 0 keeps them until evicted or invalidated.
+    pub ttl: Seconds,
+    /// Remote store only: how long a source's ETag is trusted before it is checked again
+    /// with a HEAD (others may change objects behind Pixelport's back).
+    pub source_revalidate: Seconds,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: PathBuf::new(),
+            max_size: ByteSize(10 << 30),
+            ttl: Seconds(Duration::ZERO),
+            source_revalidate: Seconds(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl CacheSection {
+    /// The cache file for a data dir.
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        if self.path.as_os_str().is_empty() {
+            data_dir.join("cache.redb")
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// The cache library's settings.
+    pub fn cache_config(&self) -> crate::cache::CacheConfig {
+        crate::cache::CacheConfig {
+            max_size: self.max_size.0,
+            ttl: Some(self.ttl.0).filter(|t| !t.is_zero()),
+            ..crate::cache::CacheConfig::default()
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -39,6 +39,13 @@ pub struct Metrics {
     pub s3_request_duration: HistogramVec,
     pub store_bytes: IntGauge,
     pub store_objects: IntGauge,
+    // The derivative cache and the pipeline.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_evictions: IntCounter,
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    pub images_processed: IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +111,40 @@ impl Metrics {
             "pixelport_store_objects",
             "Objects in the store (embedded store only).",
         )?;
+        let cache_hits = IntCounter::new(
+            "pixelport_cache_hits_total",
+            "Image requests answered from the derivative cache.",
+        )?;
+        let cache_misses = IntCounter::new(
+            "pixelport_cache_misses_total",
+            "Image requests the derivative cache could not answer.",
+        )?;
+        let cache_evictions = IntCounter::new(
+            "pixelport_cache_evictions_total",
+            "Variants evicted from the derivative cache to stay under max_size.",
+        )?;
+        let cache_bytes = IntGauge::new(
+            "pixelport_cache_bytes",
+            "Bytes charged to the derivative cache (bodies plus per-entry overhead).",
+        )?;
+        let cache_entries = IntGauge::new(
+            "pixelport_cache_entries",
+            "Variants in the derivative cache.",
+        )?;
+        let images_processed = IntCounter::new(
+            "pixelport_images_processed_total",
+            "Pipeline runs (decode, transform, encode) completed.",
+        )?;
+        for c in [
+            &cache_hits,
+            &cache_misses,
+            &cache_evictions,
+            &images_processed,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(errors_total.clone()))?;
@@ -128,6 +169,12 @@ impl Metrics {
             s3_request_duration,
             store_bytes,
             store_objects,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_bytes,
+            cache_entries,
+            images_processed,
         })
     }
 

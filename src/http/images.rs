@@ -13,17 +13,18 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
+use crate::cache::flight::SingleFlight;
+use crate::cache::{CacheKey, DerivativeCache, EntryMeta};
 use crate::imaging::config::ImagesConfig;
 use crate::imaging::decode;
 use crate::imaging::http_source::HttpSource;
 use crate::imaging::negotiate::{self, Negotiation};
 use crate::imaging::options::{self, ImageFormat, Options, ParseContext};
 use crate::imaging::pipeline::{self, Job, PipelineError};
-use crate::imaging::pool::{Pool, PoolError};
+use crate::imaging::pool::{Pool, PoolError, Ticket};
 use crate::imaging::signature::Signer;
-use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl};
+use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl, SourceVersions};
 use crate::imaging::url;
 use crate::metrics::Metrics;
 use crate::store::DynStore;
@@ -40,6 +41,12 @@ pub struct ImagesState {
     pub skip_processing: Vec<ImageFormat>,
     pub http: HttpSource,
     pub metrics: Arc<Metrics>,
+    /// The derivative cache (`None` when `[cache] enabled = false`).
+    pub cache: Option<DerivativeCache>,
+    pub versions: Arc<SourceVersions>,
+    flight: SingleFlight<CacheKey, Outcome>,
+    /// Unix seconds of the last logged cache write failure (logged at most once a minute).
+    last_cache_warning: std::sync::atomic::AtomicI64,
 }
 
 impl ImagesState {
@@ -47,6 +54,8 @@ impl ImagesState {
         config: ImagesConfig,
         store: DynStore,
         metrics: Arc<Metrics>,
+        cache: Option<DerivativeCache>,
+        versions: Arc<SourceVersions>,
     ) -> Result<Self, String> {
         let signer = config.signer().map_err(|e| e.to_string())?;
         let parse_ctx = config.parse_context();
@@ -76,7 +85,65 @@ impl ImagesState {
             skip_processing,
             http,
             metrics,
+            cache,
+            versions,
+            flight: SingleFlight::new(),
+            last_cache_warning: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// Logs a failed cache write, at most once a minute: the response is served anyway.
+    fn cache_write_failed(&self, error: &str) {
+        use std::sync::atomic::Ordering;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let last = self.last_cache_warning.load(Ordering::Relaxed);
+        if now - last >= 60
+            && self
+                .last_cache_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error,
+                "cannot store a variant in the cache; serving it uncached"
+            );
+        }
+    }
+}
+
+/// Drops the cached variants (and the remembered version) of every object the S3 API
+/// changes, before the S3 response is sent.
+pub struct Invalidator {
+    cache: Option<DerivativeCache>,
+    versions: Arc<SourceVersions>,
+}
+
+impl Invalidator {
+    pub fn new(cache: Option<DerivativeCache>, versions: Arc<SourceVersions>) -> Self {
+        Self { cache, versions }
+    }
+}
+
+impl crate::s3::ChangeListener for Invalidator {
+    fn object_changed(&self, bucket: &str, key: &str) {
+        let source = format!("s3://{bucket}/{key}");
+        self.versions.forget(&source);
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let drop_variants = || match cache.invalidate_source(&source) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(source, variants = n, "cache invalidated"),
+            Err(e) => tracing::warn!(source, error = %e, "cannot invalidate cached variants"),
+        };
+        // A redb write: keep it off the async worker threads' hot path where the runtime
+        // allows (the daemon's runtime is multi-threaded).
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(drop_variants)
+            }
+            _ => drop_variants(),
+        }
     }
 }
 
@@ -99,6 +166,9 @@ pub enum ImageError {
     Pool(#[from] PoolError),
     #[error("method not allowed: use GET or HEAD")]
     Method,
+    /// The error of a render shared by several requests (single flight).
+    #[error("{0}")]
+    Shared(Arc<ImageError>),
 }
 
 impl ImageError {
@@ -126,6 +196,7 @@ impl ImageError {
             ImageError::Pool(PoolError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ImageError::Pool(PoolError::Crashed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ImageError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            ImageError::Shared(e) => e.status(),
         }
     }
 
@@ -142,10 +213,11 @@ impl ImageError {
             ImageError::Pool(PoolError::Timeout(_)) => "timeout",
             ImageError::Pool(_) => "processing",
             ImageError::Method => "method",
+            ImageError::Shared(e) => e.kind(),
         }
     }
 
-    fn into_response(self, request_id: &str) -> Response {
+    fn to_response(&self, request_id: &str) -> Response {
         let status = self.status();
         let body = serde_json::json!({
             "error": status.canonical_reason().unwrap_or("Error"),
@@ -199,7 +271,7 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
             } else {
                 tracing::info!(request_id, %method, path, status = status.as_u16(), ms, error = %e, "image");
             }
-            e.into_response(&request_id)
+            e.to_response(&request_id)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -219,6 +291,19 @@ impl Drop for InProgress<'_> {
         self.0.dec();
     }
 }
+
+/// What a render produced: the bytes and what the response needs. Shared between the
+/// requests of one single flight.
+#[derive(Debug)]
+pub struct Rendered {
+    bytes: bytes::Bytes,
+    content_type: String,
+    format: ImageFormat,
+    last_modified_ms: i64,
+}
+
+/// A render's outcome, as every waiter of a single flight receives it.
+type Outcome = Result<Arc<Rendered>, Arc<ImageError>>;
 
 async fn serve(
     state: &ImagesState,
@@ -249,91 +334,207 @@ async fn serve(
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
     }
-
-    // Admission comes before the fetch: the source bytes held count against the queue.
-    let ticket = state.pool.admit()?;
+    let source_url = parsed.source.url();
+    let source = SourceUrl::parse(source_url)?;
     let max_file = opts
         .security
         .max_src_file_size
         .and_then(|v| u64::try_from(v).ok())
         .filter(|v| *v > 0)
         .unwrap_or(state.config.max_src_file_size.0);
-    let src = fetch(state, parsed.source.url(), max_file).await?;
-
-    let probe = decode::probe(&src.bytes).map_err(PipelineError::from)?;
-    let skip = opts.raw
-        || state.skip_processing.contains(&probe.format)
-        || opts.skip_processing.contains(&probe.format);
-    if skip {
-        let ttl = ttl(state, &opts);
-        let etag = etag(&src, &opts, probe.format);
-        return Ok(respond(
-            src.bytes.to_vec(),
-            probe.format,
-            &etag,
-            &src,
-            &opts,
-            state,
-            false,
-            ttl,
-            parsed.source.url(),
-        ));
-    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let choice = negotiate::choose(
+    let decided = negotiate::decide_without_source(
         opts.format,
-        probe.format,
-        probe.has_alpha.unwrap_or(false),
         accept,
         state.negotiation,
         pipeline::can_encode,
     );
-    let job = Job::new(opts.clone(), choice.format, &state.defaults);
-    job.check_probe(&probe)?;
-    let etag = etag(&src, &opts, choice.format);
+    let vary = state.negotiation.enabled();
+    let ttl = ttl(state, &opts);
+
+    // The source's identity and version: a HEAD for s3:// (no bytes read yet), the bytes
+    // themselves for the others (admitted first: held bytes count against the queue).
+    let (version, prefetched) = match &source {
+        SourceUrl::S3 { bucket, key } => {
+            let v = state.versions.get(&state.store, bucket, key).await?;
+            if v.size > max_file {
+                return Err(SourceError::TooLarge { max: max_file }.into());
+            }
+            (v.etag, None)
+        }
+        _ => {
+            let ticket = state.pool.admit()?;
+            let src = fetch(state, &source, max_file).await?;
+            (src.etag.clone(), Some((ticket, src)))
+        }
+    };
+    let format_key = decided.map_or("auto", ImageFormat::as_str);
+    let key = CacheKey::new(source_url, &version, &opts.canonical(), format_key);
+    let etag = format!("\"{}\"", &key.hex()[..32]);
     if let Some(resp) = not_modified(headers, &etag) {
         return Ok(resp);
     }
-    let bytes = src.bytes.clone();
-    let bytes = ticket
-        .run(started, move || pipeline::process(&bytes, &probe, &job))
-        .await??;
-    let ttl = ttl(state, &opts);
-    Ok(respond(
-        bytes,
-        choice.format,
-        &etag,
-        &src,
-        &opts,
+    if opts.raw {
+        let src = match prefetched {
+            Some((_, src)) => src,
+            None => fetch(state, &source, max_file).await?,
+        };
+        let format = decode::sniff(&src.bytes).unwrap_or(ImageFormat::Jpeg);
+        let rendered = Rendered {
+            content_type: negotiate::mime_type(format).to_owned(),
+            format,
+            last_modified_ms: src.last_modified_ms,
+            bytes: src.bytes,
+        };
+        return Ok(respond(
+            &rendered, &etag, &opts, state, vary, ttl, source_url, None,
+        ));
+    }
+    if let Some(cache) = &state.cache {
+        let (cache, k) = (cache.clone(), key.clone());
+        match tokio::task::spawn_blocking(move || cache.get(&k)).await {
+            Ok(Ok(Some(hit))) => {
+                state.metrics.cache_hits.inc();
+                let format = ImageFormat::ALL
+                    .into_iter()
+                    .find(|f| negotiate::mime_type(*f) == hit.content_type)
+                    .unwrap_or(ImageFormat::Jpeg);
+                let rendered = Rendered {
+                    bytes: hit.body,
+                    content_type: hit.content_type,
+                    format,
+                    last_modified_ms: hit.last_modified_ms,
+                };
+                return Ok(respond(
+                    &rendered,
+                    &etag,
+                    &opts,
+                    state,
+                    vary,
+                    ttl,
+                    source_url,
+                    Some(true),
+                ));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cache read failed; processing instead"),
+            Err(e) => tracing::warn!(error = %e, "cache read task failed; processing instead"),
+        }
+        state.metrics.cache_misses.inc();
+    }
+    // A miss: identical concurrent misses share one render.
+    let job = Render {
         state,
-        choice.vary_accept,
-        ttl,
-        parsed.source.url(),
-    ))
+        source: &source,
+        prefetched,
+        opts: &opts,
+        decided,
+        max_file,
+        started,
+        key: &key,
+    };
+    let outcome: Outcome = state.flight.run(key.clone(), || job.run()).await;
+    match outcome {
+        Ok(rendered) => Ok(respond(
+            &rendered,
+            &etag,
+            &opts,
+            state,
+            vary,
+            ttl,
+            source_url,
+            state.cache.as_ref().map(|_| false),
+        )),
+        Err(e) => Err(ImageError::Shared(e)),
+    }
 }
 
-async fn fetch(state: &ImagesState, url: &str, max: u64) -> Result<SourceImage, ImageError> {
-    let src = match SourceUrl::parse(url)? {
-        SourceUrl::S3 { bucket, key } => source::fetch_s3(&state.store, &bucket, &key, max).await?,
-        SourceUrl::Local { path } => {
-            source::fetch_local(&state.config.local_root, &path, max).await?
+/// One render of a variant: fetch (unless already fetched), probe, check the limits,
+/// process on the pool, store in the cache.
+struct Render<'a> {
+    state: &'a ImagesState,
+    source: &'a SourceUrl,
+    prefetched: Option<(Ticket<'a>, SourceImage)>,
+    opts: &'a Options,
+    decided: Option<ImageFormat>,
+    max_file: u64,
+    started: Instant,
+    key: &'a CacheKey,
+}
+
+impl Render<'_> {
+    async fn run(self) -> Outcome {
+        self.render().await.map(Arc::new).map_err(Arc::new)
+    }
+
+    async fn render(self) -> Result<Rendered, ImageError> {
+        let state = self.state;
+        let (ticket, src) = match self.prefetched {
+            Some(p) => p,
+            None => {
+                let ticket = state.pool.admit()?;
+                (ticket, fetch(state, self.source, self.max_file).await?)
+            }
+        };
+        let probe = decode::probe(&src.bytes).map_err(PipelineError::from)?;
+        let skip = state.skip_processing.contains(&probe.format)
+            || self.opts.skip_processing.contains(&probe.format);
+        let (bytes, format) = if skip {
+            (src.bytes.clone(), probe.format)
+        } else {
+            let format = negotiate::for_source(
+                self.decided,
+                probe.format,
+                probe.has_alpha.unwrap_or(false),
+                pipeline::can_encode,
+            );
+            let job = Job::new(self.opts.clone(), format, &state.defaults);
+            job.check_probe(&probe)?;
+            let input = src.bytes.clone();
+            let out = ticket
+                .run(self.started, move || {
+                    pipeline::process(&input, &probe, &job)
+                })
+                .await??;
+            state.metrics.images_processed.inc();
+            (bytes::Bytes::from(out), format)
+        };
+        let rendered = Rendered {
+            bytes,
+            content_type: negotiate::mime_type(format).to_owned(),
+            format,
+            last_modified_ms: src.last_modified_ms,
+        };
+        if let Some(cache) = &state.cache {
+            let meta = EntryMeta {
+                content_type: rendered.content_type.clone(),
+                etag: self.key.hex(),
+                last_modified_ms: rendered.last_modified_ms,
+            };
+            let (cache, key, body) = (cache.clone(), self.key.clone(), rendered.bytes.clone());
+            match tokio::task::spawn_blocking(move || cache.put(&key, &meta, &body)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => state.cache_write_failed(&e.to_string()),
+                Err(e) => state.cache_write_failed(&e.to_string()),
+            }
         }
-        SourceUrl::Http { url } => state.http.fetch(&url, max).await?,
+        Ok(rendered)
+    }
+}
+
+async fn fetch(
+    state: &ImagesState,
+    source: &SourceUrl,
+    max: u64,
+) -> Result<SourceImage, ImageError> {
+    let src = match source {
+        SourceUrl::S3 { bucket, key } => source::fetch_s3(&state.store, bucket, key, max).await?,
+        SourceUrl::Local { path } => {
+            source::fetch_local(&state.config.local_root, path, max).await?
+        }
+        SourceUrl::Http { url } => state.http.fetch(url, max).await?,
     };
     Ok(src)
-}
-
-/// A strong validator for one variant: the source's version, the canonical options and the
-/// output format. Equivalent URLs share it; any change to the source changes it.
-fn etag(src: &SourceImage, opts: &Options, format: ImageFormat) -> String {
-    let mut h = Sha256::new();
-    h.update(src.etag.as_bytes());
-    h.update([0]);
-    h.update(opts.canonical().as_bytes());
-    h.update([0]);
-    h.update(format.as_str().as_bytes());
-    let digest = h.finalize();
-    format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
@@ -364,42 +565,56 @@ fn ttl(state: &ImagesState, opts: &Options) -> Duration {
     }
 }
 
+/// The 200 response. `cache_hit`: `Some(true)` for a hit, `Some(false)` for a miss, `None`
+/// when no cache took part (cache off, `raw`).
 #[allow(clippy::too_many_arguments)]
 fn respond(
-    bytes: Vec<u8>,
-    format: ImageFormat,
+    r: &Rendered,
     etag: &str,
-    src: &SourceImage,
     opts: &Options,
     state: &ImagesState,
     vary_accept: bool,
     ttl: Duration,
     source_url: &str,
+    cache_hit: Option<bool>,
 ) -> Response {
-    let len = bytes.len();
-    let mut resp = Response::new(Body::from(bytes));
+    let mut resp = Response::new(Body::from(r.bytes.clone()));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(negotiate::mime_type(format)),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&r.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
     if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", ttl.as_secs())) {
         h.insert(header::CACHE_CONTROL, v);
     }
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    if let Some(v) = http_date(src.last_modified_ms) {
+    if let Some(v) = http_date(r.last_modified_ms) {
         h.insert(header::LAST_MODIFIED, v);
     }
     if vary_accept {
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
+    match cache_hit {
+        Some(true) => {
+            h.insert("x-cache", HeaderValue::from_static("HIT"));
+            h.insert("cache-status", HeaderValue::from_static("pixelport; hit"));
+        }
+        Some(false) => {
+            h.insert("x-cache", HeaderValue::from_static("MISS"));
+            h.insert(
+                "cache-status",
+                HeaderValue::from_static("pixelport; fwd=miss; stored"),
+            );
+        }
+        None => {}
+    }
     let attachment = opts
         .return_attachment
         .unwrap_or(state.config.return_attachment);
-    let disposition = content_disposition(opts.filename.as_deref(), source_url, format, attachment);
+    let disposition =
+        content_disposition(opts.filename.as_deref(), source_url, r.format, attachment);
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -37,6 +37,17 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         .set(i64::try_from(pool.workers).unwrap_or(i64::MAX));
     m.images_in_progress
         .set(i64::try_from(pool.processing).unwrap_or(i64::MAX));
+    if let Some(cache) = &state.images.cache {
+        let stats = cache.stats();
+        m.cache_entries
+            .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        m.cache_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        let seen = m.cache_evictions.get();
+        if stats.evictions > seen {
+            m.cache_evictions.inc_by(stats.evictions - seen);
+        }
+    }
     match state.store.usage().await {
         Ok(Some((bytes, objects))) => {
             m.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -19,7 +19,8 @@ pub struct Negotiation {
 }
 
 impl Negotiation {
-    fn enabled(self) -> bool {
+    /// Whether any switch is on: then every response varies by `Accept`.
+    pub fn enabled(self) -> bool {
         self.auto_webp || self.enforce_webp || self.auto_avif || self.enforce_avif
     }
 }
@@ -31,7 +32,50 @@ pub struct Choice {
     pub vary_accept: bool,
 }
 
-/// Formats Pixelport can write. `writable` lets the caller say which encoders exist.
+/// The output format when it does not depend on the source: the URL's, or one picked from
+/// `Accept` by the switches. `None`: the source's own format decides, once it is probed.
+/// `writable` says which encoders exist.
+pub fn decide_without_source(
+    requested: Option<ImageFormat>,
+    accept: Option<&str>,
+    switches: Negotiation,
+    writable: impl Fn(ImageFormat) -> bool,
+) -> Option<ImageFormat> {
+    let accepts = |mime: &str| accept.is_some_and(|a| accepts_type(a, mime));
+    let avif = writable(ImageFormat::Avif) && accepts("image/avif");
+    let webp = writable(ImageFormat::Webp) && accepts("image/webp");
+    if switches.enforce_avif && avif {
+        Some(ImageFormat::Avif)
+    } else if switches.enforce_webp && webp {
+        Some(ImageFormat::Webp)
+    } else if requested.is_some() {
+        requested
+    } else if switches.auto_avif && avif {
+        Some(ImageFormat::Avif)
+    } else if switches.auto_webp && webp {
+        Some(ImageFormat::Webp)
+    } else {
+        None
+    }
+}
+
+/// The format for a source: the decision above, else the source's own format when it can be
+/// written, else PNG for sources with alpha and JPEG for the rest.
+pub fn for_source(
+    decided: Option<ImageFormat>,
+    source: ImageFormat,
+    source_has_alpha: bool,
+    writable: impl Fn(ImageFormat) -> bool,
+) -> ImageFormat {
+    match decided {
+        Some(f) => f,
+        None if writable(source) => source,
+        None if source_has_alpha => ImageFormat::Png,
+        None => ImageFormat::Jpeg,
+    }
+}
+
+/// Both steps at once, with whether the response varies by `Accept`.
 pub fn choose(
     requested: Option<ImageFormat>,
     source: ImageFormat,
@@ -40,28 +84,9 @@ pub fn choose(
     switches: Negotiation,
     writable: impl Fn(ImageFormat) -> bool,
 ) -> Choice {
-    let accepts = |mime: &str| accept.is_some_and(|a| accepts_type(a, mime));
-    let avif = writable(ImageFormat::Avif) && accepts("image/avif");
-    let webp = writable(ImageFormat::Webp) && accepts("image/webp");
-    let format = if switches.enforce_avif && avif {
-        ImageFormat::Avif
-    } else if switches.enforce_webp && webp {
-        ImageFormat::Webp
-    } else if let Some(f) = requested {
-        f
-    } else if switches.auto_avif && avif {
-        ImageFormat::Avif
-    } else if switches.auto_webp && webp {
-        ImageFormat::Webp
-    } else if writable(source) {
-        source
-    } else if source_has_alpha {
-        ImageFormat::Png
-    } else {
-        ImageFormat::Jpeg
-    };
+    let decided = decide_without_source(requested, accept, switches, &writable);
     Choice {
-        format,
+        format: for_source(decided, source, source_has_alpha, &writable),
         vary_accept: switches.enabled(),
     }
 }

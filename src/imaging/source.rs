@@ -8,7 +8,10 @@
 //! * Every source has an identity and a version (`etag`), so results can be cached and
 //!   invalidated: the store's ETag for `s3://`, size and modification time for `local://`.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -142,6 +145,81 @@ pub fn local_path(root: &Path, path: &str) -> Result<PathBuf, SourceError> {
         }
     }
     Ok(out)
+}
+
+/// What identifies one version of an `s3://` source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceVersion {
+    pub etag: String,
+    pub last_modified_ms: i64,
+    pub size: u64,
+}
+
+/// Most versions remembered; past it the memory is cleared (a HEAD each re-fills it).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// The current version of `s3://` sources, from a HEAD on the store. A version is trusted for
+/// `trust` after it was read (0: never, every lookup is a HEAD, which is what the embedded
+/// store wants: its HEAD is a catalog read). Changes made through Pixelport's own S3 API
+/// call [`SourceVersions::forget`], so they are seen at once either way.
+#[derive(Debug)]
+pub struct SourceVersions {
+    trust: Duration,
+    seen: Mutex<HashMap<String, (SourceVersion, Instant)>>,
+}
+
+impl SourceVersions {
+    pub fn new(trust: Duration) -> Self {
+        Self {
+            trust,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        store: &DynStore,
+        bucket: &str,
+        key: &str,
+    ) -> Result<SourceVersion, SourceError> {
+        let id = format!("s3://{bucket}/{key}");
+        if !self.trust.is_zero() {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((v, at)) = seen.get(&id)
+                && at.elapsed() < self.trust
+            {
+                return Ok(v.clone());
+            }
+        }
+        let info = store.head_object(bucket, key).await.map_err(|e| match e {
+            StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
+                SourceError::NotFound(id.clone())
+            }
+            StoreError::Unavailable(m) => SourceError::Upstream(m),
+            other => SourceError::Internal(other.to_string()),
+        })?;
+        let v = SourceVersion {
+            etag: info.etag,
+            last_modified_ms: info.last_modified_ms,
+            size: info.size,
+        };
+        if !self.trust.is_zero() {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(id, (v.clone(), Instant::now()));
+        }
+        Ok(v)
+    }
+
+    /// Drops what is remembered of `source_id` (`s3://bucket/key`).
+    pub fn forget(&self, source_id: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(source_id);
+    }
 }
 
 /// Reads `local:///path` under `root` (which must be set), at most `max` bytes.

@@ -204,7 +204,8 @@ class Daemon:
                  max_object_size: str = "300MiB",
                  public_buckets: Iterable[str] = (PUBLIC_BUCKET,),
                  shutdown_grace: str = "5s",
-                 images_config: str = ""):
+                 images_config: str = "",
+                 extra_config: str = ""):
         assert backend in ("embedded", "remote"), backend
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -214,6 +215,8 @@ class Daemon:
         self.shutdown_grace = shutdown_grace
         # Extra TOML lines for the [images] section (signing keys, limits, presets...).
         self.images_config = images_config
+        # Extra TOML appended after every other section (e.g. a [cache] section).
+        self.extra_config = extra_config
         self.data_dir = self.base / "data"
         self.config_path = self.base / "pixelport.toml"
         self.stderr_path = self.base / "pixelport.stderr.log"
@@ -276,6 +279,7 @@ class Daemon:
                 'bucket_prefix = ""',
                 "path_style = true",
             ]
+        lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     # -- lifecycle ---------------------------------------------------------

@@ -375,9 +375,10 @@ def test_queue_full_is_429_and_timeout_is_503(make_daemon):
     s3 = d.client()
     s3.create_bucket(Bucket="queue")
     s3.put_object(Bucket="queue", Key="big.jpg", Body=(IMAGES / "elephants-5640x3172-progressive.jpg").read_bytes())
-    url = "/unsafe/rs:fit:4000:3000/plain/s3://queue/big.jpg@png"
+    # Eight different variants (identical ones would share one render: single flight).
+    url = "/unsafe/rs:fit:{w}:3000/plain/s3://queue/big.jpg@png"
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        codes = list(ex.map(lambda i: get(d, url.replace("@png", f"@png?i={i}")).status_code, range(8)))
+        codes = list(ex.map(lambda i: get(d, url.format(w=4000 - i)).status_code, range(8)))
     assert 429 in codes, codes
     assert 200 in codes, codes
     tight = make_daemon(images_config='workers = 1\ntimeout = "50ms"\n')

@@ -1,0 +1,159 @@
+"""The derivative cache against the real daemon: variants are processed once and then served
+from the cache, equivalent URLs share an entry, writes through the S3 API (boto3 and the aws
+cli) invalidate at once, entries survive a restart, a corrupt cache file does not stop the
+daemon, and the size bound holds. Processing runs are read from
+`pixelport_images_processed_total` on /metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+
+import pytest
+import requests
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+import harness
+
+pytestmark = pytest.mark.pixelport_only
+
+IMAGES = harness.REPO_ROOT.parent / "shared" / "images"
+
+
+def metric(d, name: str) -> float:
+    text = requests.get(f"{d.admin_url}/metrics", timeout=10).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and not s.labels:
+                return s.value
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def get(d, path: str, **kw) -> requests.Response:
+    return requests.get(d.images_url + path, timeout=60, **kw)
+
+
+@pytest.fixture
+def cached(make_daemon):
+    d = make_daemon()
+    s3 = d.client()
+    s3.create_bucket(Bucket="cached")
+    s3.put_object(Bucket="cached", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
+    return d, s3
+
+
+def test_miss_then_hit_with_identical_bytes_and_headers(cached):
+    d, _ = cached
+    path = "/unsafe/rs:fit:200:200/plain/s3://cached/r.jpg@webp"
+    first = get(d, path)
+    assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+    assert "fwd=miss" in first.headers["cache-status"]
+    second = get(d, path)
+    assert second.status_code == 200 and second.headers["x-cache"] == "HIT"
+    assert second.headers["cache-status"] == "pixelport; hit"
+    assert second.content == first.content
+    for h in ("content-type", "content-length", "etag", "last-modified", "cache-control",
+              "content-disposition"):
+        assert second.headers[h] == first.headers[h], h
+    assert metric(d, "pixelport_images_processed_total") == 1
+    assert metric(d, "pixelport_cache_hits_total") == 1
+    assert metric(d, "pixelport_cache_misses_total") == 1
+    assert metric(d, "pixelport_cache_entries") == 1
+    # HEAD and If-None-Match answer from the validator without a body.
+    r = get(d, path, headers={"If-None-Match": first.headers["etag"]})
+    assert r.status_code == 304 and r.content == b""
+
+
+def test_equivalent_urls_share_one_entry(cached):
+    d, _ = cached
+    a = get(d, "/unsafe/rs:fit:150:150/q:70/plain/s3://cached/r.jpg@jpg")
+    b = get(d, "/unsafe/quality:70/resize:fit:150:150:0/plain/s3://cached/r.jpg@jpeg")
+    assert (a.headers["x-cache"], b.headers["x-cache"]) == ("MISS", "HIT")
+    assert a.content == b.content
+    assert metric(d, "pixelport_images_processed_total") == 1
+
+
+def test_concurrent_identical_misses_process_once(cached):
+    d, _ = cached
+    path = "/unsafe/rs:fill:321:123/bl:2/plain/s3://cached/r.jpg@png"
+    with concurrent.futures.ThreadPoolExecutor(50) as ex:
+        answers = list(ex.map(lambda _: get(d, path), range(50)))
+    assert all(r.status_code == 200 for r in answers), [r.status_code for r in answers]
+    assert len({r.content for r in answers}) == 1
+    assert metric(d, "pixelport_images_processed_total") == 1
+
+
+def test_overwrite_and_delete_invalidate_at_once(cached, tmp_path):
+    d, s3 = cached
+    path = "/unsafe/rs:fit:100:100/plain/s3://cached/r.jpg@png"
+    before = Image.open(io.BytesIO(get(d, path).content))
+    assert get(d, path).headers["x-cache"] == "HIT"
+    # Overwrite with another photo through the aws cli: the next fetch is the new image.
+    new = tmp_path / "new.png"
+    new.write_bytes((IMAGES / "chelsea-451x300.png").read_bytes())
+    aws = harness.AwsCli(d.endpoint)
+    aws("s3", "cp", str(new), "s3://cached/r.jpg")
+    after = get(d, path)
+    assert after.status_code == 200 and after.headers["x-cache"] == "MISS"
+    img = Image.open(io.BytesIO(after.content))
+    assert img.size == (100, 67) and before.size == (100, 67)
+    assert img.tobytes() != before.tobytes()
+    # Copy onto the key, then delete it.
+    s3.copy_object(Bucket="cached", Key="r.jpg", CopySource={"Bucket": "cached", "Key": "r.jpg"},
+                   MetadataDirective="REPLACE", ContentType="image/png")
+    assert get(d, path).headers["x-cache"] == "MISS"
+    s3.delete_object(Bucket="cached", Key="r.jpg")
+    assert get(d, path).status_code == 404
+    assert metric(d, "pixelport_cache_entries") == 0
+
+
+def test_entries_survive_a_restart(cached):
+    d, _ = cached
+    path = "/unsafe/w:90/plain/s3://cached/r.jpg@webp"
+    first = get(d, path)
+    assert d.stop() == 0
+    d.restart()
+    again = get(d, path)
+    assert again.headers["x-cache"] == "HIT"
+    assert again.content == first.content
+
+
+def test_a_corrupt_cache_file_is_moved_aside(cached):
+    d, _ = cached
+    get(d, "/unsafe/w:80/plain/s3://cached/r.jpg@webp")
+    assert d.stop() == 0
+    cache_file = d.data_dir / "cache.redb"
+    data = bytearray(cache_file.read_bytes())
+    data[: 4096] = b"\xde\xad\xbe\xef" * 1024
+    cache_file.write_bytes(bytes(data))
+    d.start()
+    r = get(d, "/unsafe/w:80/plain/s3://cached/r.jpg@webp")
+    assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
+    assert any(p.name.startswith("cache.redb.corrupt-") for p in d.data_dir.iterdir())
+    assert "corrupt" in d.logs().lower() or "moved aside" in d.logs().lower()
+
+
+def test_eviction_keeps_the_bound_and_recent_entries(make_daemon):
+    d = make_daemon(extra_config='[cache]\nmax_size = "100KiB"\n')
+    s3 = d.client()
+    s3.create_bucket(Bucket="evict")
+    s3.put_object(Bucket="evict", Key="c.png", Body=(IMAGES / "chelsea-451x300.png").read_bytes())
+    hot = "/unsafe/w:300/plain/s3://evict/c.png@webp"
+    get(d, hot)
+    for w in range(200, 240):
+        get(d, f"/unsafe/w:{w}/plain/s3://evict/c.png@webp")
+        assert get(d, hot).headers["x-cache"] == "HIT"  # kept: read after every insert
+    assert metric(d, "pixelport_cache_bytes") <= 100 * 1024
+    assert metric(d, "pixelport_cache_evictions_total") > 0
+
+
+def test_cache_can_be_switched_off(make_daemon):
+    d = make_daemon(extra_config="[cache]\nenabled = false\n")
+    s3 = d.client()
+    s3.create_bucket(Bucket="nocache")
+    s3.put_object(Bucket="nocache", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
+    for _ in range(2):
+        r = get(d, "/unsafe/w:50/plain/s3://nocache/r.jpg")
+        assert r.status_code == 200 and "x-cache" not in r.headers
+    assert metric(d, "pixelport_images_processed_total") == 2
