@@ -66,22 +66,41 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
+/// `GET /ready`: 200 when the store answers a listing and the derivative cache a read.
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let store = &state.store;
-    match store.list_buckets().await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "status": "ready", "store": store.kind() })),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    serde_json::json!({ "status": "unavailable", "store": store.kind(), "error": e.to_string() }),
-                ),
-            )
+    let mut problems = Vec::new();
+    if let Err(e) = store.list_buckets().await {
+        problems.push(format!("store: {e}"));
+    }
+    if let Some(cache) = state.images.cache.clone() {
+        let probe = crate::cache::CacheKey::new("pixelport:ready", "", "", "");
+        match tokio::task::spawn_blocking(move || cache.get(&probe)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(format!("cache: {e}")),
+            Err(e) => problems.push(format!("cache: {e}")),
         }
+    }
+    let cache = if state.images.cache.is_some() {
+        "enabled"
+    } else {
+        "disabled"
+    };
+    if problems.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({ "status": "ready", "store": store.kind(), "cache": cache }),
+            ),
+        )
+    } else {
+        tracing::warn!(?problems, "readiness check failed");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "unavailable", "store": store.kind(), "cache": cache, "errors": problems,
+            })),
+        )
     }
 }
 

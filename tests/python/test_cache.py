@@ -157,3 +157,12 @@ def test_cache_can_be_switched_off(make_daemon):
         r = get(d, "/unsafe/w:50/plain/s3://nocache/r.jpg")
         assert r.status_code == 200 and "x-cache" not in r.headers
     assert metric(d, "pixelport_images_processed_total") == 2
+
+
+def test_ready_reports_the_cache(cached, make_daemon):
+    d, _ = cached
+    r = requests.get(f"{d.admin_url}/ready", timeout=10)
+    assert r.status_code == 200 and r.json()["cache"] == "enabled"
+    off = make_daemon(extra_config="[cache]\nenabled = false\n")
+    r = requests.get(f"{off.admin_url}/ready", timeout=10)
+    assert r.status_code == 200 and r.json()["cache"] == "disabled"
