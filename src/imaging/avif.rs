@@ -5,16 +5,19 @@
 //! What must stay true:
 //! - Decoding yields 8-bit `Rgb8` (opaque) or `Rgba8` (an alpha item exists), straight
 //!   alpha (a premultiplied source is divided out), 10/12-bit samples scaled to 8 bits.
-//!   YUV is converted with the matrix and range of the `nclx` colour box (BT.601 limited
-//!   range when there is none, as libavif assumes); an ICC profile is handed back for the
-//!   caller's sRGB conversion. Primaries and transfer are taken as sRGB (no HDR mapping).
+//!   YUV is converted with the matrix and range of the `colr nclx` box, else of the AV1
+//!   sequence header (ravif writes no `colr`), else BT.601 limited range; alpha planes
+//!   are taken as full range (as libavif and ravif write them). An ICC profile is handed
+//!   back for the caller's sRGB conversion; primaries and transfer are otherwise taken as
+//!   sRGB (no HDR tone mapping). Chroma is upsampled by nearest neighbour.
 //! - The item's `irot` and `imir` are applied (HEIF order: rotation, then mirroring), so
-//!   the pixels come out as a viewer shows them; [`display_transform`] tells the probe.
+//!   the pixels come out as a viewer shows them; [`turns_quarter`] lets the probe report
+//!   the size that decoding returns.
 //! - dav1d's frame-size limit is the pixel limit, so a hostile sequence header cannot make
-//!   it allocate more than the probe allowed. Grids (tiled AVIFs) are refused as corrupt.
-//! - Encoding takes `Rgb8`/`Rgba8` as they are (alpha kept); quality 1..=100 goes to
-//!   ravif's quality scale unchanged (its own mapping to AV1 quantizers, tuned like
-//!   libavif's), speed 0..=10 to rav1e's speed presets.
+//!   it allocate more than the probe allowed. Grids (tiled AVIFs) fail as corrupt.
+//! - Encoding takes `Rgb8`/`Rgba8` as they are (alpha kept) and writes 8-bit AV1 (rav1e's
+//!   10-bit path, ravif's default, took twice as long); quality 1..=100 goes to ravif
+//!   unchanged (its own mapping to AV1 quantizers), speed 1..=10 to rav1e's presets.
 
 use image::{DynamicImage, RgbImage, RgbaImage};
 
