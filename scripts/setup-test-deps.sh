@@ -7,8 +7,8 @@
 #     the venv holds the sha256 of requirements.txt);
 #   - s3s-fs 0.14.1 (the reference S3 server), via `cargo install`, only when
 #     no s3s-fs reporting 0.14.1 is found;
-#   - Debian packages, only when missing: nasm (mozjpeg's SIMD code; without it the
-#     JPEG codec builds silently without SIMD and runs several times slower).
+#   - the build's Debian packages through scripts/install-build-deps.sh (libdav1d-dev,
+#     pkg-config, nasm), and the tests' own, only when missing (none at the moment).
 #
 # Downloads go only through pip, cargo and apt-get.
 # Env: PIXELPORT_CACHE, PIXELPORT_REQUIREMENTS (another requirements file),
@@ -30,11 +30,13 @@ die() { printf '[setup-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$CACHE"
 
 # --------------------------------------------------------------------------
-# Debian packages. Add names to APT_PACKAGES when something needs them (e.g.
-# nasm); each is checked with dpkg -s first and `apt-get update` runs at most
-# once, only when something must be installed.
+# Debian packages. What the build needs is installed by install-build-deps.sh
+# (also what README's run command uses); add names to APT_PACKAGES when only the
+# tests need them. Each is checked with dpkg -s first and `apt-get update` runs
+# at most once, only when something must be installed.
 # --------------------------------------------------------------------------
-APT_PACKAGES=(nasm)
+bash "$ROOT/scripts/install-build-deps.sh"
+APT_PACKAGES=()
 APT_UPDATED=0
 
 apt_installed() {

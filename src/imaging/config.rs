@@ -87,6 +87,9 @@ pub struct ImagesConfig {
     pub format_quality: String,
     /// Progressive JPEG output (`IMGPROXY_JPEG_PROGRESSIVE`).
     pub jpeg_progressive: bool,
+    /// rav1e's speed preset for AVIF output, 0..=10: 10 fastest, 0 slowest (taken as 1,
+    /// ravif's slowest). imgproxy's `IMGPROXY_AVIF_SPEED` default is 8 too.
+    pub avif_speed: u8,
     /// Answer WebP when the client's Accept allows and the URL names no format.
     pub auto_webp: bool,
     /// Answer WebP when Accept allows, even if the URL names another format.
@@ -140,6 +143,7 @@ impl Default for ImagesConfig {
             quality: 80,
             format_quality: "webp=79,avif=63".into(),
             jpeg_progressive: false,
+            avif_speed: 8,
             auto_webp: false,
             enforce_webp: false,
             auto_avif: false,
@@ -195,6 +199,12 @@ impl ImagesConfig {
             return Err(bad(
                 "quality",
                 format!("{} is not within 1..=100", self.quality),
+            ));
+        }
+        if self.avif_speed > 10 {
+            return Err(bad(
+                "avif_speed",
+                format!("{} is not within 0..=10", self.avif_speed),
             ));
         }
         self.format_qualities()?;
@@ -348,6 +358,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "format_quality");
+        let c = ImagesConfig {
+            avif_speed: 11,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "avif_speed");
+        let c = ImagesConfig {
+            avif_speed: 0,
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
         let c = ImagesConfig {
             presets: vec![Preset {
                 name: "thumb".into(),

@@ -16,8 +16,9 @@
 //! GIF frames are counted by walking the block structure (sub-block lengths only, no LZW
 //! decoding); WebP frames by counting `ANMF` chunks. A truncated GIF counts the frame it
 //! stops in, so the count is an upper bound of what decoding can produce. APNG is decoded
-//! as its default image (one frame). AVIF and HEIF are recognised (size from their `ispe`
-//! boxes, the largest one, an upper bound for grids) but not decoded yet.
+//! as its default image (one frame). AVIF and HEIF sizes come from their `ispe` boxes
+//! (the largest one, an upper bound for grids; width and height swapped when AVIF's `irot`
+//! turns the image by a quarter). AVIF is decoded by `avif` (dav1d); HEIF is not yet.
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,7 +42,7 @@ pub enum DecodeError {
     /// The bytes are no image format we know.
     #[error("unsupported source format")]
     UnsupportedFormat,
-    /// A format we recognise but cannot decode (AVIF, HEIC, JPEG XL, SVG, ICO).
+    /// A format we recognise but cannot decode (HEIC, JPEG XL, SVG, ICO).
     #[error("{} is not supported yet", name(*.0))]
     NotSupportedYet(ImageFormat),
     /// The data is damaged, truncated or inconsistent.
@@ -576,6 +577,9 @@ fn probe_isobmff(b: &[u8], f: ImageFormat) -> Result<Probe, DecodeError> {
         }
     }
     let (w, h) = best.ok_or_else(|| corrupt(f, "no image size (ispe) found"))?;
+    if f == ImageFormat::Avif && super::avif::turns_quarter(b) {
+        return Ok(still(f, h, w, None));
+    }
     Ok(still(f, w, h, None))
 }
 
@@ -612,6 +616,7 @@ fn decode_format(
         }
         ImageFormat::Gif => (decode_gif(bytes, opts)?, 1),
         ImageFormat::Webp => (decode_webp(bytes, opts)?, 1),
+        ImageFormat::Avif => (decode_avif(bytes, opts)?, 1),
         other => return Err(DecodeError::NotSupportedYet(other)),
     };
     let mut orientation = 1;
@@ -975,6 +980,16 @@ fn decode_webp(bytes: &[u8], opts: &DecodeOptions) -> Result<Picture, DecodeErro
     let image = DynamicImage::from_decoder(d).map_err(err)?;
     let mut p = Picture::still(normalise(image, icc.as_deref()));
     p.icc = icc;
+    Ok(p)
+}
+
+/// AVIF through `avif`: its frames are checked against the limit by dav1d itself, and
+/// the pixels come out upright (`irot`/`imir` applied), then to sRGB like the others.
+fn decode_avif(bytes: &[u8], opts: &DecodeOptions) -> Result<Picture, DecodeError> {
+    let d = super::avif::decode(bytes, opts.max_pixels)?;
+    check_limit(d.image.width(), d.image.height(), 1, opts)?;
+    let mut p = Picture::still(normalise(d.image, d.icc.as_deref()));
+    p.icc = d.icc;
     Ok(p)
 }
 
@@ -1359,9 +1374,21 @@ pub(crate) mod tests {
             (p.format, p.width, p.height),
             (ImageFormat::Avif, 1280, 800)
         );
-        let e = decode(&avif, &p, &opts()).unwrap_err();
-        assert_eq!(e, DecodeError::NotSupportedYet(ImageFormat::Avif));
-        assert_eq!(e.to_string(), "AVIF is not supported yet");
+        let d = decode(&avif, &p, &opts()).unwrap();
+        assert_eq!((d.picture.width(), d.picture.height()), (1280, 800));
+        assert!(matches!(
+            d.picture.frames[0].image,
+            DynamicImage::ImageRgb8(_)
+        ));
+        // Over the pixel limit: refused, whether by our check or by dav1d's frame limit.
+        let small = DecodeOptions {
+            max_pixels: 1280 * 800 - 1,
+            ..opts()
+        };
+        assert!(matches!(
+            decode(&avif, &p, &small).unwrap_err(),
+            DecodeError::OverLimit { .. } | DecodeError::Corrupt { .. }
+        ));
     }
 
     #[test]

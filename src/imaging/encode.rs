@@ -1,4 +1,5 @@
-//! Output images: [`encode`] turns a [`Picture`] into JPEG, PNG, WebP, GIF, BMP or TIFF.
+//! Output images: [`encode`] turns a [`Picture`] into JPEG, PNG, WebP, AVIF, GIF, BMP or
+//! TIFF (AVIF through `avif`, i.e. rav1e).
 //!
 //! What must stay true:
 //! - Input pixels are what [`Picture`] promises (`Rgb8` or `Rgba8`, sRGB); they are
@@ -13,7 +14,8 @@
 //!   is too big and quality is above 10, lower quality by a factor chosen from the
 //!   overshoot (×0.25 over 3×, ×0.5 over 1.5×, else ×0.75; always at least one step) and
 //!   try again; the last attempt is returned even if it is still too big. It applies to
-//!   the formats with a quality setting (JPEG, lossy WebP) only.
+//!   the formats with a quality setting (JPEG, lossy WebP, AVIF) only.
+//! - AVIF carries no ICC profile (the pixels stay sRGB, which AVIF's `nclx` box says).
 //! - Animated pictures keep their frames and delays in GIF; other formats take the
 //!   first frame.
 
@@ -62,6 +64,8 @@ pub struct EncodeOptions<'a> {
     pub icc: Option<&'a [u8]>,
     /// imgproxy's `max_bytes`: 0 for no limit.
     pub max_bytes: usize,
+    /// rav1e's speed preset for AVIF, 0..=10 (10 fastest; 0 is taken as 1, ravif's slowest).
+    pub avif_speed: u8,
 }
 
 impl Default for EncodeOptions<'_> {
@@ -73,6 +77,7 @@ impl Default for EncodeOptions<'_> {
             lossless: false,
             icc: None,
             max_bytes: 0,
+            avif_speed: 8,
         }
     }
 }
@@ -117,6 +122,10 @@ fn encode_inner(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, 
         ImageFormat::Webp if opts.lossless => encode_webp(&px, true, quality, opts.icc),
         ImageFormat::Webp => fit_bytes(quality, opts.max_bytes, |q| {
             encode_webp(&px, false, q, opts.icc)
+        }),
+        ImageFormat::Avif => fit_bytes(quality, opts.max_bytes, |q| {
+            let speed = opts.avif_speed.clamp(1, 10);
+            super::avif::encode(px.data, px.width, px.height, px.alpha, q, speed)
         }),
         ImageFormat::Png => encode_png(&px, opts.icc),
         ImageFormat::Gif => encode_gif(picture, &px),
@@ -672,10 +681,30 @@ mod tests {
     }
 
     #[test]
+    fn avif_output_keeps_size_and_fits_max_bytes() {
+        let src = photo();
+        let full = encode(&src, &opts(ImageFormat::Avif)).unwrap();
+        assert_eq!(probe(&full).unwrap().format, ImageFormat::Avif);
+        let back = round_trip(&full);
+        assert_eq!((back.width(), back.height()), (640, 427));
+        let q = psnr(&src.frames[0].image, &back.frames[0].image);
+        assert!(q >= 29.0, "PSNR {q:.1} dB");
+        let limit = full.len() / 2;
+        let fit = encode(
+            &src,
+            &EncodeOptions {
+                max_bytes: limit,
+                ..opts(ImageFormat::Avif)
+            },
+        )
+        .unwrap();
+        assert!(fit.len() < full.len(), "{} vs {}", fit.len(), full.len());
+    }
+
+    #[test]
     fn unsupported_outputs_and_bad_pictures_are_errors() {
         let src = photo();
         for format in [
-            ImageFormat::Avif,
             ImageFormat::Heic,
             ImageFormat::Jxl,
             ImageFormat::Svg,
@@ -687,8 +716,8 @@ mod tests {
             );
         }
         assert_eq!(
-            EncodeError::Unsupported(ImageFormat::Avif).to_string(),
-            "avif output is not supported yet"
+            EncodeError::Unsupported(ImageFormat::Heic).to_string(),
+            "heic output is not supported yet"
         );
         let empty = Picture {
             frames: vec![],

@@ -3,9 +3,11 @@
 //! `options` parses processing options into a typed canonical value, `geometry` computes
 //! sizes and crops, `negotiate` picks the output format. None of them do I/O, so they are
 //! table-tested (and fuzzable) alone. `picture` is the decoded image that the pixel steps
-//! (`decode`, `transform`, `encode`) hand to one another; `pipeline` runs them in order on
+//! (`decode`, `transform`, `encode`; `avif` is both codec directions of AVIF) hand to one
+//! another; `pipeline` runs them in order on
 //! the bounded `pool`; `source` and `http_source` fetch originals; `config` is `[images]`.
 
+pub mod avif;
 pub mod config;
 pub mod decode;
 pub mod encode;

@@ -69,6 +69,7 @@ pub struct Defaults {
     pub quality: u8,
     pub format_quality: BTreeMap<ImageFormat, u8>,
     pub jpeg_progressive: bool,
+    pub avif_speed: u8,
     pub max_src_pixels: u64,
     pub max_animation_frames: u32,
     pub max_result_dimension: u32,
@@ -82,6 +83,7 @@ impl Defaults {
             quality: c.quality,
             format_quality: c.format_qualities()?,
             jpeg_progressive: c.jpeg_progressive,
+            avif_speed: c.avif_speed,
             max_src_pixels: megapixels(c.max_src_resolution),
             max_animation_frames: c.max_animation_frames,
             max_result_dimension: c.max_result_dimension,
@@ -103,6 +105,7 @@ pub struct Job {
     pub format: ImageFormat,
     pub quality: u8,
     pub progressive: bool,
+    pub avif_speed: u8,
     pub max_pixels: u64,
     pub max_frames: u32,
     /// Largest frame of an animation kept animated, in pixels (0: no separate limit).
@@ -135,6 +138,7 @@ impl Job {
         Job {
             quality,
             progressive: d.jpeg_progressive,
+            avif_speed: d.avif_speed,
             max_pixels,
             max_frames: max_frames.max(1),
             max_frame_pixels: sec.max_animation_frame_resolution.unwrap_or(0),
@@ -191,7 +195,11 @@ impl Job {
 pub fn can_encode(format: ImageFormat) -> bool {
     matches!(
         format,
-        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Webp | ImageFormat::Gif
+        ImageFormat::Jpeg
+            | ImageFormat::Png
+            | ImageFormat::Webp
+            | ImageFormat::Avif
+            | ImageFormat::Gif
     )
 }
 
@@ -252,6 +260,7 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
             lossless: false,
             icc: if job.keep_icc { icc.as_deref() } else { None },
             max_bytes: usize::try_from(job.opts.max_bytes).unwrap_or(usize::MAX),
+            avif_speed: job.avif_speed,
         },
     )?;
     Ok(out)

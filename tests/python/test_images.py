@@ -205,6 +205,7 @@ def test_cmyk_colours_match_the_rgb_original(daemon, photos):
     ("edge-gray-800.jpg", None),
     ("edge-rgb16-600x400.png", (600, 400)),
     ("path-1280x800.webp", (1280, 800)),
+    ("path-1280x800.avif", (1280, 800)),
     ("freshflower-1600x1203-progressive.jpg", (1600, 1203)),
 ])
 def test_sources_decode(daemon, photos, name, size):
@@ -214,6 +215,39 @@ def test_sources_decode(daemon, photos, name, size):
     assert img.size[0] == 200
     if size:
         assert img.size[1] == round(size[1] * 200 / size[0])
+
+
+def test_avif_output_decodes_with_the_source_content(daemon, photos):
+    # Pillow 11.3 reads AVIF itself (its wheels bundle libavif).
+    src = f"s3://{photos}/shared/path-2560x1600.jpg"
+    r = get(daemon, f"/unsafe/rs:fit:720:450/plain/{src}@avif")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/avif"
+    assert r.content[4:12] == b"ftypavif"
+    img = decode(r)
+    assert img.format == "AVIF" and img.size == (720, 450)
+    ref = decode(get(daemon, f"/unsafe/rs:fit:720:450/plain/{src}@png"))
+    assert psnr(img, ref) > 30
+    # f:avif is the same variant, and max_bytes shrinks it like the other lossy formats.
+    r2 = get(daemon, f"/unsafe/rs:fit:720:450/f:avif/plain/{src}")
+    assert r2.headers["content-type"] == "image/avif" and r2.content == r.content
+    small = get(daemon, f"/unsafe/rs:fit:720:450/mb:8000/plain/{src}@avif")
+    assert small.status_code == 200 and len(small.content) < len(r.content)
+
+
+def test_avif_source_matches_its_webp_twin(daemon, photos):
+    a = decode(get(daemon, f"/unsafe/w:320/plain/s3://{photos}/shared/path-1280x800.avif@png"))
+    w = decode(get(daemon, f"/unsafe/w:320/plain/s3://{photos}/shared/path-1280x800.webp@png"))
+    assert a.size == w.size == (320, 200)
+    assert psnr(a, w) > 30
+
+
+def test_alpha_survives_avif(daemon, photos):
+    img = decode(get(daemon, f"/unsafe/plain/s3://{photos}/shared/edge-alpha-400.png@avif")).convert("RGBA")
+    src = Image.open(IMAGES / "edge-alpha-400.png")
+    assert img.size == src.size
+    alpha = list(img.getchannel("A").getdata())
+    assert min(alpha) <= 2 and max(alpha) >= 253
 
 
 def test_alpha_survives_png_and_webp_and_is_flattened_for_jpeg(daemon, photos):
@@ -405,6 +439,23 @@ def test_format_negotiation(make_daemon):
     # an explicit format wins over auto
     r3 = get(d, path + "@png", headers={"Accept": chrome})
     assert r3.headers["content-type"] == "image/png"
+
+
+def test_avif_negotiation(make_daemon):
+    d = make_daemon(images_config="auto_avif = true\nauto_webp = true\n")
+    s3 = d.client()
+    s3.create_bucket(Bucket="nega")
+    s3.put_object(Bucket="nega", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
+    path = "/unsafe/w:100/plain/s3://nega/r.jpg"
+    chrome = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+    r = get(d, path, headers={"Accept": chrome})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/avif" and r.headers["vary"] == "Accept"
+    assert decode(r).size == (100, 67)
+    # A client without AVIF gets WebP; the variants differ.
+    r2 = get(d, path, headers={"Accept": "image/webp,*/*"})
+    assert r2.headers["content-type"] == "image/webp" and r2.headers["vary"] == "Accept"
+    assert r.headers["etag"] != r2.headers["etag"]
 
 
 def test_presets(make_daemon):
