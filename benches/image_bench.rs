@@ -456,6 +456,7 @@ fn steps(cfg: &Config, photos: &[Photo], work: &[Work]) -> Result<Vec<Value>> {
                 lossless: false,
                 icc: None,
                 max_bytes: usize::try_from(job.opts.max_bytes).unwrap_or(usize::MAX),
+                avif_speed: job.avif_speed,
             };
             let (t_enc, _) = timed(cfg, || {
                 encode::encode(&resized, &eopts).map_err(|e| anyhow!("encode: {e}"))
