@@ -371,6 +371,14 @@ async fn serve(
     let format_key = decided.map_or("auto", ImageFormat::as_str);
     let key = CacheKey::new(source_url, &version, &opts.canonical(), format_key);
     let etag = format!("\"{}\"", &key.hex()[..32]);
+    let reply = Reply {
+        etag: &etag,
+        opts: &opts,
+        state,
+        vary,
+        ttl,
+        source_url,
+    };
     if let Some(resp) = not_modified(headers, &etag) {
         return Ok(resp);
     }
@@ -386,9 +394,7 @@ async fn serve(
             last_modified_ms: src.last_modified_ms,
             bytes: src.bytes,
         };
-        return Ok(respond(
-            &rendered, &etag, &opts, state, vary, ttl, source_url, None,
-        ));
+        return Ok(reply.send(&rendered, None));
     }
     if let Some(cache) = &state.cache {
         let (cache, k) = (cache.clone(), key.clone());
@@ -405,16 +411,7 @@ async fn serve(
                     format,
                     last_modified_ms: hit.last_modified_ms,
                 };
-                return Ok(respond(
-                    &rendered,
-                    &etag,
-                    &opts,
-                    state,
-                    vary,
-                    ttl,
-                    source_url,
-                    Some(true),
-                ));
+                return Ok(reply.send(&rendered, Some(true)));
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cache read failed; processing instead"),
@@ -435,16 +432,7 @@ async fn serve(
     };
     let outcome: Outcome = state.flight.run(key.clone(), || job.run()).await;
     match outcome {
-        Ok(rendered) => Ok(respond(
-            &rendered,
-            &etag,
-            &opts,
-            state,
-            vary,
-            ttl,
-            source_url,
-            state.cache.as_ref().map(|_| false),
-        )),
+        Ok(rendered) => Ok(reply.send(&rendered, state.cache.as_ref().map(|_| false))),
         Err(e) => Err(ImageError::Shared(e)),
     }
 }
@@ -565,60 +553,67 @@ fn ttl(state: &ImagesState, opts: &Options) -> Duration {
     }
 }
 
-/// The 200 response. `cache_hit`: `Some(true)` for a hit, `Some(false)` for a miss, `None`
-/// when no cache took part (cache off, `raw`).
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    r: &Rendered,
-    etag: &str,
-    opts: &Options,
-    state: &ImagesState,
-    vary_accept: bool,
+/// What every 200 response of one request shares.
+struct Reply<'a> {
+    etag: &'a str,
+    opts: &'a Options,
+    state: &'a ImagesState,
+    vary: bool,
     ttl: Duration,
-    source_url: &str,
-    cache_hit: Option<bool>,
-) -> Response {
-    let mut resp = Response::new(Body::from(r.bytes.clone()));
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&r.content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
-    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", ttl.as_secs())) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Some(v) = http_date(r.last_modified_ms) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-    if vary_accept {
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    }
-    match cache_hit {
-        Some(true) => {
-            h.insert("x-cache", HeaderValue::from_static("HIT"));
-            h.insert("cache-status", HeaderValue::from_static("pixelport; hit"));
+    source_url: &'a str,
+}
+
+impl Reply<'_> {
+    /// The 200 response for `r`. `cache_hit`: `Some(true)` for a hit, `Some(false)` for a
+    /// miss, `None` when no cache took part (cache off, `raw`).
+    fn send(&self, r: &Rendered, cache_hit: Option<bool>) -> Response {
+        let mut resp = Response::new(Body::from(r.bytes.clone()));
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&r.content_type) {
+            h.insert(header::CONTENT_TYPE, v);
         }
-        Some(false) => {
-            h.insert("x-cache", HeaderValue::from_static("MISS"));
-            h.insert(
-                "cache-status",
-                HeaderValue::from_static("pixelport; fwd=miss; stored"),
-            );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", self.ttl.as_secs())) {
+            h.insert(header::CACHE_CONTROL, v);
         }
-        None => {}
+        if let Ok(v) = HeaderValue::from_str(self.etag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Some(v) = http_date(r.last_modified_ms) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        if self.vary {
+            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+        match cache_hit {
+            Some(true) => {
+                h.insert("x-cache", HeaderValue::from_static("HIT"));
+                h.insert("cache-status", HeaderValue::from_static("pixelport; hit"));
+            }
+            Some(false) => {
+                h.insert("x-cache", HeaderValue::from_static("MISS"));
+                h.insert(
+                    "cache-status",
+                    HeaderValue::from_static("pixelport; fwd=miss; stored"),
+                );
+            }
+            None => {}
+        }
+        let attachment = self
+            .opts
+            .return_attachment
+            .unwrap_or(self.state.config.return_attachment);
+        let disposition = content_disposition(
+            self.opts.filename.as_deref(),
+            self.source_url,
+            r.format,
+            attachment,
+        );
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        resp
     }
-    let attachment = opts
-        .return_attachment
-        .unwrap_or(state.config.return_attachment);
-    let disposition =
-        content_disposition(opts.filename.as_deref(), source_url, r.format, attachment);
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp
 }
 
 /// `inline; filename="cat.webp"` (or `attachment; ...`): the `filename` option, else the

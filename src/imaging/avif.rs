@@ -155,8 +155,13 @@ fn be32(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
-/// Iterates the boxes in `b[start..end]` as (type, payload start, end).
-fn boxes(b: &[u8], start: usize, end: usize) -> impl Iterator<Item = ([u8; 4], usize, usize)> + '_ {
+/// Iterates the boxes in `b[start..end]` as (type, payload start, end). Shared with
+/// `decode`'s header probe.
+pub(crate) fn boxes(
+    b: &[u8],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = ([u8; 4], usize, usize)> + '_ {
     let mut i = start;
     std::iter::from_fn(move || {
         if i >= end {

@@ -524,32 +524,7 @@ fn probe_tiff(b: &[u8]) -> Result<Probe, DecodeError> {
 
 /// AVIF/HEIF: the largest `ispe` (image spatial extents) in `meta/iprp/ipco`.
 fn probe_isobmff(b: &[u8], f: ImageFormat) -> Result<Probe, DecodeError> {
-    // Iterates the boxes in `b[start..end]` as (type, payload range).
-    fn boxes(b: &[u8], start: usize, end: usize) -> impl Iterator<Item = ([u8; 4], usize, usize)> {
-        let mut i = start;
-        std::iter::from_fn(move || {
-            if i >= end {
-                return None;
-            }
-            let size = be32(b, i)? as usize;
-            let kind: [u8; 4] = b.get(i + 4..i + 8)?.try_into().ok()?;
-            let (header, size) = match size {
-                0 => (8, end - i),
-                1 => (
-                    16,
-                    usize::try_from(u64::from(be32(b, i + 8)?) << 32 | u64::from(be32(b, i + 12)?))
-                        .ok()?,
-                ),
-                n => (8, n),
-            };
-            if size < header || i.checked_add(size)? > end {
-                return None;
-            }
-            let item = (kind, i + header, i + size);
-            i += size;
-            Some(item)
-        })
-    }
+    use super::avif::boxes;
     let end = b.len();
     let mut best: Option<(u32, u32)> = None;
     for (kind, s, e) in boxes(b, 0, end) {
