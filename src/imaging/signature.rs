@@ -21,11 +21,11 @@
 use std::fmt;
 
 use base64::Engine as _;
-use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::imaging::url::BASE64_URL_LENIENT;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -34,14 +34,6 @@ pub const MAX_SIGNATURE_SIZE: usize = 32;
 
 /// imgproxy's default `IMGPROXY_SIGNATURE_SIZE`.
 pub const DEFAULT_SIGNATURE_SIZE: usize = MAX_SIGNATURE_SIZE;
-
-/// Go's `base64.RawURLEncoding` as a decoder: no padding, trailing bits not checked.
-const BASE64_URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-        .with_decode_allow_trailing_bits(true),
-);
 
 /// A bad signing configuration, or a signature that does not verify. Positions are
 /// 1-based, as a person counts the entries of `IMGPROXY_KEY=k1,k2`.

@@ -65,7 +65,7 @@ const MAX_QUOTED: usize = 256;
 
 /// Go's `base64.RawURLEncoding` as a decoder: URL-safe alphabet, no padding (trailing `=`
 /// are trimmed before decoding, as imgproxy does), trailing bits not checked.
-const BASE64_URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const BASE64_URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,
     GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::RequireNone)
