@@ -205,7 +205,8 @@ class Daemon:
                  public_buckets: Iterable[str] = (PUBLIC_BUCKET,),
                  shutdown_grace: str = "5s",
                  images_config: str = "",
-                 extra_config: str = ""):
+                 extra_config: str = "",
+                 admin_config: str = ""):
         assert backend in ("embedded", "remote"), backend
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -217,6 +218,8 @@ class Daemon:
         self.images_config = images_config
         # Extra TOML appended after every other section (e.g. a [cache] section).
         self.extra_config = extra_config
+        # Extra TOML lines for the [admin] section (user, password_hash, token...).
+        self.admin_config = admin_config
         self.data_dir = self.base / "data"
         self.config_path = self.base / "pixelport.toml"
         self.stderr_path = self.base / "pixelport.stderr.log"
@@ -263,6 +266,7 @@ class Daemon:
             self.images_config,
             "[admin]",
             f'listen = "127.0.0.1:{self.admin_port}"',
+            self.admin_config,
             "[store]",
         ]
         if self.backend == "embedded":
