@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
 use crate::s3::PixelportS3;
-use crate::s3::access::{KeyAuth, PublicRead};
+use crate::s3::access::{KeyAuth, KeyRing, PublicBuckets, PublicRead};
 use crate::s3::errors::RequestId;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::remote::RemoteStore;
@@ -44,6 +44,8 @@ pub enum AppError {
     Images(String),
     #[error("cache: {0}")]
     Cache(String),
+    #[error("admin: {0}")]
+    Admin(String),
 }
 
 /// Opens the derivative cache, or `None` when `[cache] enabled = false`. A corrupt or
@@ -175,19 +177,22 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     }
 
+    let listeners = vec![invalidator];
     let s3 = PixelportS3 {
         store: store.clone(),
-        spool,
+        spool: spool.clone(),
         max_object_size: config.s3.max_object_size.0,
         region: config.s3.region.clone(),
-        listeners: vec![invalidator],
+        listeners: listeners.clone(),
     };
-    let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(KeyAuth::new([(
+    let key_ring = Arc::new(KeyRing::new([(
         keys.access_key.clone(),
         keys.secret_key.clone(),
     )]));
-    builder.set_access(PublicRead::new(&config.s3.public_buckets));
+    let public = Arc::new(PublicBuckets::new(config.s3.public_buckets.iter().cloned()));
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3);
+    builder.set_auth(KeyAuth::new(key_ring.clone()));
+    builder.set_access(PublicRead::new(public.clone()));
     let s3_service = builder.build();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -238,6 +243,14 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             }
             let status = resp.status().as_u16();
             let elapsed = t0.elapsed().as_secs_f64();
+            metrics.traffic.record(&crate::admin::traffic::Sample {
+                listener: "s3",
+                status,
+                method: method.as_str(),
+                path: &path,
+                elapsed_ms: elapsed * 1000.0,
+                message: op,
+            });
             metrics
                 .s3_requests_total
                 .with_label_values(&[op, resp.status().as_str()])
@@ -271,11 +284,29 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
         images_state.clone(),
     ));
-    let admin = hyper_util::service::TowerToHyperService::new(crate::http::admin_router(
-        store.clone(),
-        images_state.clone(),
-        metrics.clone(),
-    ));
+    let admin_state = admin_state(
+        &config,
+        AdminParts {
+            store: store.clone(),
+            images: images_state.clone(),
+            metrics: metrics.clone(),
+            keys: key_ring,
+            root_access_key: keys.access_key.clone(),
+            public,
+            spool,
+            listeners,
+            s3_url: endpoint.clone(),
+            images_addr: images_listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| config.images.listen.clone()),
+            admin_addr: admin_listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| config.admin.listen.clone()),
+        },
+    )?;
+    let admin = hyper_util::service::TowerToHyperService::new(crate::admin::router(admin_state));
 
     tracing::info!(
         s3 = %config.s3.listen, images = %config.images.listen, admin = %config.admin.listen,
@@ -348,7 +379,7 @@ async fn accept_loop<S, B>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(listener = name, error = %e, "accept failed");
@@ -357,7 +388,12 @@ async fn accept_loop<S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc.clone()).into_owned();
+                let inner = svc.clone();
+                let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                    req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    inner.call(req)
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), with_peer).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -368,6 +404,89 @@ async fn accept_loop<S, B>(
             _ = stop.changed() => break,
         }
     }
+}
+
+/// What the admin listener needs from `serve`.
+struct AdminParts {
+    store: DynStore,
+    images: Arc<crate::http::images::ImagesState>,
+    metrics: Arc<crate::metrics::Metrics>,
+    keys: Arc<KeyRing>,
+    root_access_key: String,
+    public: Arc<PublicBuckets>,
+    spool: Spool,
+    listeners: Vec<Arc<dyn crate::s3::ChangeListener>>,
+    s3_url: String,
+    images_addr: String,
+    admin_addr: String,
+}
+
+/// Opens the admin catalog, resolves the admin password and token (generating them on first
+/// start), and loads the catalog's keys and public buckets into the S3 listener's sets.
+fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::AdminState>, AppError> {
+    use crate::admin::auth::{self, Origin as AuthOrigin};
+    let dir = &config.server.data_dir;
+    let admin_err = |e: String| AppError::Admin(e);
+    let catalog = crate::admin::AdminCatalog::open(dir).map_err(|e| admin_err(e.to_string()))?;
+    let (hash, password_origin) =
+        auth::resolve_password(&config.admin, dir).map_err(|e| admin_err(e.to_string()))?;
+    let (token, token_origin) =
+        auth::resolve_token(&config.admin, dir).map_err(|e| admin_err(e.to_string()))?;
+    let ui = format!("http://{}/", p.admin_addr);
+    match &password_origin {
+        AuthOrigin::Generated(path) => println!(
+            "Generated the admin UI password for user `{}` and saved it to {} (mode 0600).\n\
+             Open {ui} and log in; set [admin] password_hash (`pixelport hash-password`) to choose your own.",
+            config.admin.user,
+            path.display()
+        ),
+        AuthOrigin::File(path) => {
+            tracing::info!(path = %path.display(), ui, "admin UI password from the password file")
+        }
+        AuthOrigin::Config => tracing::info!(ui, "admin UI password from the configuration"),
+    }
+    if let AuthOrigin::Generated(path) = &token_origin {
+        println!(
+            "Generated the admin API token and saved it to {} (mode 0600).",
+            path.display()
+        );
+    }
+    let images_url = if config.admin.images_url.is_empty() {
+        format!("http://{}", p.images_addr)
+    } else {
+        config.admin.images_url.trim_end_matches('/').to_owned()
+    };
+    let settings = serde_json::to_value(config.masked_value()).unwrap_or_default();
+    let state = Arc::new(crate::admin::AdminState {
+        store: p.store,
+        images: p.images,
+        metrics: p.metrics,
+        auth: crate::admin::Auth::new(
+            config.admin.user.clone(),
+            hash,
+            token,
+            config.admin.session_ttl.0,
+        ),
+        catalog,
+        keys: p.keys,
+        root_access_key: p.root_access_key,
+        public: p.public,
+        config_public: config.s3.public_buckets.iter().cloned().collect(),
+        spool: p.spool,
+        max_object_size: config.s3.max_object_size.0,
+        listeners: p.listeners,
+        settings,
+        images_url,
+        s3_url: p.s3_url,
+        started: Instant::now(),
+        started_at: time::OffsetDateTime::now_utc(),
+    });
+    state.load_public().map_err(|e| admin_err(e.to_string()))?;
+    let n = state.load_keys().map_err(|e| admin_err(e.to_string()))?;
+    if n > 0 {
+        tracing::info!(keys = n, "access keys from the admin catalog");
+    }
+    Ok(state)
 }
 
 async fn expire_uploads_forever(

@@ -298,12 +298,30 @@ impl CacheSection {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: String,
+    /// The web UI's user name.
+    pub user: String,
+    /// argon2id PHC string (`pixelport hash-password`). Empty: a password is generated on
+    /// first start into `data_dir/admin-password`.
+    pub password_hash: String,
+    /// Bearer token for scripts and `pixelport cache`. Empty: generated on first start into
+    /// `data_dir/admin-token`.
+    pub token: String,
+    /// Public base URL of the image endpoint, used in the URLs the transform builder hands
+    /// out. Empty: `http://` + `images.listen`.
+    pub images_url: String,
+    /// How long a login lasts.
+    pub session_ttl: Seconds,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9001".into(),
+            user: "admin".into(),
+            password_hash: String::new(),
+            token: String::new(),
+            images_url: String::new(),
+            session_ttl: Seconds(Duration::from_secs(12 * 3600)),
         }
     }
 }
@@ -347,7 +365,15 @@ impl Default for StoreConfig {
 }
 
 /// Keys whose values `check-config` masks, in whichever section they appear.
-const SECRET_KEYS: [&str; 5] = ["secret_key", "access_key", "key", "salt", "secret"];
+const SECRET_KEYS: [&str; 7] = [
+    "secret_key",
+    "access_key",
+    "key",
+    "salt",
+    "secret",
+    "password_hash",
+    "token",
+];
 
 impl Config {
     /// Defaults, overlaid by `file` (when given), overlaid by `PIXELPORT_*` variables from `env`.
@@ -426,6 +452,29 @@ impl Config {
         self.images
             .validate()
             .map_err(|e| invalid(&format!("images.{}", e.key), e.message))?;
+        if self.admin.user.is_empty() {
+            return Err(invalid("admin.user", "must not be empty"));
+        }
+        if !self.admin.password_hash.is_empty()
+            && !self.admin.password_hash.starts_with("$argon2id$")
+        {
+            return Err(invalid(
+                "admin.password_hash",
+                "must be an argon2id hash (`$argon2id$...`; make one with `pixelport hash-password`)",
+            ));
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
+        if !self.admin.images_url.is_empty()
+            && !(self.admin.images_url.starts_with("http://")
+                || self.admin.images_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "admin.images_url",
+                "must start with http:// or https://",
+            ));
+        }
         if self.store.kind == StoreKind::Remote {
             if self.store.endpoint.is_empty() {
                 return Err(invalid(
@@ -459,6 +508,11 @@ impl Config {
 
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(&self.masked_value()).unwrap_or_default()
+    }
+
+    /// The effective configuration as a TOML value, secrets masked.
+    pub fn masked_value(&self) -> toml::Value {
         let mut value =
             toml::Value::try_from(self).unwrap_or(toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(root) = &mut value {
@@ -474,7 +528,7 @@ impl Config {
                 }
             }
         }
-        toml::to_string_pretty(&value).unwrap_or_default()
+        value
     }
 }
 

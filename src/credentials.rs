@@ -73,7 +73,7 @@ pub fn resolve(cfg: &S3Config, data_dir: &Path) -> Result<(KeyPair, Origin), Cre
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

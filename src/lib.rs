@@ -1,6 +1,7 @@
 //! Pixelport: a self-hosted image CDN in one daemon: an S3-compatible store, an
 //! imgproxy-compatible image endpoint and a derivative cache. See docs/ and ARCHITECTURE.
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;

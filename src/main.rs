@@ -1,4 +1,4 @@
-//! The `pixelport` command line: serve, check-config, keygen, sign, fsck.
+//! The `pixelport` command line: serve, check-config, keygen, sign, fsck, hash-password, cache.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +45,34 @@ enum Command {
     Fsck {
         #[arg(long, short, env = "PIXELPORT_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Read a password from standard input (its first line) and print its argon2id hash for
+    /// [admin] password_hash.
+    HashPassword,
+    /// The derivative cache: through the running daemon's admin API (bearer token), or on
+    /// the cache file when the daemon is not running. Prints JSON.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+        #[arg(long, short, env = "PIXELPORT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries, bytes, evictions (and hits and misses from a running daemon).
+    Stats,
+    /// Drop cached variants: --all, or those of a bucket, a key prefix, or one object.
+    Purge {
+        #[arg(long, conflicts_with_all = ["bucket", "prefix", "key"])]
+        all: bool,
+        #[arg(long)]
+        bucket: Option<String>,
+        #[arg(long, requires = "bucket", conflicts_with = "key")]
+        prefix: Option<String>,
+        #[arg(long, requires = "bucket")]
+        key: Option<String>,
     },
 }
 
@@ -144,6 +172,70 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("pixelport: sign: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("pixelport: hash-password: cannot read standard input: {e}");
+                return ExitCode::from(2);
+            }
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                eprintln!(
+                    "pixelport: hash-password: the password is empty (write it on standard input)"
+                );
+                return ExitCode::from(2);
+            }
+            match pixelport::admin::auth::hash_password(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pixelport: hash-password: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cache { action, config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let action = match action {
+                CacheCommand::Stats => pixelport::admin::cli::CacheAction::Stats,
+                CacheCommand::Purge {
+                    all,
+                    bucket,
+                    prefix,
+                    key,
+                } => pixelport::admin::cli::CacheAction::Purge {
+                    all,
+                    bucket,
+                    prefix,
+                    key,
+                },
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("pixelport: cache: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(pixelport::admin::cli::cache(&config, &action)) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pixelport: cache: {e}");
+                    ExitCode::from(1)
                 }
             }
         }

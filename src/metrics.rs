@@ -23,7 +23,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// Every metric the daemon exports.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     // The image endpoint, under imgproxy's names.
@@ -46,6 +46,8 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub images_processed: IntCounter,
+    /// The dashboard's last hour and recent errors (not exported to Prometheus).
+    pub traffic: crate::admin::traffic::Traffic,
 }
 
 impl Metrics {
@@ -175,6 +177,7 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             images_processed,
+            traffic: crate::admin::traffic::Traffic::new(),
         })
     }
 

@@ -256,6 +256,7 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
         m.errors_total.with_label_values(&[e.kind()]).inc();
     }
     let ms = elapsed * 1000.0;
+    let mut message = String::new();
     let mut resp = match result {
         Ok(mut resp) => {
             tracing::debug!(request_id, %method, path, status = resp.status().as_u16(), ms, "image");
@@ -271,6 +272,7 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
             } else {
                 tracing::info!(request_id, %method, path, status = status.as_u16(), ms, error = %e, "image");
             }
+            message = e.to_string();
             e.to_response(&request_id)
         }
     };
@@ -280,6 +282,14 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
     m.status_codes_total
         .with_label_values(&[resp.status().as_str()])
         .inc();
+    m.traffic.record(&crate::admin::traffic::Sample {
+        listener: "images",
+        status: resp.status().as_u16(),
+        method: method.as_str(),
+        path: &path,
+        elapsed_ms: ms,
+        message: &message,
+    });
     resp
 }
 

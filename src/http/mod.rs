@@ -1,5 +1,6 @@
 //! The HTTP side that is not S3: the image listener (`images`: imgproxy-style URLs, plus
-//! `/health`) and the admin listener (health and readiness; the admin API grows here).
+//! `/health`) and the admin listener's health, readiness and metrics handlers (the rest of
+//! the admin listener is `crate::admin`).
 
 pub mod images;
 
@@ -11,26 +12,22 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
-use crate::store::DynStore;
+use crate::admin::AdminState;
 
-async fn health() -> impl IntoResponse {
+/// The client's address, put into every request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+pub(crate) async fn health() -> impl IntoResponse {
     (
         StatusCode::OK,
         axum::Json(serde_json::json!({ "status": "ok" })),
     )
 }
 
-/// What the admin listener's handlers share.
-pub struct AdminState {
-    pub store: DynStore,
-    pub images: Arc<images::ImagesState>,
-    pub metrics: Arc<Metrics>,
-}
-
 /// `GET /metrics`: Prometheus text format. Gauges that describe the present (workers,
 /// images in progress, store usage) are read when scraped.
-async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let pool = state.images.pool.stats();
     let m = &state.metrics;
     m.workers
@@ -67,7 +64,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 /// `GET /ready`: 200 when the store answers a listing and the derivative cache a read.
-async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+pub(crate) async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let store = &state.store;
     let mut problems = Vec::new();
     if let Err(e) = store.list_buckets().await {
@@ -109,20 +106,4 @@ pub fn images_router(state: Arc<images::ImagesState>) -> Router {
         .route("/health", get(health))
         .fallback(images::handle)
         .with_state(state)
-}
-
-pub fn admin_router(
-    store: DynStore,
-    images: Arc<images::ImagesState>,
-    metrics: Arc<Metrics>,
-) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(self::metrics))
-        .with_state(Arc::new(AdminState {
-            store,
-            images,
-            metrics,
-        }))
 }

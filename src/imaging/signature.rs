@@ -229,7 +229,7 @@ fn digest(state: &HmacSha256, signed_part: &str) -> [u8; MAX_SIGNATURE_SIZE] {
 }
 
 /// Equality whose time depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

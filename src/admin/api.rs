@@ -1,0 +1,719 @@
+//! The admin API's handlers (docs/admin-api.md). Requests reach them authenticated (see
+//! `require_auth`), except `login`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Login;
+use super::builder::BuildRequest;
+use super::catalog::StoredKey;
+use super::{AdminError, AdminState, Principal, SESSION_COOKIE};
+use crate::http::PeerAddr;
+use crate::store::spool::ChecksumSet;
+use crate::store::{CompletedPart, ListQuery, ObjectAttrs, ObjectInfo};
+
+type ApiResult<T = Response> = Result<T, AdminError>;
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+// ---------------------------------------------------------------------------------------
+// Session
+// ---------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LoginBody {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+}
+
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: &str, max_age: u64, secure: bool) -> ApiResult<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|e| AdminError::Internal(e.to_string()))
+}
+
+pub async fn login(State(state): State<Arc<AdminState>>, req: Request) -> ApiResult {
+    let client = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let secure = over_tls(req.headers());
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let b: LoginBody = parse(&body)?;
+    let st = state.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || st.auth.login(client, &b.user, &b.password)).await?;
+    match outcome {
+        Login::Ok(id, session) => {
+            tracing::info!(%client, user = session.user, "admin login");
+            let cookie = session_cookie(&id, state.auth.ttl().as_secs(), secure)?;
+            let mut resp =
+                Json(json!({ "user": session.user, "csrf": session.csrf })).into_response();
+            resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            Ok(resp)
+        }
+        Login::Refused => {
+            tracing::warn!(%client, "admin login refused");
+            Err(AdminError::InvalidCredentials)
+        }
+        Login::Limited(wait) => Err(AdminError::RateLimited(wait.as_secs().max(1))),
+    }
+}
+
+pub async fn logout(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
+    if let Some(id) = super::session_id(&headers) {
+        state.auth.logout(id);
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, over_tls(&headers))?,
+    );
+    Ok(resp)
+}
+
+pub async fn session(Extension(p): Extension<Principal>) -> Json<Value> {
+    match p {
+        Principal::Session { user, csrf } => Json(json!({ "user": user, "csrf": csrf })),
+        Principal::Token => Json(json!({ "user": "(token)", "csrf": "" })),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dashboard, cache, settings
+// ---------------------------------------------------------------------------------------
+
+fn cache_json(state: &AdminState) -> Value {
+    let hits = state.metrics.cache_hits.get();
+    let misses = state.metrics.cache_misses.get();
+    let ratio = if hits + misses == 0 {
+        Value::Null
+    } else {
+        json!(hits as f64 / (hits + misses) as f64)
+    };
+    match &state.images.cache {
+        Some(cache) => {
+            let s = cache.stats();
+            json!({
+                "enabled": true, "path": cache.path().display().to_string(),
+                "entries": s.entries, "bytes": s.bytes, "max_bytes": cache.config().max_size,
+                "hits": hits, "misses": misses, "hit_ratio": ratio, "evictions": s.evictions,
+            })
+        }
+        None => json!({
+            "enabled": false, "path": null, "entries": 0, "bytes": 0, "max_bytes": 0,
+            "hits": hits, "misses": misses, "hit_ratio": ratio, "evictions": 0,
+        }),
+    }
+}
+
+pub async fn overview(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Value>> {
+    let buckets = state.store.list_buckets().await?.len();
+    let (bytes, objects) = match state.store.usage().await? {
+        Some((b, o)) => (json!(b), json!(o)),
+        None => (Value::Null, Value::Null),
+    };
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "started": state.started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        "store": { "kind": state.store.kind(), "bytes": bytes, "objects": objects, "buckets": buckets },
+        "cache": cache_json(&state),
+        "traffic": state.metrics.traffic.minutes(),
+        "errors": state.metrics.traffic.errors(),
+    })))
+}
+
+pub async fn cache_stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
+    Json(cache_json(&state))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct PurgeBody {
+    all: bool,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    key: Option<String>,
+}
+
+pub async fn cache_purge(
+    State(state): State<Arc<AdminState>>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let b: PurgeBody = parse(&body)?;
+    let Some(cache) = state.images.cache.clone() else {
+        return Err(AdminError::Conflict(
+            "the derivative cache is disabled ([cache] enabled = false)".into(),
+        ));
+    };
+    enum What {
+        All,
+        Source(String),
+        Prefix(String),
+    }
+    let what = match (b.all, b.bucket, b.prefix, b.key) {
+        (true, None, None, None) => What::All,
+        (false, Some(bucket), None, Some(key)) if !bucket.is_empty() && !key.is_empty() => {
+            What::Source(format!("s3://{bucket}/{key}"))
+        }
+        (false, Some(bucket), prefix, None) if !bucket.is_empty() => {
+            What::Prefix(format!("s3://{bucket}/{}", prefix.unwrap_or_default()))
+        }
+        _ => {
+            return Err(AdminError::BadRequest(
+                "say what to purge: {\"all\":true}, {\"bucket\":B}, {\"bucket\":B,\"prefix\":P} or {\"bucket\":B,\"key\":K}".into(),
+            ));
+        }
+    };
+    let removed = tokio::task::spawn_blocking(move || match what {
+        What::All => cache.purge_all(),
+        What::Source(s) => cache.invalidate_source(&s),
+        What::Prefix(p) => cache.purge_prefix(&p),
+    })
+    .await??;
+    tracing::info!(removed, "cache purged through the admin API");
+    Ok(Json(json!({ "removed": removed })))
+}
+
+pub async fn settings(State(state): State<Arc<AdminState>>) -> Json<Value> {
+    Json(json!({ "config": state.settings }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Buckets
+// ---------------------------------------------------------------------------------------
+
+pub async fn list_buckets(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Value>> {
+    let buckets: Vec<Value> = state
+        .store
+        .list_buckets()
+        .await?
+        .into_iter()
+        .map(|b| {
+            json!({ "name": b.name, "created": rfc3339_ms(b.created_ms), "public": state.public.contains(&b.name) })
+        })
+        .collect();
+    Ok(Json(json!({ "buckets": buckets })))
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create_bucket(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResult {
+    let b: NameBody = parse(&body)?;
+    crate::s3::names::validate_bucket_name(&b.name)
+        .map_err(|m| AdminError::BadRequest(format!("bucket name `{}`: {m}", b.name)))?;
+    state.store.create_bucket(&b.name).await?;
+    let info = state.store.head_bucket(&b.name).await?;
+    tracing::info!(bucket = b.name, "bucket created through the admin API");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": info.name, "created": rfc3339_ms(info.created_ms), "public": state.public.contains(&b.name) })),
+    )
+        .into_response())
+}
+
+pub async fn delete_bucket(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_bucket(&bucket).await?;
+    state.catalog.forget_bucket(&bucket)?;
+    state
+        .public
+        .set(&bucket, state.config_public.contains(&bucket));
+    tracing::info!(bucket, "bucket deleted through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PublicBody {
+    public: bool,
+}
+
+pub async fn set_public(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let b: PublicBody = parse(&body)?;
+    state.store.head_bucket(&bucket).await?;
+    state.catalog.set_public(&bucket, b.public)?;
+    state.public.set(&bucket, b.public);
+    tracing::info!(bucket, public = b.public, "bucket public-read changed");
+    Ok(Json(json!({ "name": bucket, "public": b.public })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------
+
+const IMAGE_EXTENSIONS: [&str; 9] = [
+    "jpg", "jpeg", "png", "webp", "avif", "gif", "bmp", "tif", "tiff",
+];
+
+fn is_image(info: &ObjectInfo) -> bool {
+    if let Some(ct) = &info.attrs.content_type
+        && ct.starts_with("image/")
+    {
+        return !ct.starts_with("image/svg") && !ct.starts_with("image/heic");
+    }
+    info.key
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+/// The signed image path (`/{sig}/...`) for a builder request.
+fn signed(state: &AdminState, part: &str) -> String {
+    match &state.images.signer {
+        Some(signer) => signer.signed_path(part),
+        None => format!("/unsafe{part}"),
+    }
+}
+
+fn object_json(state: &AdminState, bucket: &str, info: &ObjectInfo) -> Value {
+    let image = is_image(info);
+    let thumbnail = image.then(|| {
+        let part = format!(
+            "/rs:fit:160:160/q:70/plain/s3://{bucket}/{}@webp",
+            super::builder::encode_key(&info.key)
+        );
+        format!("/img{}", signed(state, &part))
+    });
+    json!({
+        "key": info.key,
+        "size": info.size,
+        "etag": format!("\"{}\"", info.etag),
+        "last_modified": rfc3339_ms(info.last_modified_ms),
+        "content_type": info.attrs.content_type,
+        "image": image,
+        "thumbnail": thumbnail,
+        "s3_url": format!("s3://{bucket}/{}", info.key),
+        "http_url": format!("{}/{bucket}/{}", state.s3_url, super::builder::encode_key(&info.key)),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListParams {
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_objects(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    let limit = p.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "limit must be 1-1000 (got {limit})"
+        )));
+    }
+    let page = state
+        .store
+        .list_objects(
+            &bucket,
+            &ListQuery {
+                prefix: p.prefix.clone(),
+                delimiter: Some("/".into()),
+                after: p.after.filter(|a| !a.is_empty()),
+                max_keys: limit,
+            },
+        )
+        .await?;
+    let objects: Vec<Value> = page
+        .objects
+        .iter()
+        .map(|o| object_json(&state, &bucket, o))
+        .collect();
+    Ok(Json(json!({
+        "bucket": bucket,
+        "prefix": p.prefix,
+        "folders": page.common_prefixes,
+        "objects": objects,
+        "next": if page.is_truncated { page.last } else { None },
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct KeyParam {
+    #[serde(default)]
+    key: String,
+}
+
+fn need_key(k: &KeyParam) -> ApiResult<&str> {
+    if k.key.is_empty() {
+        Err(AdminError::BadRequest(
+            "the query parameter `key` is required".into(),
+        ))
+    } else if k.key.len() > 1024 {
+        Err(AdminError::BadRequest("keys are at most 1024 bytes".into()))
+    } else {
+        Ok(&k.key)
+    }
+}
+
+pub async fn get_object(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    Query(k): Query<KeyParam>,
+) -> ApiResult<Json<Value>> {
+    let key = need_key(&k)?;
+    let info = state.store.head_object(&bucket, key).await?;
+    let mut v = object_json(&state, &bucket, &info);
+    if let Value::Object(m) = &mut v {
+        m.insert("metadata".into(), json!(info.attrs.user_metadata));
+        m.insert("cache_control".into(), json!(info.attrs.cache_control));
+        m.insert("parts".into(), json!(info.parts));
+    }
+    Ok(Json(v))
+}
+
+fn attrs_from(headers: &HeaderMap) -> ObjectAttrs {
+    ObjectAttrs {
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        ..ObjectAttrs::default()
+    }
+}
+
+async fn spool_body(state: &AdminState, body: Body) -> ApiResult<crate::store::Spooled> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    Ok(state
+        .spool
+        .spool(
+            Box::pin(stream),
+            ChecksumSet::default(),
+            state.max_object_size,
+        )
+        .await?)
+}
+
+pub async fn put_object(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    Query(k): Query<KeyParam>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let key = need_key(&k)?.to_owned();
+    state.store.head_bucket(&bucket).await?;
+    let spooled = spool_body(&state, body).await?;
+    let info = state
+        .store
+        .put_object(&bucket, &key, spooled, attrs_from(&headers))
+        .await?;
+    state.notify(&bucket, &key);
+    Ok(Json(object_json(&state, &bucket, &info)))
+}
+
+pub async fn delete_object(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    Query(k): Query<KeyParam>,
+) -> ApiResult<StatusCode> {
+    let key = need_key(&k)?;
+    state.store.head_bucket(&bucket).await?;
+    state.store.delete_object(&bucket, key).await?;
+    state.notify(&bucket, key);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn create_upload(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    Query(k): Query<KeyParam>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let key = need_key(&k)?;
+    let id = state
+        .store
+        .create_upload(&bucket, key, attrs_from(&headers), None)
+        .await?;
+    Ok(Json(json!({ "upload_id": id })))
+}
+
+#[derive(Deserialize)]
+pub struct PartParams {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    part: i32,
+}
+
+pub async fn upload_part(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, id)): Path<(String, String)>,
+    Query(p): Query<PartParams>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    if p.key.is_empty() {
+        return Err(AdminError::BadRequest(
+            "the query parameter `key` is required".into(),
+        ));
+    }
+    if !(1..=10000).contains(&p.part) {
+        return Err(AdminError::BadRequest(format!(
+            "part must be 1-10000 (got {})",
+            p.part
+        )));
+    }
+    let spooled = spool_body(&state, body).await?;
+    let info = state
+        .store
+        .put_part(&bucket, &p.key, &id, p.part, spooled)
+        .await?;
+    Ok(Json(
+        json!({ "part": info.part_number, "etag": info.etag, "size": info.size }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    parts: Vec<CompletePart>,
+}
+
+#[derive(Deserialize)]
+struct CompletePart {
+    part: i32,
+    etag: String,
+}
+
+pub async fn complete_upload(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, id)): Path<(String, String)>,
+    Query(k): Query<KeyParam>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let key = need_key(&k)?.to_owned();
+    let b: CompleteBody = parse(&body)?;
+    if b.parts.is_empty() {
+        return Err(AdminError::BadRequest("parts must not be empty".into()));
+    }
+    let parts: Vec<CompletedPart> = b
+        .parts
+        .into_iter()
+        .map(|p| CompletedPart {
+            part_number: p.part,
+            etag: p.etag.trim_matches('"').to_owned(),
+        })
+        .collect();
+    let info = state
+        .store
+        .complete_upload(&bucket, &key, &id, &parts)
+        .await?;
+    state.notify(&bucket, &key);
+    Ok(Json(object_json(&state, &bucket, &info)))
+}
+
+pub async fn abort_upload(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, id)): Path<(String, String)>,
+    Query(k): Query<KeyParam>,
+) -> ApiResult<StatusCode> {
+    let key = need_key(&k)?;
+    state.store.abort_upload(&bucket, key, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------
+// Transform builder and images through the admin listener
+// ---------------------------------------------------------------------------------------
+
+fn html_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub async fn sign(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: BuildRequest = parse(&body)?;
+    let built = req
+        .build()
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let path = signed(&state, &built.signed_part);
+    let path_2x = signed(&state, &built.signed_part_2x);
+    let url = format!("{}{path}", state.images_url);
+    let url_2x = format!("{}{path_2x}", state.images_url);
+    let width = if req.width > 0 {
+        format!(" width=\"{}\"", req.width)
+    } else {
+        String::new()
+    };
+    let height = if req.height > 0 {
+        format!(" height=\"{}\"", req.height)
+    } else {
+        String::new()
+    };
+    let img = format!(
+        "<img src=\"{u}\" srcset=\"{u} 1x, {u2} 2x\"{width}{height} alt=\"\">",
+        u = html_attr(&url),
+        u2 = html_attr(&url_2x),
+    );
+    Ok(Json(json!({
+        "options": built.options,
+        "path": path,
+        "url": url,
+        "preview": format!("/img{path}"),
+        "srcset": { "1x": url, "2x": url_2x },
+        "img": img,
+    })))
+}
+
+/// `/img/<path>`: the image endpoint itself, for the UI's thumbnails and previews. The admin
+/// credentials are not passed on; the image endpoint's own secret is added when one is set.
+pub async fn image(State(state): State<Arc<AdminState>>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let rest = path_and_query
+        .strip_prefix("/img")
+        .unwrap_or(path_and_query);
+    let Ok(uri) = rest.parse::<axum::http::Uri>() else {
+        return AdminError::BadRequest("bad image path".into()).into_response();
+    };
+    parts.uri = uri;
+    parts.headers.remove(header::AUTHORIZATION);
+    parts.headers.remove(header::COOKIE);
+    if !state.images.config.secret.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", state.images.config.secret))
+    {
+        parts.headers.insert(header::AUTHORIZATION, v);
+    }
+    let mut resp = crate::http::images::handle(
+        State(state.images.clone()),
+        Request::from_parts(parts, body),
+    )
+    .await;
+    // Thumbnails may be cached by the browser like any image answer.
+    resp.headers_mut().remove(header::SET_COOKIE);
+    resp
+}
+
+// ---------------------------------------------------------------------------------------
+// Access keys
+// ---------------------------------------------------------------------------------------
+
+pub async fn list_keys(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Value>> {
+    let mut keys = vec![json!({
+        "access_key": state.root_access_key, "name": "root (configuration)",
+        "created": null, "root": true,
+    })];
+    for k in state.catalog.keys()? {
+        keys.push(json!({
+            "access_key": k.access_key, "name": k.name,
+            "created": rfc3339_ms(k.created_ms), "root": false,
+        }));
+    }
+    Ok(Json(json!({ "keys": keys })))
+}
+
+pub async fn create_key(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResult {
+    let b: NameBody = parse(&body)?;
+    let name = b.name.trim().to_owned();
+    if name.chars().count() > 64 {
+        return Err(AdminError::BadRequest(
+            "a key's name is at most 64 characters".into(),
+        ));
+    }
+    let pair = crate::credentials::generate_pair();
+    let stored = StoredKey {
+        access_key: pair.access_key.clone(),
+        secret_key: pair.secret_key.clone(),
+        name: if name.is_empty() {
+            "unnamed".into()
+        } else {
+            name
+        },
+        created_ms: now_ms(),
+    };
+    state.catalog.add_key(&stored)?;
+    state.keys.insert(&stored.access_key, &stored.secret_key);
+    tracing::info!(
+        access_key = stored.access_key,
+        name = stored.name,
+        "access key created"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "access_key": stored.access_key, "secret_key": stored.secret_key,
+            "name": stored.name, "created": rfc3339_ms(stored.created_ms),
+        })),
+    )
+        .into_response())
+}
+
+pub async fn delete_key(
+    State(state): State<Arc<AdminState>>,
+    Path(access_key): Path<String>,
+) -> ApiResult<StatusCode> {
+    if access_key == state.root_access_key {
+        return Err(AdminError::BadRequest(
+            "the root key comes from the configuration ([s3] access_key or credentials.toml) and cannot be revoked here".into(),
+        ));
+    }
+    if !state.catalog.remove_key(&access_key)? {
+        return Err(AdminError::NotFound(format!(
+            "no access key `{access_key}`"
+        )));
+    }
+    state.keys.remove(&access_key);
+    tracing::info!(access_key, "access key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,181 @@
+//! The admin catalog: a small redb file (`data_dir/admin.redb`, mode 0600) holding what the
+//! admin UI changes at run time: S3 access keys and per-bucket public-read settings. The
+//! daemon loads it at start into the S3 listener's key ring and public set, and every change
+//! goes to both, so it takes effect with the next request and survives a restart.
+//!
+//! Secrets are stored as they are: SigV4 needs the secret itself to check a signature.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// access key → JSON [`StoredKey`].
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
+/// bucket → public (an explicit choice that overrides `[s3] public_buckets`).
+const PUBLIC: TableDefinition<&str, bool> = TableDefinition::new("bucket_public");
+
+pub const FILE_NAME: &str = "admin.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("admin catalog {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("admin catalog: {0}")]
+    Db(String),
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CatalogError {
+            fn from(e: $t) -> Self { CatalogError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub access_key: String,
+    pub secret_key: String,
+    pub name: String,
+    pub created_ms: i64,
+}
+
+pub struct AdminCatalog {
+    db: Database,
+}
+
+impl AdminCatalog {
+    pub fn open(data_dir: &Path) -> Result<Self, CatalogError> {
+        let path = data_dir.join(FILE_NAME);
+        let fail = |message: String| CatalogError::Open {
+            path: path.clone(),
+            message,
+        };
+        let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
+        tx.open_table(KEYS).map_err(|e| fail(e.to_string()))?;
+        tx.open_table(PUBLIC).map_err(|e| fail(e.to_string()))?;
+        tx.commit().map_err(|e| fail(e.to_string()))?;
+        Ok(Self { db })
+    }
+
+    pub fn keys(&self) -> Result<Vec<StoredKey>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        out.sort_by_key(|k: &StoredKey| k.created_ms);
+        Ok(out)
+    }
+
+    pub fn add_key(&self, key: &StoredKey) -> Result<(), CatalogError> {
+        let json = serde_json::to_vec(key)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(KEYS)?
+            .insert(key.access_key.as_str(), json.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether the key existed.
+    pub fn remove_key(&self, access_key: &str) -> Result<bool, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let existed = tx.open_table(KEYS)?.remove(access_key)?.is_some();
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Buckets with an explicit public-read choice.
+    pub fn public_overrides(&self) -> Result<Vec<(String, bool)>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PUBLIC)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn set_public(&self, bucket: &str, public: bool) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(PUBLIC)?.insert(bucket, public)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a deleted bucket's choice, so a new bucket of that name starts private.
+    pub fn forget_bucket(&self, bucket: &str) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(PUBLIC)?.remove(bucket)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_public_choices_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = AdminCatalog::open(dir.path()).unwrap();
+            for (i, ak) in ["AK2", "AK1"].iter().enumerate() {
+                c.add_key(&StoredKey {
+                    access_key: (*ak).into(),
+                    secret_key: format!("secret-{ak}"),
+                    name: format!("n{i}"),
+                    created_ms: i as i64,
+                })
+                .unwrap();
+            }
+            c.set_public("pics", true).unwrap();
+            c.set_public("priv", false).unwrap();
+            assert!(c.remove_key("AK1").unwrap());
+            assert!(!c.remove_key("AK1").unwrap());
+        }
+        let c = AdminCatalog::open(dir.path()).unwrap();
+        let keys = c.keys().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            (keys[0].access_key.as_str(), keys[0].secret_key.as_str()),
+            ("AK2", "secret-AK2")
+        );
+        let mut p = c.public_overrides().unwrap();
+        p.sort();
+        assert_eq!(
+            p,
+            vec![("pics".to_owned(), true), ("priv".to_owned(), false)]
+        );
+        c.forget_bucket("pics").unwrap();
+        assert_eq!(c.public_overrides().unwrap().len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
