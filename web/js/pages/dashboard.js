@@ -16,11 +16,11 @@ function pct(ratio) {
   return ratio === null || ratio === undefined ? '—' : `${(Number(ratio) * 100).toFixed(1)} %`;
 }
 
-/** Rounds a maximum up to 1, 2 or 5 × 10^n so the axis labels are readable. */
+/** Rounds a maximum up to 1, 2, 4 or 8 × 10^n so the quarter lines fall on round numbers. */
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
@@ -30,8 +30,8 @@ export function trafficChart(traffic) {
   const L = 44; const R = 52; const T = 12; const B = 28;
   const pw = W - L - R; const ph = H - T - B;
   const n = Math.max(traffic.length, 1);
-  const maxReq = niceMax(Math.max(0, ...traffic.map((t) => t.requests || 0)));
-  const maxP95 = niceMax(Math.max(0, ...traffic.map((t) => t.p95_ms || 0)));
+  const maxReq = Math.max(4, niceMax(Math.max(0, ...traffic.map((t) => t.requests || 0))));
+  const maxP95 = Math.max(4, niceMax(Math.max(0, ...traffic.map((t) => t.p95_ms || 0))));
   const totalReq = traffic.reduce((a, t) => a + (t.requests || 0), 0);
   const totalErr = traffic.reduce((a, t) => a + (t.errors || 0), 0);
   const chart = svg('svg', {

@@ -71,7 +71,7 @@ function builder(bucket, key, signal) {
   };
   const error = errorBox('builder-error');
   const url = h('input', { id: 'signed-url', readonly: true, class: 'mono', spellcheck: 'false' });
-  const snippet = h('textarea', { id: 'img-snippet', readonly: true, rows: 3, class: 'mono', spellcheck: 'false' });
+  const snippet = h('textarea', { id: 'img-snippet', readonly: true, rows: 4, class: 'mono', spellcheck: 'false' });
   const options = h('code', { id: 'builder-options' });
   const preview = h('img', { id: 'preview', alt: `Preview of ${key}`, decoding: 'async' });
   const previewInfo = h('p', { id: 'preview-size', class: 'muted', 'aria-live': 'polite' }, 'Loading preview…');

@@ -11,6 +11,12 @@ import { objectsHref } from './buckets.js';
 const PAGE_SIZE = 100;
 const CONCURRENT_UPLOADS = 3;
 
+/** A short label for an object without a thumbnail: its extension, else "file". */
+function fileLabel(key) {
+  const m = /\.([A-Za-z0-9]{1,4})$/.exec(key);
+  return m ? m[1].toLowerCase() : 'file';
+}
+
 export function objectHref(bucket, key) {
   return `#/object/${encodeURIComponent(bucket)}?key=${encodeURIComponent(key)}`;
 }
@@ -54,7 +60,7 @@ export async function render(main, { params, query, signal }) {
     const name = o.key.slice(prefix.length);
     const thumb = o.thumbnail
       ? h('img', { src: o.thumbnail, loading: 'lazy', decoding: 'async', width: 48, height: 48, alt: '', class: 'thumb' })
-      : h('span', { class: 'thumb none', 'aria-hidden': 'true' }, (o.content_type || '').split('/')[0].slice(0, 4) || 'file');
+      : h('span', { class: 'thumb none', 'aria-hidden': 'true' }, fileLabel(o.key));
     const copy = h('button', { type: 'button', class: 'secondary small copy-s3', 'aria-label': `Copy S3 URL of ${o.key}` }, 'Copy S3 URL');
     copy.addEventListener('click', () => copyText(o.s3_url || `s3://${bucket}/${o.key}`, 'S3 URL'));
     const del = h('button', { type: 'button', class: 'danger small object-delete', 'aria-label': `Delete ${o.key}` }, 'Delete');
