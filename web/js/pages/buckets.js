@@ -42,7 +42,7 @@ function row(b, error, reload) {
   });
   return h('tr', { dataset: { bucket: b.name } },
     h('th', { scope: 'row' }, h('a', { href: objectsHref(b.name) }, b.name)),
-    h('td', null, timeEl(b.created)),
+    h('td', { class: 'hide-narrow' }, timeEl(b.created)),
     h('td', null, h('label', { class: 'switch', for: toggle.id }, toggle, h('span', null, 'Public read'))),
     h('td', { class: 'actions-cell' }, del));
 }
@@ -67,7 +67,8 @@ export async function render(main, { signal }) {
       return;
     }
     put(list, h('div', { class: 'table-wrap' }, h('table', { id: 'buckets-table' },
-      h('thead', null, h('tr', null, ['Name', 'Created', 'Access', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col', class: 'hide-narrow' }, 'Created'),
+        h('th', { scope: 'col' }, 'Access'), h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
       h('tbody', null, buckets.map((b) => row(b, error, reload))))));
   }
 

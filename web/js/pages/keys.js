@@ -16,7 +16,8 @@ export async function render(main, { signal }) {
   async function reload() {
     const keys = (await api.get(['keys'], { signal })).keys || [];
     put(list, h('div', { class: 'table-wrap' }, h('table', { id: 'keys-table' },
-      h('thead', null, h('tr', null, ['Access key', 'Name', 'Created', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Access key'), h('th', { scope: 'col' }, 'Name'),
+        h('th', { scope: 'col', class: 'hide-narrow' }, 'Created'), h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
       h('tbody', null, keys.map((k) => {
         let action = h('span', { class: 'muted' }, 'root key (config)');
         if (!k.root) {
@@ -38,7 +39,7 @@ export async function render(main, { signal }) {
         return h('tr', { dataset: { accessKey: k.access_key } },
           h('th', { scope: 'row', class: 'mono break' }, k.access_key),
           h('td', { class: 'break' }, k.name || ''),
-          h('td', null, timeEl(k.created)),
+          h('td', { class: 'hide-narrow' }, timeEl(k.created)),
           h('td', { class: 'actions-cell' }, action));
       })))));
   }
