@@ -346,6 +346,25 @@ async function mainPhase() {
     return { pageSizes: counts };
   });
 
+  await step('folders that cross a page boundary are listed once', async () => {
+    const dirs = Number(env('PIXELPORT_DIRS', '120'));
+    await go(`#/buckets/${prep}?prefix=${encodeURIComponent('dirs/')}`);
+    await page.locator('#objects-table tr.folder').first().waitFor();
+    const seen = [];
+    for (let p = 0; p < 10; p += 1) {
+      seen.push(...await page.locator('#objects-table tr.folder').evaluateAll((rows) => rows.map((r) => r.dataset.folder)));
+      if (await page.locator('#page-next').isDisabled()) break;
+      const first = await page.locator('#objects-table tbody tr').first().getAttribute('data-folder');
+      await page.locator('#page-next').click();
+      await page.waitForFunction((f) => document.querySelector('#objects-table tbody tr')?.dataset.folder !== f, first);
+    }
+    const want = Array.from({ length: dirs }, (_, i) => `dirs/d${String(i).padStart(3, '0')}/`);
+    assert(JSON.stringify(seen) === JSON.stringify(want),
+      `listed ${seen.length} folders, ${new Set(seen).size} distinct; expected ${dirs}: first extra/missing ${
+        JSON.stringify(seen.filter((x, i) => x !== want[i]).slice(0, 3))}`);
+    return { folders: seen.length };
+  });
+
   await step('transform builder: width 300, WebP', async () => {
     await go(`#/buckets/${bucket}`);
     await page.locator(`#objects-table tr[data-key="${photoName}"] a.object-link`).click();

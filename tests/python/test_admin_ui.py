@@ -44,6 +44,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PHOTO = harness.REPO_ROOT.parent / "shared" / "images" / "rocket-640x427.jpg"
 XSS_KEY = "<img src=x onerror=alert(1)>"
 MANY = 250  # objects under many/ in the prepared bucket: three pages of 100
+DIRS = 120  # folders under dirs/ (one object each): a page boundary falls on a folder
 NODE_TIMEOUT = 600
 KEY_HEX = "706978656c706f72742d7569"  # the image endpoint's signing key and salt
 SALT_HEX = "73616c742d7569"
@@ -65,6 +66,7 @@ MAIN_STEPS = [
     "copy S3 URL",
     "XSS key renders as text",
     "folders, breadcrumbs and pages",
+    "folders that cross a page boundary are listed once",
     "transform builder: width 300, WebP",
     "builder shows a refused value",
     "cache page",
@@ -133,6 +135,7 @@ def run_node(phase: str, d: harness.Daemon, password: str, results: Path, **extr
         "PIXELPORT_SCREENSHOTS": str(artifacts_dir()),
         "PIXELPORT_RESULTS": str(results),
         "PIXELPORT_MANY": str(MANY),
+        "PIXELPORT_DIRS": str(DIRS),
         "CHROMIUM": CHROMIUM,
         **extra,
     }
@@ -174,7 +177,8 @@ class UiRun:
 
 
 def prepare(d: harness.Daemon, bucket: str) -> None:
-    """A bucket with the XSS key at the top and MANY small objects under many/."""
+    """A bucket with the XSS key at the top, MANY small objects under many/ and DIRS
+    folders under dirs/."""
     s3 = d.client()
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key=XSS_KEY, Body=b"not an image", ContentType="text/plain")
@@ -183,8 +187,12 @@ def prepare(d: harness.Daemon, bucket: str) -> None:
         s3.put_object(Bucket=bucket, Key=f"many/{i:04d}.txt", Body=f"{i}\n".encode(),
                       ContentType="text/plain")
 
+    def put_dir(i: int) -> None:
+        s3.put_object(Bucket=bucket, Key=f"dirs/d{i:03d}/x.txt", Body=b"x", ContentType="text/plain")
+
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, range(MANY)))
+        list(pool.map(put_dir, range(DIRS)))
 
 
 @pytest.fixture(scope="module")
