@@ -8,9 +8,13 @@
 #   - s3s-fs 0.14.1 (the reference S3 server), via `cargo install`, only when
 #     no s3s-fs reporting 0.14.1 is found;
 #   - the build's Debian packages through scripts/install-build-deps.sh (libdav1d-dev,
-#     pkg-config, nasm), and the tests' own, only when missing (none at the moment).
+#     pkg-config, nasm), and the tests' own, only when missing: chromium and
+#     chromium-driver for the admin UI's browser tests;
+#   - tests/browser/node_modules through `npm ci` (playwright-core, pinned in its
+#     package-lock.json; it drives /usr/bin/chromium and downloads no browser), skipped
+#     when the stamp in node_modules holds the sha256 of package-lock.json.
 #
-# Downloads go only through pip, cargo and apt-get.
+# Downloads go only through pip, npm, cargo and apt-get.
 # Env: PIXELPORT_CACHE, PIXELPORT_REQUIREMENTS (another requirements file),
 #      PYTHON (interpreter for the venv), S3S_FS_BIN (an s3s-fs to use),
 #      CARGO_HOME.
@@ -36,7 +40,7 @@ mkdir -p "$CACHE"
 # at most once, only when something must be installed.
 # --------------------------------------------------------------------------
 bash "$ROOT/scripts/install-build-deps.sh"
-APT_PACKAGES=()
+APT_PACKAGES=(chromium chromium-driver)
 APT_UPDATED=0
 
 apt_installed() {
@@ -117,6 +121,25 @@ else
         "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
     printf '%s\n' "$want_hash" >"$STAMP"
     log "pip: done; stamp ${want_hash:0:12} written to $STAMP"
+fi
+
+# --------------------------------------------------------------------------
+# Node packages of the browser tests (tests/browser: playwright-core)
+# --------------------------------------------------------------------------
+BROWSER_DIR="$ROOT/tests/browser"
+LOCK="$BROWSER_DIR/package-lock.json"
+[ -f "$LOCK" ] || die "missing $LOCK (the browser tests' pins)"
+command -v npm >/dev/null 2>&1 || die "npm not found (the browser tests need Node)"
+NPM_STAMP="$BROWSER_DIR/node_modules/.package-lock.sha256"
+want_lock="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+have_lock="$(cat "$NPM_STAMP" 2>/dev/null || true)"
+if [ -d "$BROWSER_DIR/node_modules" ] && [ "$want_lock" = "$have_lock" ]; then
+    log "npm: package-lock.json unchanged (sha256 ${want_lock:0:12}); skipping npm ci"
+else
+    log "npm: npm ci in $BROWSER_DIR"
+    (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$want_lock" >"$NPM_STAMP"
+    log "npm: done; stamp ${want_lock:0:12} written to $NPM_STAMP"
 fi
 
 # --------------------------------------------------------------------------

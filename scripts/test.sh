@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite:
-#   1. scripts/setup-test-deps.sh (venv + pinned Python deps, s3s-fs 0.14.1)
+#   1. scripts/setup-test-deps.sh (venv + pinned Python deps, s3s-fs 0.14.1,
+#      Chromium + playwright-core for the admin UI tests)
 #   2. cargo build --locked            (dev profile; target/debug/pixelport)
 #   3. cargo test --locked             (Rust unit + integration tests)
 #   4. pytest tests/python -q          (black-box tests against the binary)
