@@ -250,8 +250,8 @@ mod tests {
         }
         assert_eq!(t2.minutes_at(start)[MINUTES - 1].p95_ms, Some(5.0));
         // An hour later, the old minutes are gone.
-        t.record_at(start + 3600 + 60, &sample(200, 1.0));
-        let later = t.minutes_at(start + 3600 + 60);
+        t.record_at(start + 3600 + 180, &sample(200, 1.0));
+        let later = t.minutes_at(start + 3600 + 180);
         assert_eq!(later.iter().map(|p| p.requests).sum::<u64>(), 1);
         assert!(
             t.inner.lock().unwrap().minutes.len() <= MINUTES,
