@@ -466,9 +466,10 @@ impl Config {
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
-        if !self.admin.images_url.is_empty()
-            && !(self.admin.images_url.starts_with("http://")
-                || self.admin.images_url.starts_with("https://"))
+        let images_url = &self.admin.images_url;
+        if !(images_url.is_empty()
+            || images_url.starts_with("http://")
+            || images_url.starts_with("https://"))
         {
             return Err(invalid(
                 "admin.images_url",
