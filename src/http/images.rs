@@ -407,8 +407,12 @@ async fn serve(
         return Ok(reply.send(&rendered, None));
     }
     if let Some(cache) = &state.cache {
-        let (cache, k) = (cache.clone(), key.clone());
-        match tokio::task::spawn_blocking(move || cache.get(&k)).await {
+        // Read inline, like the store HEAD above: one redb read transaction on a file the
+        // page cache holds takes microseconds, far less than a hop to the blocking pool and
+        // back (which dominated a cache hit's cost under load; see docs/cache.md's
+        // Benchmark). A panic inside redb is still contained and reads as a failed lookup.
+        let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.get(&key)));
+        match lookup {
             Ok(Ok(Some(hit))) => {
                 state.metrics.cache_hits.inc();
                 let format = ImageFormat::ALL
@@ -425,7 +429,7 @@ async fn serve(
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cache read failed; processing instead"),
-            Err(e) => tracing::warn!(error = %e, "cache read task failed; processing instead"),
+            Err(_) => tracing::warn!("cache read panicked; processing instead"),
         }
         state.metrics.cache_misses.inc();
     }
