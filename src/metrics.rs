@@ -46,6 +46,9 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub images_processed: IntCounter,
+    pub cache_write_failures: IntCounter,
+    /// Eager preset renders by result: `ok`, `skipped`, `dropped`, `error`.
+    pub eager_renders: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,11 +138,28 @@ impl Metrics {
             "pixelport_images_processed_total",
             "Pipeline runs (decode, transform, encode) completed.",
         )?;
+        let cache_write_failures = IntCounter::new(
+            "pixelport_cache_write_failures_total",
+            "Variants served uncached because the cache write failed (disk full, I/O error).",
+        )?;
+        let eager_renders = IntCounterVec::new(
+            Opts::new(
+                "pixelport_eager_renders_total",
+                "Eager preset renders after uploads, per object and preset, by result \
+                 (ok, skipped, dropped, error).",
+            ),
+            &["result"],
+        )?;
+        for result in ["ok", "skipped", "dropped", "error"] {
+            eager_renders.with_label_values(&[result]);
+        }
+        registry.register(Box::new(eager_renders.clone()))?;
         for c in [
             &cache_hits,
             &cache_misses,
             &cache_evictions,
             &images_processed,
+            &cache_write_failures,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -175,6 +195,8 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             images_processed,
+            cache_write_failures,
+            eager_renders,
         })
     }
 

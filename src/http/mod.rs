@@ -2,6 +2,7 @@
 //! `/health`) and the admin listener (health and readiness; the admin API grows here).
 
 pub mod images;
+pub mod throttle;
 
 use std::sync::Arc;
 
