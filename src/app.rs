@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
+use crate::http::throttle::Throttle;
 use crate::s3::PixelportS3;
 use crate::s3::access::{KeyAuth, PublicRead};
 use crate::s3::errors::RequestId;
@@ -263,7 +264,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             config.images.clone(),
             store.clone(),
             metrics.clone(),
-            cache,
+            cache.clone(),
             versions,
         )
         .map_err(AppError::Images)?,
@@ -311,6 +312,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         config.s3.multipart_expiry.0,
         stop_rx.clone(),
     ));
+    let flusher = cache
+        .clone()
+        .map(|c| tokio::spawn(flush_access_forever(c, stop_rx.clone())));
 
     wait_for_signal().await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
@@ -323,6 +327,12 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed; bye"),
         Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
+    }
+    if let Some(flusher) = flusher {
+        let _ = flusher.await;
+    }
+    if let Some(cache) = cache {
+        flush_access(cache, &Throttle::new(Duration::ZERO)).await;
     }
     Ok(())
 }
@@ -387,6 +397,38 @@ async fn expire_uploads_forever(
             _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// How often the cache's recorded hits are written to its file (their LRU order).
+const ACCESS_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+
+/// Persists the derivative cache's recorded hits every few seconds, until `stop`.
+async fn flush_access_forever(
+    cache: crate::cache::DerivativeCache,
+    mut stop: watch::Receiver<bool>,
+) {
+    let warnings = Throttle::new(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACCESS_FLUSH_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+        flush_access(cache.clone(), &warnings).await;
+    }
+}
+
+/// One `flush_access`, off the async threads; a failure is logged, at most once a minute
+/// (the cache is disposable: a disk that stays full must not flood the log).
+async fn flush_access(cache: crate::cache::DerivativeCache, warnings: &Throttle) {
+    let error = match tokio::task::spawn_blocking(move || cache.flush_access()).await {
+        Ok(Ok(0)) => return,
+        Ok(Ok(n)) => return tracing::debug!(entries = n, "cache access times persisted"),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    if let Some(suppressed) = warnings.allow() {
+        tracing::warn!(error, suppressed, "cannot persist cache access times");
     }
 }
 

@@ -46,8 +46,9 @@ pub struct ImagesState {
     pub cache: Option<DerivativeCache>,
     pub versions: Arc<SourceVersions>,
     flight: SingleFlight<CacheKey, Outcome>,
-    /// Failed cache writes are logged at most once a minute.
+    /// Failed cache writes and reads are logged at most once a minute each.
     cache_warnings: Throttle,
+    cache_read_warnings: Throttle,
 }
 
 impl ImagesState {
@@ -90,6 +91,7 @@ impl ImagesState {
             versions,
             flight: SingleFlight::new(),
             cache_warnings: Throttle::new(Duration::from_secs(60)),
+            cache_read_warnings: Throttle::new(Duration::from_secs(60)),
         })
     }
 }
@@ -463,13 +465,26 @@ impl ImagesState {
             }
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cache read failed; processing instead");
+                self.cache_read_failed(&e.to_string());
                 None
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cache read task failed; processing instead");
+                self.cache_read_failed(&e.to_string());
                 None
             }
+        }
+    }
+
+    /// Logs a failed cache read at most once a minute (after a failed write redb may refuse
+    /// every operation until a restart: every request would log).
+    fn cache_read_failed(&self, error: &str) {
+        if let Some(suppressed) = self.cache_read_warnings.allow() {
+            tracing::warn!(
+                error,
+                suppressed,
+                "cache read failed; processing instead \
+                 (at most one such warning a minute; `suppressed` counts the ones left out)"
+            );
         }
     }
 

@@ -1,13 +1,16 @@
 """The derivative cache against the real daemon: variants are processed once and then served
 from the cache, equivalent URLs share an entry, writes through the S3 API (boto3 and the aws
 cli) invalidate at once, entries survive a restart, a corrupt cache file does not stop the
-daemon, and the size bound holds. Processing runs are read from
+daemon, the size bound holds, a cache that cannot be written only costs caching. Processing runs are read from
 `pixelport_images_processed_total` on /metrics."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
+import signal
+import sys
+import time
 
 import pytest
 import requests
@@ -28,6 +31,16 @@ def metric(d, name: str) -> float:
             if s.name == name and not s.labels:
                 return s.value
     raise AssertionError(f"{name} not in /metrics")
+
+
+def labeled(d, name: str, **labels) -> float:
+    """The value of one labelled sample (0 when it is absent)."""
+    text = requests.get(f"{d.admin_url}/metrics", timeout=10).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
 
 
 def get(d, path: str, **kw) -> requests.Response:
@@ -166,3 +179,46 @@ def test_ready_reports_the_cache(cached, make_daemon):
     off = make_daemon(extra_config="[cache]\nenabled = false\n")
     r = requests.get(f"{off.admin_url}/ready", timeout=10)
     assert r.status_code == 200 and r.json()["cache"] == "disabled"
+
+
+# -- a cache that cannot be written -------------------------------------------------------
+
+FSIZE_LIMIT = 2 * 1024 * 1024
+
+
+def _small_files_only():
+    """In the daemon's child process before exec: no file may grow past FSIZE_LIMIT (writes
+    past it fail with EFBIG, as on a full disk), and SIGXFSZ is ignored (kept across exec)."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_FSIZE/EFBIG")
+def test_failed_cache_writes_serve_uncached_and_warn_once(make_daemon):
+    """Guards: a failed cache write must not fail the request, and must not log once per
+    request. Every variant here is larger than the file size limit the daemon runs under,
+    so every cache write fails with EFBIG (what a full disk looks like to redb)."""
+    d = make_daemon(preexec_fn=_small_files_only)
+    s3 = d.client()
+    s3.create_bucket(Bucket="fullcache")
+    s3.put_object(Bucket="fullcache", Key="w.jpg", Body=(IMAGES / "wood-2560x1920.jpg").read_bytes())
+    paths = [f"/unsafe/rs:fit:{w}:{w}/q:100/plain/s3://fullcache/w.jpg@png" for w in (2000, 1990, 1980)]
+    for p in paths:
+        r = get(d, p)
+        assert r.status_code == 200, r.text
+        assert len(r.content) > FSIZE_LIMIT, "the variant must not fit under the limit"
+        assert Image.open(io.BytesIO(r.content)).size[0] in (2000, 1990, 1980)
+        assert r.headers["x-cache"] == "MISS"
+    # Not stored: asked again, each is processed again.
+    again = get(d, paths[0])
+    assert again.status_code == 200 and again.headers["x-cache"] == "MISS"
+    assert metric(d, "pixelport_images_processed_total") == 4
+    assert metric(d, "pixelport_cache_write_failures_total") == 4
+    warnings = [l for l in d.logs().splitlines() if "cannot store a variant in the cache" in l]
+    assert len(warnings) == 1, warnings
+    # Small variants still work (and, as redb may refuse everything after a failed write,
+    # are at least served).
+    r = get(d, "/unsafe/w:64/plain/s3://fullcache/w.jpg@webp")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size[0] == 64
+
