@@ -148,6 +148,28 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
         crate::http::images::Invalidator::new(cache.clone(), versions.clone()),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics =
+        Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
+    let images_state = Arc::new(
+        crate::http::images::ImagesState::new(
+            config.images.clone(),
+            store.clone(),
+            metrics.clone(),
+            cache.clone(),
+            versions,
+        )
+        .map_err(AppError::Images)?,
+    );
+    // Listeners run in order: variants are invalidated before eager renders are queued.
+    let mut listeners = vec![invalidator];
+    let mut eager_tasks = Vec::new();
+    if let Some((eager, tasks)) =
+        crate::http::eager::EagerRenderer::start(images_state.clone(), stop_rx.clone())
+    {
+        listeners.push(eager);
+        eager_tasks = tasks;
+    }
 
     let endpoint = format!(
         "http://{}",
@@ -181,7 +203,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         spool,
         max_object_size: config.s3.max_object_size.0,
         region: config.s3.region.clone(),
-        listeners: vec![invalidator],
+        listeners,
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new([(
@@ -191,10 +213,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     builder.set_access(PublicRead::new(&config.s3.public_buckets));
     let s3_service = builder.build();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let metrics =
-        Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
 
     let s3_metrics = metrics.clone();
     let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -259,16 +278,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     });
 
-    let images_state = Arc::new(
-        crate::http::images::ImagesState::new(
-            config.images.clone(),
-            store.clone(),
-            metrics.clone(),
-            cache.clone(),
-            versions,
-        )
-        .map_err(AppError::Images)?,
-    );
     let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
         images_state.clone(),
     ));
@@ -323,6 +332,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         let _ = t.await;
     }
     janitor.abort();
+    for t in eager_tasks {
+        let _ = t.await;
+    }
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed; bye"),

@@ -1,6 +1,7 @@
 //! The HTTP side that is not S3: the image listener (`images`: imgproxy-style URLs, plus
 //! `/health`) and the admin listener (health and readiness; the admin API grows here).
 
+pub mod eager;
 pub mod images;
 pub mod throttle;
 
