@@ -270,8 +270,7 @@ def size_of(r: requests.Response) -> tuple[int, int]:
 def test_eager_preset_is_a_hit_after_an_aws_cli_upload(eager, tmp_path):
     d, _ = eager
     aws = harness.AwsCli(d.endpoint)
-    photo = tmp_path / "r.jpg"
-    photo.write_bytes((IMAGES / "rocket-640x427.jpg").read_bytes())
+    photo = IMAGES / "rocket-640x427.jpg"
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image\n" * 1000)
     # Outside the filters first (another prefix, another bucket), then a non-image inside
@@ -317,13 +316,10 @@ def test_eager_multipart_upload_and_copy(eager):
     assert metric(d, "pixelport_images_processed_total") == 2
 
 
-def test_eager_overwrite_renders_the_new_version(eager, tmp_path):
+def test_eager_overwrite_renders_the_new_version(eager):
     d, s3 = eager
     aws = harness.AwsCli(d.endpoint)
-    a = tmp_path / "a.jpg"
-    a.write_bytes((IMAGES / "rocket-640x427.jpg").read_bytes())
-    b = tmp_path / "b.png"
-    b.write_bytes((IMAGES / "astronaut-512.png").read_bytes())
+    a, b = IMAGES / "rocket-640x427.jpg", IMAGES / "astronaut-512.png"
     aws("s3", "cp", str(a), "s3://eager-photos/up/x.jpg")
     wait_eager(d, "ok", 1)
     assert size_of(thumb(d, "up/x.jpg")) == (120, 80)
