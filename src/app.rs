@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
+use crate::http::throttle::Throttle;
 use crate::s3::PixelportS3;
 use crate::s3::access::{KeyAuth, KeyRing, PublicBuckets, PublicRead};
 use crate::s3::errors::RequestId;
@@ -149,6 +150,28 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
         crate::http::images::Invalidator::new(cache.clone(), versions.clone()),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics =
+        Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
+    let images_state = Arc::new(
+        crate::http::images::ImagesState::new(
+            config.images.clone(),
+            store.clone(),
+            metrics.clone(),
+            cache.clone(),
+            versions,
+        )
+        .map_err(AppError::Images)?,
+    );
+    // Listeners run in order: variants are invalidated before eager renders are queued.
+    let mut listeners = vec![invalidator];
+    let mut eager_tasks = Vec::new();
+    if let Some((eager, tasks)) =
+        crate::http::eager::EagerRenderer::start(images_state.clone(), stop_rx.clone())
+    {
+        listeners.push(eager);
+        eager_tasks = tasks;
+    }
 
     let endpoint = format!(
         "http://{}",
@@ -177,7 +200,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     }
 
-    let listeners = vec![invalidator];
     let s3 = PixelportS3 {
         store: store.clone(),
         spool: spool.clone(),
@@ -195,10 +217,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     builder.set_access(PublicRead::new(public.clone()));
     let s3_service = builder.build();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let metrics =
-        Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
 
     let s3_metrics = metrics.clone();
     let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -271,16 +290,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     });
 
-    let images_state = Arc::new(
-        crate::http::images::ImagesState::new(
-            config.images.clone(),
-            store.clone(),
-            metrics.clone(),
-            cache,
-            versions,
-        )
-        .map_err(AppError::Images)?,
-    );
     let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
         images_state.clone(),
     ));
@@ -342,6 +351,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         config.s3.multipart_expiry.0,
         stop_rx.clone(),
     ));
+    let flusher = cache
+        .clone()
+        .map(|c| tokio::spawn(flush_access_forever(c, stop_rx.clone())));
 
     wait_for_signal().await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
@@ -350,10 +362,19 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         let _ = t.await;
     }
     janitor.abort();
+    for t in eager_tasks {
+        let _ = t.await;
+    }
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed; bye"),
         Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
+    }
+    if let Some(flusher) = flusher {
+        let _ = flusher.await;
+    }
+    if let Some(cache) = cache {
+        flush_access(cache, &Throttle::new(Duration::ZERO)).await;
     }
     Ok(())
 }
@@ -506,6 +527,38 @@ async fn expire_uploads_forever(
             _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// How often the cache's recorded hits are written to its file (their LRU order).
+const ACCESS_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+
+/// Persists the derivative cache's recorded hits every few seconds, until `stop`.
+async fn flush_access_forever(
+    cache: crate::cache::DerivativeCache,
+    mut stop: watch::Receiver<bool>,
+) {
+    let warnings = Throttle::new(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACCESS_FLUSH_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+        flush_access(cache.clone(), &warnings).await;
+    }
+}
+
+/// One `flush_access`, off the async threads; a failure is logged, at most once a minute
+/// (the cache is disposable: a disk that stays full must not flood the log).
+async fn flush_access(cache: crate::cache::DerivativeCache, warnings: &Throttle) {
+    let error = match tokio::task::spawn_blocking(move || cache.flush_access()).await {
+        Ok(Ok(0)) => return,
+        Ok(Ok(n)) => return tracing::debug!(entries = n, "cache access times persisted"),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    if let Some(suppressed) = warnings.allow() {
+        tracing::warn!(error, suppressed, "cannot persist cache access times");
     }
 }
 

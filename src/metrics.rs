@@ -48,6 +48,9 @@ pub struct Metrics {
     pub images_processed: IntCounter,
     /// The dashboard's last hour and recent errors (not exported to Prometheus).
     pub traffic: crate::admin::traffic::Traffic,
+    pub cache_write_failures: IntCounter,
+    /// Eager preset renders by result: `ok`, `skipped`, `dropped`, `error`.
+    pub eager_renders: IntCounterVec,
 }
 
 impl Metrics {
@@ -137,11 +140,28 @@ impl Metrics {
             "pixelport_images_processed_total",
             "Pipeline runs (decode, transform, encode) completed.",
         )?;
+        let cache_write_failures = IntCounter::new(
+            "pixelport_cache_write_failures_total",
+            "Variants served uncached because the cache write failed (disk full, I/O error).",
+        )?;
+        let eager_renders = IntCounterVec::new(
+            Opts::new(
+                "pixelport_eager_renders_total",
+                "Eager preset renders after uploads, per object and preset, by result \
+                 (ok, skipped, dropped, error).",
+            ),
+            &["result"],
+        )?;
+        for result in ["ok", "skipped", "dropped", "error"] {
+            eager_renders.with_label_values(&[result]);
+        }
+        registry.register(Box::new(eager_renders.clone()))?;
         for c in [
             &cache_hits,
             &cache_misses,
             &cache_evictions,
             &images_processed,
+            &cache_write_failures,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -178,6 +198,8 @@ impl Metrics {
             cache_entries,
             images_processed,
             traffic: crate::admin::traffic::Traffic::new(),
+            cache_write_failures,
+            eager_renders,
         })
     }
 

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::throttle::Throttle;
 use crate::cache::flight::SingleFlight;
 use crate::cache::{CacheKey, DerivativeCache, EntryMeta};
 use crate::imaging::config::ImagesConfig;
@@ -45,8 +46,9 @@ pub struct ImagesState {
     pub cache: Option<DerivativeCache>,
     pub versions: Arc<SourceVersions>,
     flight: SingleFlight<CacheKey, Outcome>,
-    /// Unix seconds of the last logged cache write failure (logged at most once a minute).
-    last_cache_warning: std::sync::atomic::AtomicI64,
+    /// Failed cache writes and reads are logged at most once a minute each.
+    cache_warnings: Throttle,
+    cache_read_warnings: Throttle,
 }
 
 impl ImagesState {
@@ -88,26 +90,9 @@ impl ImagesState {
             cache,
             versions,
             flight: SingleFlight::new(),
-            last_cache_warning: std::sync::atomic::AtomicI64::new(0),
+            cache_warnings: Throttle::new(Duration::from_secs(60)),
+            cache_read_warnings: Throttle::new(Duration::from_secs(60)),
         })
-    }
-
-    /// Logs a failed cache write, at most once a minute: the response is served anyway.
-    fn cache_write_failed(&self, error: &str) {
-        use std::sync::atomic::Ordering;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let last = self.last_cache_warning.load(Ordering::Relaxed);
-        if now - last >= 60
-            && self
-                .last_cache_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                error,
-                "cannot store a variant in the cache; serving it uncached"
-            );
-        }
     }
 }
 
@@ -344,58 +329,38 @@ async fn serve(
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
     }
-    let source_url = parsed.source.url();
-    let source = SourceUrl::parse(source_url)?;
-    let max_file = opts
-        .security
-        .max_src_file_size
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(state.config.max_src_file_size.0);
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let decided = negotiate::decide_without_source(
-        opts.format,
-        accept,
-        state.negotiation,
-        pipeline::can_encode,
-    );
+    let variant = state.variant(opts, parsed.source.url(), accept)?;
     let vary = state.negotiation.enabled();
-    let ttl = ttl(state, &opts);
+    let ttl = ttl(state, &variant.opts);
 
     // The source's identity and version: a HEAD for s3:// (no bytes read yet), the bytes
     // themselves for the others (admitted first: held bytes count against the queue).
-    let (version, prefetched) = match &source {
-        SourceUrl::S3 { bucket, key } => {
-            let v = state.versions.get(&state.store, bucket, key).await?;
-            if v.size > max_file {
-                return Err(SourceError::TooLarge { max: max_file }.into());
-            }
-            (v.etag, None)
-        }
+    let (version, prefetched) = match &variant.source {
+        SourceUrl::S3 { bucket, key } => (state.s3_version(bucket, key, &variant).await?, None),
         _ => {
             let ticket = state.pool.admit()?;
-            let src = fetch(state, &source, max_file).await?;
+            let src = fetch(state, &variant.source, variant.max_file).await?;
             (src.etag.clone(), Some((ticket, src)))
         }
     };
-    let format_key = decided.map_or("auto", ImageFormat::as_str);
-    let key = CacheKey::new(source_url, &version, &opts.canonical(), format_key);
+    let key = state.cache_key(&variant, &version);
     let etag = format!("\"{}\"", &key.hex()[..32]);
     let reply = Reply {
         etag: &etag,
-        opts: &opts,
+        opts: &variant.opts,
         state,
         vary,
         ttl,
-        source_url,
+        source_url: &variant.source_url,
     };
     if let Some(resp) = not_modified(headers, &etag) {
         return Ok(resp);
     }
-    if opts.raw {
+    if variant.opts.raw {
         let src = match prefetched {
             Some((_, src)) => src,
-            None => fetch(state, &source, max_file).await?,
+            None => fetch(state, &variant.source, variant.max_file).await?,
         };
         let format = decode::sniff(&src.bytes).unwrap_or(ImageFormat::Jpeg);
         let rendered = Rendered {
@@ -406,91 +371,252 @@ async fn serve(
         };
         return Ok(reply.send(&rendered, None));
     }
-    if let Some(cache) = &state.cache {
-        // Read inline, like the store HEAD above: one redb read transaction on a file the
+    let (ticket, src) = prefetched.unzip();
+    let render = Render {
+        state,
+        variant: &variant,
+        key: &key,
+        version: &version,
+        ticket,
+        src,
+        started,
+    };
+    let (rendered, hit) = render.cached_or_run(Caller::Visitor).await?;
+    let cache_hit = state.cache.as_ref().map(|_| hit);
+    Ok(reply.send(&rendered, cache_hit))
+}
+
+/// One variant of one source, as a URL asks for it, before any I/O on the source: what a
+/// visitor's request and an eager preset both become.
+pub struct Variant {
+    pub opts: Options,
+    pub source_url: String,
+    pub source: SourceUrl,
+    /// The output format chosen before the source is seen (`None`: decided by the source).
+    pub decided: Option<ImageFormat>,
+    /// The largest source file this variant may read.
+    pub max_file: u64,
+}
+
+impl ImagesState {
+    /// The variant that `opts` on `source_url` asks for, with `accept` as the request's
+    /// `Accept` header (`None` for eager renders: what a request without one gets).
+    pub fn variant(
+        &self,
+        opts: Options,
+        source_url: &str,
+        accept: Option<&str>,
+    ) -> Result<Variant, ImageError> {
+        let source = SourceUrl::parse(source_url)?;
+        let max_file = opts
+            .security
+            .max_src_file_size
+            .and_then(|v| u64::try_from(v).ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(self.config.max_src_file_size.0);
+        let decided = negotiate::decide_without_source(
+            opts.format,
+            accept,
+            self.negotiation,
+            pipeline::can_encode,
+        );
+        Ok(Variant {
+            opts,
+            source_url: source_url.to_owned(),
+            source,
+            decided,
+            max_file,
+        })
+    }
+
+    /// The current version (ETag) of an `s3://` source, refusing one over the size limit.
+    pub async fn s3_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        variant: &Variant,
+    ) -> Result<String, ImageError> {
+        let v = self.versions.get(&self.store, bucket, key).await?;
+        if v.size > variant.max_file {
+            return Err(SourceError::TooLarge {
+                max: variant.max_file,
+            }
+            .into());
+        }
+        Ok(v.etag)
+    }
+
+    /// The derivative cache key of `variant` at source version `version`.
+    pub fn cache_key(&self, variant: &Variant, version: &str) -> CacheKey {
+        let format_key = variant.decided.map_or("auto", ImageFormat::as_str);
+        CacheKey::new(
+            &variant.source_url,
+            version,
+            &variant.opts.canonical(),
+            format_key,
+        )
+    }
+
+    /// Looks `key` up in the cache; a failed read is logged and reads as a miss.
+    async fn cached(&self, key: &CacheKey) -> Option<Rendered> {
+        let cache = self.cache.as_ref()?;
+        // Read inline, like the store HEAD before it: one redb read transaction on a file the
         // page cache holds takes microseconds, far less than a hop to the blocking pool and
         // back (which dominated a cache hit's cost under load; see docs/cache.md's
         // Benchmark). A panic inside redb is still contained and reads as a failed lookup.
-        let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.get(&key)));
+        let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.get(key)));
         match lookup {
             Ok(Ok(Some(hit))) => {
-                state.metrics.cache_hits.inc();
                 let format = ImageFormat::ALL
                     .into_iter()
                     .find(|f| negotiate::mime_type(*f) == hit.content_type)
                     .unwrap_or(ImageFormat::Jpeg);
-                let rendered = Rendered {
+                Some(Rendered {
                     bytes: hit.body,
                     content_type: hit.content_type,
                     format,
                     last_modified_ms: hit.last_modified_ms,
-                };
-                return Ok(reply.send(&rendered, Some(true)));
+                })
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cache read failed; processing instead"),
-            Err(_) => tracing::warn!("cache read panicked; processing instead"),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                self.cache_read_failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.cache_read_failed("the cache read panicked");
+                None
+            }
         }
-        state.metrics.cache_misses.inc();
     }
-    // A miss: identical concurrent misses share one render.
-    let job = Render {
-        state,
-        source: &source,
-        prefetched,
-        opts: &opts,
-        decided,
-        max_file,
-        started,
-        key: &key,
-    };
-    let outcome: Outcome = state.flight.run(key.clone(), || job.run()).await;
-    match outcome {
-        Ok(rendered) => Ok(reply.send(&rendered, state.cache.as_ref().map(|_| false))),
-        Err(e) => Err(ImageError::Shared(e)),
+
+    /// Logs a failed cache read at most once a minute (after a failed write redb may refuse
+    /// every operation until a restart: every request would log).
+    fn cache_read_failed(&self, error: &str) {
+        if let Some(suppressed) = self.cache_read_warnings.allow() {
+            tracing::warn!(
+                error,
+                suppressed,
+                "cache read failed; processing instead \
+                 (at most one such warning a minute; `suppressed` counts the ones left out)"
+            );
+        }
+    }
+
+    /// Stores a rendered variant. A failed write (disk full, I/O error, entry over the
+    /// limit) is logged, rate-limited, and otherwise ignored: the response goes out uncached.
+    async fn put_cached(&self, key: &CacheKey, rendered: &Rendered) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let meta = EntryMeta {
+            content_type: rendered.content_type.clone(),
+            etag: key.hex(),
+            last_modified_ms: rendered.last_modified_ms,
+        };
+        let (cache, key, body) = (cache.clone(), key.clone(), rendered.bytes.clone());
+        let error = match tokio::task::spawn_blocking(move || cache.put(&key, &meta, &body)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.metrics.cache_write_failures.inc();
+        if let Some(suppressed) = self.cache_warnings.allow() {
+            tracing::warn!(
+                error,
+                suppressed,
+                "cannot store a variant in the cache; serving it uncached \
+                 (at most one such warning a minute; `suppressed` counts the ones left out)"
+            );
+        }
     }
 }
 
-/// One render of a variant: fetch (unless already fetched), probe, check the limits,
-/// process on the pool, store in the cache.
-struct Render<'a> {
-    state: &'a ImagesState,
-    source: &'a SourceUrl,
-    prefetched: Option<(Ticket<'a>, SourceImage)>,
-    opts: &'a Options,
-    decided: Option<ImageFormat>,
-    max_file: u64,
-    started: Instant,
-    key: &'a CacheKey,
+/// Who asks for a variant: a visitor's request (counted in the cache hit/miss metrics) or a
+/// background eager render (not counted: no one requested it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Visitor,
+    Eager,
+}
+
+/// One variant at one source version: served from the cache, or rendered (fetch unless
+/// already fetched, probe, check the limits, process on the pool) and stored. Identical
+/// concurrent renders (visitors and eager renders alike) share one run.
+pub struct Render<'a> {
+    pub state: &'a ImagesState,
+    pub variant: &'a Variant,
+    pub key: &'a CacheKey,
+    /// The source version `key` was computed from. Bytes fetched at another version (the
+    /// source changed in between) are served but not stored under `key`.
+    pub version: &'a str,
+    /// A pool place taken in advance (a fetched source's; an eager render's low-priority
+    /// admission). Without one the render is admitted as a visitor.
+    pub ticket: Option<Ticket<'a>>,
+    /// The source's bytes, when already fetched.
+    pub src: Option<SourceImage>,
+    /// When the request arrived: the pool deadline runs from here.
+    pub started: Instant,
 }
 
 impl Render<'_> {
+    /// The variant and whether it came from the cache.
+    pub async fn cached_or_run(self, caller: Caller) -> Result<(Arc<Rendered>, bool), ImageError> {
+        let state = self.state;
+        if state.cache.is_some() {
+            let hit = state.cached(self.key).await;
+            if caller == Caller::Visitor {
+                match hit {
+                    Some(_) => state.metrics.cache_hits.inc(),
+                    None => state.metrics.cache_misses.inc(),
+                }
+            }
+            if let Some(hit) = hit {
+                return Ok((Arc::new(hit), true));
+            }
+        }
+        let key = self.key.clone();
+        let outcome: Outcome = state.flight.run(key, || self.run()).await;
+        match outcome {
+            Ok(rendered) => Ok((rendered, false)),
+            Err(e) => Err(ImageError::Shared(e)),
+        }
+    }
+
     async fn run(self) -> Outcome {
         self.render().await.map(Arc::new).map_err(Arc::new)
     }
 
     async fn render(self) -> Result<Rendered, ImageError> {
         let state = self.state;
-        let (ticket, src) = match self.prefetched {
-            Some(p) => p,
-            None => {
-                let ticket = state.pool.admit()?;
-                (ticket, fetch(state, self.source, self.max_file).await?)
+        let (ticket, src) = match (self.ticket, self.src) {
+            (Some(t), Some(src)) => (t, src),
+            (ticket, _) => {
+                let ticket = match ticket {
+                    Some(t) => t,
+                    None => state.pool.admit()?,
+                };
+                let variant = self.variant;
+                (
+                    ticket,
+                    fetch(state, &variant.source, variant.max_file).await?,
+                )
             }
         };
+        let opts = &self.variant.opts;
         let probe = decode::probe(&src.bytes).map_err(PipelineError::from)?;
         let skip = state.skip_processing.contains(&probe.format)
-            || self.opts.skip_processing.contains(&probe.format);
+            || opts.skip_processing.contains(&probe.format);
         let (bytes, format) = if skip {
             (src.bytes.clone(), probe.format)
         } else {
             let format = negotiate::for_source(
-                self.decided,
+                self.variant.decided,
                 probe.format,
                 probe.has_alpha.unwrap_or(false),
                 pipeline::can_encode,
             );
-            let job = Job::new(self.opts.clone(), format, &state.defaults);
+            let job = Job::new(opts.clone(), format, &state.defaults);
             job.check_probe(&probe)?;
             let input = src.bytes.clone();
             let out = ticket
@@ -507,18 +633,13 @@ impl Render<'_> {
             format,
             last_modified_ms: src.last_modified_ms,
         };
-        if let Some(cache) = &state.cache {
-            let meta = EntryMeta {
-                content_type: rendered.content_type.clone(),
-                etag: self.key.hex(),
-                last_modified_ms: rendered.last_modified_ms,
-            };
-            let (cache, key, body) = (cache.clone(), self.key.clone(), rendered.bytes.clone());
-            match tokio::task::spawn_blocking(move || cache.put(&key, &meta, &body)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => state.cache_write_failed(&e.to_string()),
-                Err(e) => state.cache_write_failed(&e.to_string()),
-            }
+        if src.etag == self.version {
+            state.put_cached(self.key, &rendered).await;
+        } else {
+            tracing::debug!(
+                source = self.variant.source_url,
+                "the source changed while it was rendered; not caching this variant"
+            );
         }
         Ok(rendered)
     }

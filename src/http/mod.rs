@@ -2,7 +2,9 @@
 //! `/health`) and the admin listener's health, readiness and metrics handlers (the rest of
 //! the admin listener is `crate::admin`).
 
+pub mod eager;
 pub mod images;
+pub mod throttle;
 
 use std::sync::Arc;
 

@@ -119,6 +119,9 @@ pub struct ImagesConfig {
     pub allow_private_sources: bool,
     /// Timeout of one HTTP source download (`IMGPROXY_DOWNLOAD_TIMEOUT`).
     pub download_timeout: Seconds,
+    /// Objects waiting for their eager presets to be rendered; past it further uploads are
+    /// not pre-rendered (counted as `dropped`), so the writer never waits.
+    pub eager_queue: usize,
     /// Named option lists (`[[images.presets]]`).
     pub presets: Vec<Preset>,
 }
@@ -159,6 +162,7 @@ impl Default for ImagesConfig {
             allowed_sources: Vec::new(),
             allow_private_sources: false,
             download_timeout: Seconds(Duration::from_secs(5)),
+            eager_queue: 1000,
             presets: Vec::new(),
         }
     }
@@ -179,6 +183,9 @@ impl ImagesConfig {
         self.signer()?;
         if self.max_queue == 0 {
             return Err(bad("max_queue", "must be at least 1"));
+        }
+        if self.eager_queue == 0 {
+            return Err(bad("eager_queue", "must be at least 1"));
         }
         if self.timeout.0.is_zero() {
             return Err(bad("timeout", "must be greater than 0"));

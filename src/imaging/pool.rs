@@ -9,6 +9,11 @@
 //! * A request that misses its deadline gets [`PoolError::Timeout`] (503). The blocking work
 //!   cannot be interrupted, so it keeps its worker slot until it really ends: the number of
 //!   images being processed never exceeds `workers`, timeouts included.
+//! * Background work (eager presets) has lower priority: [`Pool::admit_background`] admits
+//!   only while a worker is idle and nobody waits (admitted < `workers`, a free worker slot),
+//!   and at most `workers - 1` background requests at once (1 when there is one worker), so
+//!   with two or more workers a visitor always finds a worker that background work cannot
+//!   take. Background work never queues: refused, it waits and asks again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +48,8 @@ pub struct Pool {
     /// Requests admitted (queued or processing).
     admitted: AtomicUsize,
     processing: Arc<AtomicUsize>,
+    /// Background requests admitted.
+    background: AtomicUsize,
 }
 
 impl Pool {
@@ -55,6 +62,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(workers)),
             admitted: AtomicUsize::new(0),
             processing: Arc::new(AtomicUsize::new(0)),
+            background: AtomicUsize::new(0),
         }
     }
 
@@ -79,11 +87,34 @@ impl Pool {
     /// dropped.
     pub fn admit(&self) -> Result<Ticket<'_>, PoolError> {
         let before = self.admitted.fetch_add(1, Ordering::AcqRel);
-        let ticket = Ticket { pool: self };
+        let ticket = Ticket {
+            pool: self,
+            background: false,
+        };
         if before >= self.workers + self.max_queue {
             return Err(PoolError::QueueFull(before.saturating_sub(self.workers)));
         }
         Ok(ticket)
+    }
+
+    /// Most background requests admitted at once: all workers but one (at least one).
+    pub fn background_limit(&self) -> usize {
+        self.workers.saturating_sub(1).max(1)
+    }
+
+    /// Admits low-priority work only when a worker is idle and no request waits, and fewer
+    /// than [`Pool::background_limit`] background requests are admitted; `None` otherwise
+    /// (ask again later). A visitor arriving meanwhile is admitted as usual: background
+    /// tickets count against the same bound.
+    pub fn admit_background(&self) -> Option<Ticket<'_>> {
+        let background = self.background.fetch_add(1, Ordering::AcqRel);
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let ticket = Ticket {
+            pool: self,
+            background: true,
+        };
+        let idle = before < self.workers && self.slots.available_permits() > 0;
+        (idle && background < self.background_limit()).then_some(ticket)
     }
 
     /// Admits and runs in one call (for work that needs no preparation).
@@ -100,11 +131,15 @@ impl Pool {
 #[derive(Debug)]
 pub struct Ticket<'p> {
     pool: &'p Pool,
+    background: bool,
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         self.pool.admitted.fetch_sub(1, Ordering::AcqRel);
+        if self.background {
+            self.pool.background.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -190,5 +225,48 @@ mod tests {
         assert_eq!(r, Err(PoolError::Timeout(Duration::from_millis(100))));
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(pool.run(Instant::now(), || 7).await, Ok(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_work_takes_only_idle_workers_and_leaves_one() {
+        let pool = Pool::new(3, 4, Duration::from_secs(5));
+        assert_eq!(pool.background_limit(), 2);
+        let a = pool
+            .admit_background()
+            .expect("idle pool admits background work");
+        let b = pool.admit_background().expect("a second idle worker");
+        assert!(
+            pool.admit_background().is_none(),
+            "the last worker stays for visitors"
+        );
+        let visitor = pool.admit().unwrap();
+        drop(a);
+        let c = pool
+            .admit_background()
+            .expect("one background and one visitor: a worker is idle");
+        drop(c);
+        let visitor2 = pool.admit().unwrap();
+        assert!(
+            pool.admit_background().is_none(),
+            "one background and two visitors: no idle worker"
+        );
+        // Visitors still queue up to the usual bound, background tickets included.
+        let queued: Vec<_> = (0..4).map(|_| pool.admit().unwrap()).collect();
+        assert!(matches!(pool.admit(), Err(PoolError::QueueFull(_))));
+        drop((b, visitor, visitor2, queued));
+        assert_eq!(pool.stats().queued + pool.stats().processing, 0);
+        // Refusals leave no trace.
+        let c = pool.admit_background().expect("idle again");
+        assert_eq!(c.pool.background.load(Ordering::Acquire), 1);
+        drop(c);
+        let one = Pool::new(1, 1, Duration::from_secs(5));
+        assert_eq!(one.background_limit(), 1);
+        let held = one.admit().unwrap();
+        assert!(one.admit_background().is_none(), "its only worker is taken");
+        drop(held);
+        assert!(
+            one.admit_background().is_some(),
+            "idle: background may use it"
+        );
     }
 }

@@ -206,7 +206,8 @@ class Daemon:
                  shutdown_grace: str = "5s",
                  images_config: str = "",
                  extra_config: str = "",
-                 admin_config: str = ""):
+                 admin_config: str = "",
+                 preexec_fn=None):
         assert backend in ("embedded", "remote"), backend
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -220,6 +221,8 @@ class Daemon:
         self.extra_config = extra_config
         # Extra TOML lines for the [admin] section (user, password_hash, token...).
         self.admin_config = admin_config
+        # Runs in the child before exec (e.g. resource limits); None: nothing.
+        self.preexec_fn = preexec_fn
         self.data_dir = self.base / "data"
         self.config_path = self.base / "pixelport.toml"
         self.stderr_path = self.base / "pixelport.stderr.log"
@@ -315,7 +318,8 @@ class Daemon:
                     f"pixelport binary not found at {binary}; run `cargo build` or set PIXELPORT_BIN")
             cmd = [str(binary), "serve", "--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True,
+                                     preexec_fn=self.preexec_fn)
         err.close()
         out.close()
         if self not in LIVE:

@@ -1,13 +1,17 @@
 """The derivative cache against the real daemon: variants are processed once and then served
 from the cache, equivalent URLs share an entry, writes through the S3 API (boto3 and the aws
 cli) invalidate at once, entries survive a restart, a corrupt cache file does not stop the
-daemon, and the size bound holds. Processing runs are read from
+daemon, the size bound holds, a cache that cannot be written only costs caching, and eager
+presets are rendered right after uploads. Processing runs are read from
 `pixelport_images_processed_total` on /metrics."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
+import signal
+import sys
+import time
 
 import pytest
 import requests
@@ -28,6 +32,16 @@ def metric(d, name: str) -> float:
             if s.name == name and not s.labels:
                 return s.value
     raise AssertionError(f"{name} not in /metrics")
+
+
+def labeled(d, name: str, **labels) -> float:
+    """The value of one labelled sample (0 when it is absent)."""
+    text = requests.get(f"{d.admin_url}/metrics", timeout=10).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
 
 
 def get(d, path: str, **kw) -> requests.Response:
@@ -166,3 +180,154 @@ def test_ready_reports_the_cache(cached, make_daemon):
     off = make_daemon(extra_config="[cache]\nenabled = false\n")
     r = requests.get(f"{off.admin_url}/ready", timeout=10)
     assert r.status_code == 200 and r.json()["cache"] == "disabled"
+
+
+# -- a cache that cannot be written -------------------------------------------------------
+
+FSIZE_LIMIT = 2 * 1024 * 1024
+
+
+def _small_files_only():
+    """In the daemon's child process before exec: no file may grow past FSIZE_LIMIT (writes
+    past it fail with EFBIG, as on a full disk), and SIGXFSZ is ignored (kept across exec)."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_FSIZE/EFBIG")
+def test_failed_cache_writes_serve_uncached_and_warn_once(make_daemon):
+    """Guards: a failed cache write must not fail the request, and must not log once per
+    request. Every variant here is larger than the file size limit the daemon runs under,
+    so every cache write fails with EFBIG (what a full disk looks like to redb)."""
+    d = make_daemon(preexec_fn=_small_files_only)
+    s3 = d.client()
+    s3.create_bucket(Bucket="fullcache")
+    s3.put_object(Bucket="fullcache", Key="w.jpg", Body=(IMAGES / "wood-2560x1920.jpg").read_bytes())
+    paths = [f"/unsafe/rs:fit:{w}:{w}/q:100/plain/s3://fullcache/w.jpg@png" for w in (2000, 1990, 1980)]
+    for p in paths:
+        r = get(d, p)
+        assert r.status_code == 200, r.text
+        assert len(r.content) > FSIZE_LIMIT, "the variant must not fit under the limit"
+        assert Image.open(io.BytesIO(r.content)).size[0] in (2000, 1990, 1980)
+        assert r.headers["x-cache"] == "MISS"
+    # Not stored: asked again, each is processed again.
+    again = get(d, paths[0])
+    assert again.status_code == 200 and again.headers["x-cache"] == "MISS"
+    assert metric(d, "pixelport_images_processed_total") == 4
+    assert metric(d, "pixelport_cache_write_failures_total") == 4
+    warnings = [l for l in d.logs().splitlines() if "cannot store a variant in the cache" in l]
+    assert len(warnings) == 1, warnings
+    # Small variants still work (and, as redb may refuse everything after a failed write,
+    # are at least served).
+    r = get(d, "/unsafe/w:64/plain/s3://fullcache/w.jpg@webp")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size[0] == 64
+
+
+# -- eager presets ---------------------------------------------------------------------------
+
+EAGER = """
+[[images.presets]]
+name = "thumb"
+options = "rs:fit:120:120"
+eager = true
+bucket = "eager-photos"
+prefix = "up/"
+"""
+
+
+@pytest.fixture
+def eager(make_daemon):
+    d = make_daemon(extra_config=EAGER)
+    s3 = d.client()
+    for b in ("eager-photos", "eager-other"):
+        s3.create_bucket(Bucket=b)
+    return d, s3
+
+
+def wait_eager(d, result: str, at_least: float, timeout: float = 10.0) -> float:
+    """Polls pixelport_eager_renders_total{result} until it reaches `at_least`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = labeled(d, "pixelport_eager_renders_total", result=result)
+        if v >= at_least:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"eager renders {result} = {v}, expected >= {at_least} within {timeout}s\n"
+                + d.logs()[-3000:])
+        time.sleep(0.1)
+
+
+def thumb(d, key: str, form: str = "pr:thumb") -> requests.Response:
+    return get(d, f"/unsafe/{form}/plain/s3://eager-photos/{key}")
+
+
+def size_of(r: requests.Response) -> tuple[int, int]:
+    return Image.open(io.BytesIO(r.content)).size
+
+
+def test_eager_preset_is_a_hit_after_an_aws_cli_upload(eager, tmp_path):
+    d, _ = eager
+    aws = harness.AwsCli(d.endpoint)
+    photo = IMAGES / "rocket-640x427.jpg"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n" * 1000)
+    # Outside the filters first (another prefix, another bucket), then a non-image inside
+    # them, then the photo: by the time the photo is rendered the others were seen.
+    aws("s3", "cp", str(photo), "s3://eager-photos/elsewhere/r.jpg")
+    aws("s3", "cp", str(photo), "s3://eager-other/up/r.jpg")
+    aws("s3", "cp", str(notes), "s3://eager-photos/up/notes.txt")
+    aws("s3", "cp", str(photo), "s3://eager-photos/up/r.jpg")
+    wait_eager(d, "ok", 1)
+    wait_eager(d, "skipped", 1)
+    r = thumb(d, "up/r.jpg")
+    assert r.status_code == 200 and r.headers["x-cache"] == "HIT", r.headers
+    assert size_of(r) == (120, 80)
+    assert thumb(d, "up/r.jpg", "preset:thumb").headers["x-cache"] == "HIT"
+    assert thumb(d, "up/r.jpg", "rs:fit:120:120").headers["x-cache"] == "HIT"
+    assert metric(d, "pixelport_images_processed_total") == 1
+    # Nothing else was rendered: the uploads outside the filters are misses.
+    assert thumb(d, "elsewhere/r.jpg").headers["x-cache"] == "MISS"
+    other = get(d, "/unsafe/pr:thumb/plain/s3://eager-other/up/r.jpg")
+    assert other.status_code == 200 and other.headers["x-cache"] == "MISS"
+    assert labeled(d, "pixelport_eager_renders_total", result="ok") == 1
+    assert labeled(d, "pixelport_eager_renders_total", result="skipped") == 1
+    assert labeled(d, "pixelport_eager_renders_total", result="error") == 0
+
+
+def test_eager_multipart_upload_and_copy(eager):
+    d, s3 = eager
+    body = (IMAGES / "rocket-640x427.jpg").read_bytes()
+    up = s3.create_multipart_upload(Bucket="eager-photos", Key="up/mp.jpg", ContentType="image/jpeg")
+    part = s3.upload_part(Bucket="eager-photos", Key="up/mp.jpg", PartNumber=1,
+                          UploadId=up["UploadId"], Body=body)
+    s3.complete_multipart_upload(
+        Bucket="eager-photos", Key="up/mp.jpg", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    wait_eager(d, "ok", 1)
+    r = thumb(d, "up/mp.jpg")
+    assert r.headers["x-cache"] == "HIT" and size_of(r) == (120, 80)
+    s3.copy_object(Bucket="eager-photos", Key="up/copy.jpg",
+                   CopySource={"Bucket": "eager-photos", "Key": "up/mp.jpg"})
+    wait_eager(d, "ok", 2)
+    r = thumb(d, "up/copy.jpg")
+    assert r.headers["x-cache"] == "HIT" and size_of(r) == (120, 80)
+    assert metric(d, "pixelport_images_processed_total") == 2
+
+
+def test_eager_overwrite_renders_the_new_version(eager):
+    d, s3 = eager
+    aws = harness.AwsCli(d.endpoint)
+    a, b = IMAGES / "rocket-640x427.jpg", IMAGES / "astronaut-512.png"
+    aws("s3", "cp", str(a), "s3://eager-photos/up/x.jpg")
+    wait_eager(d, "ok", 1)
+    assert size_of(thumb(d, "up/x.jpg")) == (120, 80)
+    aws("s3", "cp", str(b), "s3://eager-photos/up/x.jpg")
+    wait_eager(d, "ok", 2)
+    r = thumb(d, "up/x.jpg")
+    assert r.headers["x-cache"] == "HIT" and size_of(r) == (120, 120)
+    # A delete is seen too: nothing to render, nothing served.
+    s3.delete_object(Bucket="eager-photos", Key="up/x.jpg")
+    wait_eager(d, "skipped", 1)
+    assert thumb(d, "up/x.jpg").status_code == 404
