@@ -360,6 +360,134 @@ mod tests {
         assert!(!looks_like_image(&info("notes.txt", Some("text/plain"))));
     }
 
+    fn png(width: u32, height: u32) -> bytes::Bytes {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(width, height))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        bytes::Bytes::from(out.into_inner())
+    }
+
+    /// An embedded store with `bkt/a.png`, `bkt/b.png`, `bkt/c.png`, and the image state over
+    /// it: one worker, an eager queue of one object, one eager preset for every object.
+    async fn setup(dir: &std::path::Path) -> Arc<ImagesState> {
+        use crate::store::{Spool, Store, embedded::EmbeddedStore};
+        let op =
+            opendal::Operator::new(opendal::services::Fs::default().root(&dir.to_string_lossy()))
+                .unwrap();
+        let spool = Spool::new(op.clone(), dir.to_owned());
+        let store = EmbeddedStore::open(op, dir, true).unwrap();
+        store.create_bucket("bkt").await.unwrap();
+        for key in ["a.png", "b.png", "c.png"] {
+            let body = futures::stream::iter([Ok::<_, std::io::Error>(png(40, 30))]);
+            let spooled = spool
+                .spool(body, Default::default(), u64::MAX)
+                .await
+                .unwrap();
+            let attrs = crate::store::ObjectAttrs {
+                content_type: Some("image/png".into()),
+                ..Default::default()
+            };
+            store.put_object("bkt", key, spooled, attrs).await.unwrap();
+        }
+        let config = crate::imaging::config::ImagesConfig {
+            workers: 1,
+            eager_queue: 1,
+            presets: vec![crate::imaging::config::Preset {
+                name: "t".into(),
+                options: "w:10".into(),
+                eager: true,
+                bucket: String::new(),
+                prefix: String::new(),
+            }],
+            ..Default::default()
+        };
+        let cache = crate::cache::DerivativeCache::open(
+            dir.join("cache.redb"),
+            crate::cache::CacheConfig::default(),
+        )
+        .unwrap();
+        let state = ImagesState::new(
+            config,
+            Arc::new(store),
+            Arc::new(crate::metrics::Metrics::new().unwrap()),
+            Some(cache),
+            Arc::new(crate::imaging::source::SourceVersions::new(Duration::ZERO)),
+        )
+        .unwrap();
+        Arc::new(state)
+    }
+
+    fn counted(state: &ImagesState, result: &str) -> u64 {
+        state
+            .metrics
+            .eager_renders
+            .with_label_values(&[result])
+            .get()
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Guards: a busy pool must never make a writer wait; the queue is bounded, drops are
+    /// counted, a repeated write of a queued object coalesces, and eager work waits for an
+    /// idle worker instead of queueing ahead of visitors.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_drops_and_visitors_come_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = setup(dir.path()).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (eager, tasks) = EagerRenderer::start(state.clone(), stop_rx).unwrap();
+        assert_eq!(tasks.len(), 1, "one worker: one background task");
+        let visitor = state.pool.admit().unwrap(); // the only worker is a visitor's
+        eager.object_changed("bkt", "a.png");
+        let pending = || eager.pending.lock().unwrap().len();
+        until("a.png taken off the queue", || pending() == 0).await;
+        eager.object_changed("bkt", "b.png"); // queued: the task waits for the pool
+        eager.object_changed("bkt", "b.png"); // already queued: coalesced, not dropped
+        eager.object_changed("bkt", "c.png"); // the queue (1) is full: dropped
+        assert_eq!(counted(&state, "dropped"), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            counted(&state, "ok"),
+            0,
+            "no render while no worker is idle"
+        );
+        let stats = state.pool.stats();
+        assert_eq!(
+            (stats.queued, stats.processing),
+            (1, 0),
+            "only the visitor holds a place: eager work does not queue"
+        );
+        drop(visitor);
+        until("a.png and b.png rendered", || counted(&state, "ok") == 2).await;
+        assert_eq!(counted(&state, "error") + counted(&state, "skipped"), 0);
+        // What was rendered is what a request for `pr:t` without Accept looks up.
+        let opts = options::parse(&["pr:t".into()], &state.parse_ctx).unwrap();
+        for (key, cached) in [("a.png", true), ("b.png", true), ("c.png", false)] {
+            let variant = state
+                .variant(opts.clone(), &format!("s3://bkt/{key}"), None)
+                .unwrap();
+            let version = state.s3_version("bkt", key, &variant).await.unwrap();
+            let hit = state
+                .cache
+                .as_ref()
+                .unwrap()
+                .get(&state.cache_key(&variant, &version))
+                .unwrap();
+            assert_eq!(hit.is_some(), cached, "{key}");
+        }
+        stop_tx.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
     #[test]
     fn filters_match_bucket_and_prefix() {
         let p = |bucket: &str, prefix: &str| EagerPreset {
