@@ -140,10 +140,12 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
     let cache = open_cache(&config)?;
-    // The embedded store's HEAD is a catalog read: always ask. The remote store's is a
-    // round trip: trust an answer for `source_revalidate`.
+    // Nobody but Pixelport writes the embedded store, and every write through it (S3 API,
+    // admin API) tells `versions` to forget the object: remember versions until then, so a
+    // cache hit needs no catalog read. The remote store can change behind Pixelport's back:
+    // trust an answer for `source_revalidate`.
     let trust = match config.store.kind {
-        crate::config::StoreKind::Embedded => std::time::Duration::ZERO,
+        crate::config::StoreKind::Embedded => std::time::Duration::MAX,
         crate::config::StoreKind::Remote => config.cache.source_revalidate.0,
     };
     let versions = Arc::new(crate::imaging::source::SourceVersions::new(trust));

@@ -260,6 +260,8 @@ pub struct CacheSection {
     /// Remote store only: how long a source's ETag is trusted before it is checked again
     /// with a HEAD (others may change objects behind Pixelport's back).
     pub source_revalidate: Seconds,
+    /// Recently served variants also kept in memory, up to this many bytes; 0: none.
+    pub memory_size: ByteSize,
 }
 
 impl Default for CacheSection {
@@ -270,6 +272,7 @@ impl Default for CacheSection {
             max_size: ByteSize(10 << 30),
             ttl: Seconds(Duration::ZERO),
             source_revalidate: Seconds(Duration::from_secs(60)),
+            memory_size: ByteSize(64 << 20),
         }
     }
 }
@@ -289,6 +292,7 @@ impl CacheSection {
         crate::cache::CacheConfig {
             max_size: self.max_size.0,
             ttl: Some(self.ttl.0).filter(|t| !t.is_zero()),
+            memory_size: self.memory_size.0,
             ..crate::cache::CacheConfig::default()
         }
     }

@@ -18,6 +18,7 @@
 pub mod entry;
 pub mod eviction;
 pub mod flight;
+pub mod hot;
 pub mod key;
 
 use std::collections::{HashMap, HashSet};
@@ -105,6 +106,8 @@ pub struct CacheConfig {
     /// was not closed cleanly is still checked by redb's repair, and bodies are checked
     /// against their CRC on every read.
     pub verify_on_open: bool,
+    /// Bytes of recently served variants also kept in memory (the hot tier); 0: none.
+    pub memory_size: u64,
 }
 
 impl Default for CacheConfig {
@@ -114,6 +117,7 @@ impl Default for CacheConfig {
             ttl: None,
             max_entry_size: None,
             verify_on_open: false,
+            memory_size: 64 << 20,
         }
     }
 }
@@ -218,6 +222,8 @@ struct Inner {
     /// Next recency number (persisted per entry as `access_seq`).
     clock: AtomicU64,
     counters: Counters,
+    /// Recently served variants in memory, in front of redb.
+    hot: hot::HotTier,
 }
 
 /// The derivative cache. Cheap to clone; all clones share one database.
@@ -484,6 +490,7 @@ impl DerivativeCache {
                 }
             }
         };
+        let memory_size = config.memory_size;
         let cache = DerivativeCache {
             inner: Arc::new(Inner {
                 db: Arc::new(loaded.db),
@@ -493,6 +500,7 @@ impl DerivativeCache {
                 pending: Mutex::new(Pending::default()),
                 clock: AtomicU64::new(loaded.clock),
                 counters: Counters::default(),
+                hot: hot::HotTier::new(memory_size),
             }),
         };
         // A smaller `max_size` than last time (or a crash mid-eviction) can leave it over.
@@ -519,7 +527,23 @@ impl DerivativeCache {
     /// expired, unreadable or damaged).
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedEntry>, CacheError> {
         let c = &self.inner.counters;
-        let found = self.read(key.digest());
+        let d = key.digest();
+        if let Some(hit) = self.inner.hot.get(d) {
+            let now = now_ms();
+            let expired = self
+                .inner
+                .config
+                .ttl
+                .is_some_and(|ttl| now.saturating_sub(hit.created_ms) > ttl.as_millis() as i64);
+            if !expired {
+                let seq = self.inner.clock.fetch_add(1, Ordering::Relaxed);
+                lock(&self.inner.pending).accesses.insert(*d, (seq, now));
+                c.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(hit));
+            }
+            self.inner.hot.remove(d);
+        }
+        let found = self.read(d);
         match &found {
             Ok(Some(_)) => c.hits.fetch_add(1, Ordering::Relaxed),
             _ => c.misses.fetch_add(1, Ordering::Relaxed),
@@ -528,6 +552,7 @@ impl DerivativeCache {
     }
 
     fn read(&self, d: &Digest) -> Result<Option<CachedEntry>, CacheError> {
+        let generation = self.inner.hot.generation();
         let tx = self.inner.db.begin_read()?;
         let entries = tx.open_table(ENTRIES)?;
         let Some(raw) = entries.get(d)? else {
@@ -557,7 +582,7 @@ impl DerivativeCache {
         };
         let seq = self.inner.clock.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.pending).accesses.insert(*d, (seq, now));
-        Ok(Some(CachedEntry {
+        let found = CachedEntry {
             body: Bytes::from(body),
             content_type: h.content_type,
             etag: h.etag,
@@ -565,7 +590,11 @@ impl DerivativeCache {
             size: h.size,
             created_ms: h.created_ms,
             last_access_ms: h.last_access_ms,
-        }))
+        };
+        self.inner
+            .hot
+            .insert(*d, &h.source_id, found.clone(), generation);
+        Ok(Some(found))
     }
 
     /// Stores a variant (replacing one with the same key), evicting least recently used
@@ -595,6 +624,7 @@ impl DerivativeCache {
         };
         let raw = entry::encode(&header)?;
         let d = *key.digest();
+        let generation = self.inner.hot.generation();
         self.write(
             |tx| {
                 tx.open_table(ENTRIES)?.insert(&d, raw.as_slice())?;
@@ -606,6 +636,20 @@ impl DerivativeCache {
             Some((d, charge, seq)),
         )?;
         self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        self.inner.hot.replace(
+            d,
+            key.source_id(),
+            CachedEntry {
+                body: Bytes::copy_from_slice(body),
+                content_type: header.content_type,
+                etag: header.etag,
+                last_modified_ms: header.last_modified_ms,
+                size,
+                created_ms: now,
+                last_access_ms: now,
+            },
+            generation,
+        );
         Ok(())
     }
 
@@ -613,13 +657,17 @@ impl DerivativeCache {
     pub fn invalidate_source(&self, source_id: &str) -> Result<u64, CacheError> {
         let mut scope = source_id.as_bytes().to_vec();
         scope.push(0);
-        self.remove_indexed(&scope, |src| src == source_id.as_bytes())
+        let n = self.remove_indexed(&scope, |src| src == source_id.as_bytes());
+        self.inner.hot.remove_sources(|src| src == source_id);
+        n
     }
 
     /// Drops every variant whose source id starts with `prefix` (`s3://bucket/` for a bucket,
     /// `""` for everything); returns how many.
     pub fn purge_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
-        self.remove_indexed(prefix.as_bytes(), |src| src.starts_with(prefix.as_bytes()))
+        let n = self.remove_indexed(prefix.as_bytes(), |src| src.starts_with(prefix.as_bytes()));
+        self.inner.hot.remove_sources(|src| src.starts_with(prefix));
+        n
     }
 
     fn remove_indexed(
@@ -676,6 +724,7 @@ impl DerivativeCache {
         tx.delete_table(SOURCES)?;
         tx.open_table(SOURCES)?;
         tx.commit()?;
+        self.inner.hot.clear();
         policy.clear();
         self.publish(policy.as_ref());
         self.inner
@@ -784,6 +833,9 @@ impl DerivativeCache {
             gone.extend(victims);
         }
         tx.commit()?;
+        if !gone.is_empty() {
+            self.inner.hot.remove_many(&gone);
+        }
         for d in &gone {
             policy.remove(d);
         }

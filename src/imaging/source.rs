@@ -165,15 +165,30 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Debug)]
 pub struct SourceVersions {
     trust: Duration,
-    seen: Mutex<HashMap<String, (SourceVersion, Instant)>>,
+    seen: Mutex<Seen>,
+}
+
+/// Remembered versions, and a count of `forget` calls: a HEAD answered before a change
+/// finished must not be remembered after it (it may be the version just replaced).
+#[derive(Debug, Default)]
+struct Seen {
+    versions: HashMap<String, (SourceVersion, Instant)>,
+    forgets: u64,
 }
 
 impl SourceVersions {
+    /// `trust`: how long an answer is remembered (zero: never; `Duration::MAX`: until the
+    /// object changes through Pixelport, right for the embedded store, which nobody else
+    /// writes).
     pub fn new(trust: Duration) -> Self {
         Self {
             trust,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub async fn get(
@@ -183,13 +198,15 @@ impl SourceVersions {
         key: &str,
     ) -> Result<SourceVersion, SourceError> {
         let id = format!("s3://{bucket}/{key}");
+        let mut forgets = 0;
         if !self.trust.is_zero() {
-            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((v, at)) = seen.get(&id)
+            let seen = self.seen();
+            if let Some((v, at)) = seen.versions.get(&id)
                 && at.elapsed() < self.trust
             {
                 return Ok(v.clone());
             }
+            forgets = seen.forgets;
         }
         let info = store.head_object(bucket, key).await.map_err(|e| match e {
             StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
@@ -204,21 +221,22 @@ impl SourceVersions {
             size: info.size,
         };
         if !self.trust.is_zero() {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.len() >= MAX_REMEMBERED {
-                seen.clear();
+            let mut seen = self.seen();
+            if seen.forgets == forgets {
+                if seen.versions.len() >= MAX_REMEMBERED {
+                    seen.versions.clear();
+                }
+                seen.versions.insert(id, (v.clone(), Instant::now()));
             }
-            seen.insert(id, (v.clone(), Instant::now()));
         }
         Ok(v)
     }
 
     /// Drops what is remembered of `source_id` (`s3://bucket/key`).
     pub fn forget(&self, source_id: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(source_id);
+        let mut seen = self.seen();
+        seen.forgets += 1;
+        seen.versions.remove(source_id);
     }
 }
 
