@@ -9,7 +9,7 @@
 //! the entry just dropped).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::CachedEntry;
 use super::key::Digest;
@@ -29,7 +29,8 @@ struct Map {
 
 pub struct HotTier {
     budget: u64,
-    map: Mutex<Map>,
+    /// Hits only read: a read lock lets both workers look up at once.
+    map: RwLock<Map>,
 }
 
 /// What a slot is charged: the body plus a rough allowance for the strings and the map.
@@ -44,24 +45,28 @@ impl HotTier {
     pub fn new(budget: u64) -> Self {
         Self {
             budget,
-            map: Mutex::new(Map::default()),
+            map: RwLock::new(Map::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, Map> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Map> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, d: &Digest) -> Option<CachedEntry> {
         if self.budget == 0 {
             return None;
         }
-        self.lock().slots.get(d).map(|s| s.entry.clone())
+        self.read().slots.get(d).map(|s| s.entry.clone())
     }
 
     /// The generation to pass to [`HotTier::insert`] for something read from redb now.
     pub fn generation(&self) -> u64 {
-        self.lock().generation
+        self.read().generation
     }
 
     /// Keeps `entry`, read from redb, unless an invalidation or a replacement ran since
@@ -182,7 +187,7 @@ impl HotTier {
 
     /// (entries, bytes) held.
     pub fn usage(&self) -> (usize, u64) {
-        let m = self.lock();
+        let m = self.read();
         (m.slots.len(), m.bytes)
     }
 }
@@ -208,6 +213,10 @@ mod tests {
         [i; 32]
     }
 
+    fn hot_get(hot: &HotTier, d: &Digest) -> Option<CachedEntry> {
+        hot.get(d)
+    }
+
     #[test]
     fn bounded_fifo_and_invalidation_fence() {
         let hot = HotTier::new(10_000);
@@ -217,33 +226,33 @@ mod tests {
         }
         let (n, bytes) = hot.usage();
         assert!(bytes <= 10_000 && n >= 5, "{n} entries, {bytes} bytes");
-        assert!(hot.get(&d(19)).is_some(), "newest kept");
-        assert!(hot.get(&d(0)).is_none(), "oldest gone");
+        assert!(hot_get(&hot, &d(19)).is_some(), "newest kept");
+        assert!(hot_get(&hot, &d(0)).is_none(), "oldest gone");
         // Too large for the tier: not kept.
         let g = hot.generation();
         hot.insert(d(100), "s3://b/big", entry(5000), g);
-        assert!(hot.get(&d(100)).is_none());
+        assert!(hot_get(&hot, &d(100)).is_none());
         // An invalidation between reading the generation and inserting wins.
         let g = hot.generation();
         hot.remove_sources(|s| s == "s3://b/1");
         hot.insert(d(50), "s3://b/1", entry(10), g);
-        assert!(hot.get(&d(50)).is_none());
+        assert!(hot_get(&hot, &d(50)).is_none());
         assert!(
             (10..20u8)
                 .filter(|i| i % 3 == 1)
-                .all(|i| hot.get(&d(i)).is_none()),
+                .all(|i| hot_get(&hot, &d(i)).is_none()),
             "every variant of the source is gone"
         );
         // A replacement wins over a reader that looked before it, even a stale one.
         let g = hot.generation();
         hot.replace(d(18), "s3://b/0", entry(20), hot.generation());
         hot.insert(d(18), "s3://b/0", entry(30), g);
-        assert_eq!(hot.get(&d(18)).map(|e| e.body.len()), Some(20));
+        assert_eq!(hot_get(&hot, &d(18)).map(|e| e.body.len()), Some(20));
         // A replacement after an invalidation only drops the old entry.
         let g = hot.generation();
         hot.remove_sources(|_| false);
         hot.replace(d(18), "s3://b/0", entry(40), g);
-        assert!(hot.get(&d(18)).is_none());
+        assert!(hot_get(&hot, &d(18)).is_none());
         hot.replace(d(18), "s3://b/0", entry(40), hot.generation());
         let before = hot.usage().0;
         hot.remove(&d(18));

@@ -528,14 +528,16 @@ impl DerivativeCache {
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedEntry>, CacheError> {
         let c = &self.inner.counters;
         let d = key.digest();
+        let now = now_ms();
         if let Some(hit) = self.inner.hot.get(d) {
-            let now = now_ms();
             let expired = self
                 .inner
                 .config
                 .ttl
                 .is_some_and(|ttl| now.saturating_sub(hit.created_ms) > ttl.as_millis() as i64);
             if !expired {
+                // Every hit counts for the LRU order (recording fewer lets a variant read
+                // between every insert look cold and be evicted).
                 let seq = self.inner.clock.fetch_add(1, Ordering::Relaxed);
                 lock(&self.inner.pending).accesses.insert(*d, (seq, now));
                 c.hits.fetch_add(1, Ordering::Relaxed);

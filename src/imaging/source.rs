@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -165,7 +164,8 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Debug)]
 pub struct SourceVersions {
     trust: Duration,
-    seen: Mutex<Seen>,
+    /// Read on every request, written on a miss or a change: a read lock for lookups.
+    seen: std::sync::RwLock<Seen>,
 }
 
 /// Remembered versions, and a count of `forget` calls: a HEAD answered before a change
@@ -183,12 +183,12 @@ impl SourceVersions {
     pub fn new(trust: Duration) -> Self {
         Self {
             trust,
-            seen: Mutex::new(Seen::default()),
+            seen: std::sync::RwLock::new(Seen::default()),
         }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    fn seen(&self) -> std::sync::RwLockWriteGuard<'_, Seen> {
+        self.seen.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub async fn get(
@@ -200,7 +200,7 @@ impl SourceVersions {
         let id = format!("s3://{bucket}/{key}");
         let mut forgets = 0;
         if !self.trust.is_zero() {
-            let seen = self.seen();
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
             if let Some((v, at)) = seen.versions.get(&id)
                 && at.elapsed() < self.trust
             {
