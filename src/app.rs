@@ -113,6 +113,20 @@ pub async fn open_store(config: &Config) -> Result<(DynStore, Spool), AppError> 
     Ok((store, spool))
 }
 
+/// A listening socket with `SO_REUSEPORT` (unix), so that more sockets of this process can
+/// listen on the same address and the kernel spreads new connections over them evenly.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, AppError> {
     let parsed: SocketAddr = addr.parse().map_err(|e| AppError::Listen {
         key,
@@ -135,7 +149,21 @@ fn request_id() -> String {
 pub async fn serve(config: Config) -> Result<(), AppError> {
     prepare_data_dir(&config.server.data_dir)?;
     let s3_listener = bind("s3.listen", &config.s3.listen).await?;
-    let images_listener = bind("images.listen", &config.images.listen).await?;
+    let images_listener = {
+        let addr = &config.images.listen;
+        let fail = |source: std::io::Error| AppError::Listen {
+            key: "images.listen",
+            addr: addr.to_owned(),
+            source,
+        };
+        let parsed: SocketAddr = addr.parse().map_err(|e| {
+            fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{e}"),
+            ))
+        })?;
+        bind_shared(parsed).map_err(fail)?
+    };
     let admin_listener = bind("admin.listen", &config.admin.listen).await?;
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
@@ -334,13 +362,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             graceful.clone(),
         )),
         tokio::spawn(accept_loop(
-            "images",
-            images_listener,
-            images,
-            stop_rx.clone(),
-            graceful.clone(),
-        )),
-        tokio::spawn(accept_loop(
             "admin",
             admin_listener,
             admin,
@@ -348,6 +369,15 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             graceful.clone(),
         )),
     ];
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let (images_stop_tx, images_stop_rx) = watch::channel(false);
+    let image_runtimes = spawn_image_runtimes(
+        images_listener,
+        images,
+        images_stop_rx,
+        graceful.clone(),
+        drained_rx,
+    )?;
     let janitor = tokio::spawn(expire_uploads_forever(
         store.clone(),
         config.s3.multipart_expiry.0,
@@ -359,6 +389,14 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     wait_for_signal().await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
+    // The image threads first, so that once any listener refuses connections, the image
+    // listener does too.
+    let _ = images_stop_tx.send(true);
+    let mut image_threads = Vec::new();
+    for (thread, accepting) in image_runtimes {
+        let _ = accepting.await;
+        image_threads.push(thread);
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -372,6 +410,13 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         Ok(()) => tracing::info!("all connections closed; bye"),
         Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
     }
+    let _ = drained_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in image_threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     if let Some(flusher) = flusher {
         let _ = flusher.await;
     }
@@ -379,6 +424,84 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         flush_access(cache, &Throttle::new(Duration::ZERO)).await;
     }
     Ok(())
+}
+
+/// An image listener thread, and what says its accept loop has ended.
+type ImageRuntime = (
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
+/// Serves the image listener from one single-threaded runtime per core, each accepting on
+/// the same socket (as nginx runs a worker process per core): a cache hit is then served
+/// start to end on one thread, without the cross-thread wake-ups of a work-stealing
+/// runtime, which were a quarter of a hit's cost under load (docs/cache.md, Benchmark).
+/// Renders still go to the shared worker pool. After `stop`, each thread reports that it no
+/// longer accepts and keeps driving its open connections until `drained`.
+fn spawn_image_runtimes(
+    listener: TcpListener,
+    svc: hyper_util::service::TowerToHyperService<axum::Router>,
+    stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+    drained: watch::Receiver<bool>,
+) -> Result<Vec<ImageRuntime>, AppError> {
+    let addr = listener_addr(&listener);
+    let listen_err = |source: std::io::Error| AppError::Listen {
+        key: "images.listen",
+        addr: addr.clone(),
+        source,
+    };
+    let local = listener.local_addr().map_err(listen_err)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One socket per thread (the first is the one bound at start), so the kernel balances
+    // connections between the threads; one shared socket let one thread take most of them.
+    let mut sockets = vec![listener.into_std().map_err(listen_err)?];
+    for _ in 1..threads {
+        sockets.push(
+            bind_shared(local)
+                .and_then(|l| l.into_std())
+                .map_err(listen_err)?,
+        );
+    }
+    let mut out = Vec::with_capacity(threads);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| AppError::Listen {
+                key: "images.listen",
+                addr: addr.clone(),
+                source,
+            })?;
+        let (svc, stop, graceful, mut drained) =
+            (svc.clone(), stop.clone(), graceful.clone(), drained.clone());
+        let (accepting_tx, accepting_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("images-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(l) => accept_loop("images", l, svc, stop, graceful).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "image listener thread cannot accept")
+                        }
+                    }
+                    let _ = accepting_tx.send(());
+                    while !*drained.borrow() {
+                        if drained.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            })
+            .map_err(listen_err)?;
+        out.push((thread, accepting_rx));
+    }
+    Ok(out)
+}
+
+fn listener_addr(l: &TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 async fn accept_loop<S, B>(
