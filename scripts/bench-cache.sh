@@ -103,34 +103,12 @@ LOGS="$OUT/logs"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 
 # ---------------------------------------------------------------- apt: nginx, wrk
-apt_installed() {
-    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
+# nginx's package starts a system nginx on port 80 where an init system runs; this script
+# never uses it (its own nginx listens on a free loopback port).
+bash "$ROOT/scripts/install-build-deps.sh" nginx wrk >"$LOGS/apt.log" 2>&1 || {
+    cat "$LOGS/apt.log" >&2
+    die "installing nginx and wrk failed"
 }
-missing=()
-for pkg in nginx wrk; do
-    if apt_installed "$pkg"; then
-        log "apt: $pkg already installed"
-    else
-        missing+=("$pkg")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
-        sudo=(sudo)
-    fi
-    log "apt: running apt-get update"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    log "apt: installing ${missing[*]}"
-    # nginx's package starts a system nginx on port 80 where an init system runs; this
-    # script never uses it (its own nginx listens on a free loopback port).
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOGS/apt.log" 2>&1 || {
-        cat "$LOGS/apt.log" >&2
-        die "apt-get install ${missing[*]} failed"
-    }
-fi
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 WRK="${WRK:-$(command -v wrk || echo /usr/bin/wrk)}"
 [ -x "$NGINX" ] || die "no nginx at $NGINX"

@@ -7,10 +7,14 @@
 #   - nasm: the SIMD code of mozjpeg (JPEG) and rav1e (AVIF encoding); without it both build
 #     silently without SIMD and run several times slower.
 #
+# More package names given as arguments are installed the same way: the test setup
+# (chromium, chromium-driver) and the cache benchmark (nginx, wrk) use this script as the
+# project's one apt installer.
+#
 # Downloads go only through apt-get. Needs root or sudo.
 set -euo pipefail
 
-BUILD_PACKAGES=(libdav1d-dev pkg-config nasm)
+BUILD_PACKAGES=(libdav1d-dev pkg-config nasm "$@")
 
 log() { printf '[install-build-deps] %s\n' "$*"; }
 die() { printf '[install-build-deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -34,50 +34,11 @@ die() { printf '[setup-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$CACHE"
 
 # --------------------------------------------------------------------------
-# Debian packages. What the build needs is installed by install-build-deps.sh
-# (also what README's run command uses); add names to APT_PACKAGES when only the
-# tests need them. Each is checked with dpkg -s first and `apt-get update` runs
-# at most once, only when something must be installed.
+# Debian packages: the build's, plus what only the tests need (Chromium for the
+# admin UI's browser tests), through the project's one apt installer. Each is
+# checked with dpkg -s first; `apt-get update` runs only when something is missing.
 # --------------------------------------------------------------------------
-bash "$ROOT/scripts/install-build-deps.sh"
-APT_PACKAGES=(chromium chromium-driver)
-APT_UPDATED=0
-
-apt_installed() {
-    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
-}
-
-ensure_apt_packages() {
-    local missing=() pkg
-    for pkg in "$@"; do
-        if apt_installed "$pkg"; then
-            log "apt: $pkg already installed"
-        else
-            missing+=("$pkg")
-        fi
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
-        sudo=(sudo)
-    fi
-    if [ "$APT_UPDATED" -eq 0 ]; then
-        log "apt: running apt-get update"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        APT_UPDATED=1
-    fi
-    log "apt: installing ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
-
-if [ "${#APT_PACKAGES[@]}" -gt 0 ]; then
-    ensure_apt_packages "${APT_PACKAGES[@]}"
-else
-    log "apt: no Debian packages needed"
-fi
+bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver
 
 # --------------------------------------------------------------------------
 # Python venv
@@ -102,7 +63,7 @@ else
         rm -rf "$VENV"
         py_minor="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
         log "venv: creation failed; installing python${py_minor}-venv and retrying"
-        ensure_apt_packages "python${py_minor}-venv"
+        bash "$ROOT/scripts/install-build-deps.sh" "python${py_minor}-venv"
         "$PYTHON" -m venv "$VENV"
     fi
     venv_ok || die "venv at $VENV has no working python/pip"
