@@ -113,33 +113,40 @@ pub async fn open_store(config: &Config) -> Result<(DynStore, Spool), AppError> 
     Ok((store, spool))
 }
 
-/// A listening socket with `SO_REUSEPORT` (unix), so that more sockets of this process can
-/// listen on the same address and the kernel spreads new connections over them evenly.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds `addr` for the listener `key`. `shared` sets `SO_REUSEPORT` (unix), so that more
+/// sockets of this process can listen on the same address and the kernel spreads new
+/// connections over them evenly (the image listener's per-core runtimes).
+fn bind(key: &'static str, addr: &str, shared: bool) -> Result<TcpListener, AppError> {
+    let fail = |source: std::io::Error| AppError::Listen {
+        key,
+        addr: addr.to_owned(),
+        source,
+    };
+    let parsed: SocketAddr = addr.parse().map_err(|e| {
+        fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{e}"),
+        ))
+    })?;
+    listen_on(parsed, shared).map_err(fail)
+}
+
+fn listen_on(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    // As `TcpListener::bind` does on unix: a restart may bind while old connections linger
+    // in TIME_WAIT.
     #[cfg(unix)]
-    socket.set_reuseport(true)?;
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, AppError> {
-    let parsed: SocketAddr = addr.parse().map_err(|e| AppError::Listen {
-        key,
-        addr: addr.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")),
-    })?;
-    TcpListener::bind(parsed)
-        .await
-        .map_err(|source| AppError::Listen {
-            key,
-            addr: addr.to_owned(),
-            source,
-        })
 }
 
 fn request_id() -> String {
@@ -148,23 +155,9 @@ fn request_id() -> String {
 
 pub async fn serve(config: Config) -> Result<(), AppError> {
     prepare_data_dir(&config.server.data_dir)?;
-    let s3_listener = bind("s3.listen", &config.s3.listen).await?;
-    let images_listener = {
-        let addr = &config.images.listen;
-        let fail = |source: std::io::Error| AppError::Listen {
-            key: "images.listen",
-            addr: addr.to_owned(),
-            source,
-        };
-        let parsed: SocketAddr = addr.parse().map_err(|e| {
-            fail(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{e}"),
-            ))
-        })?;
-        bind_shared(parsed).map_err(fail)?
-    };
-    let admin_listener = bind("admin.listen", &config.admin.listen).await?;
+    let s3_listener = bind("s3.listen", &config.s3.listen, false)?;
+    let images_listener = bind("images.listen", &config.images.listen, true)?;
+    let admin_listener = bind("admin.listen", &config.admin.listen, false)?;
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
     let cache = open_cache(&config)?;
@@ -458,7 +451,7 @@ fn spawn_image_runtimes(
     let mut sockets = vec![listener.into_std().map_err(listen_err)?];
     for _ in 1..threads {
         sockets.push(
-            bind_shared(local)
+            listen_on(local, true)
                 .and_then(|l| l.into_std())
                 .map_err(listen_err)?,
         );

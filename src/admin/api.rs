@@ -188,31 +188,14 @@ pub async fn cache_purge(
             "the derivative cache is disabled ([cache] enabled = false)".into(),
         ));
     };
-    enum What {
-        All,
-        Source(String),
-        Prefix(String),
-    }
-    let what = match (b.all, b.bucket, b.prefix, b.key) {
-        (true, None, None, None) => What::All,
-        (false, Some(bucket), None, Some(key)) if !bucket.is_empty() && !key.is_empty() => {
-            What::Source(format!("s3://{bucket}/{key}"))
-        }
-        (false, Some(bucket), prefix, None) if !bucket.is_empty() => {
-            What::Prefix(format!("s3://{bucket}/{}", prefix.unwrap_or_default()))
-        }
-        _ => {
-            return Err(AdminError::BadRequest(
-                "say what to purge: {\"all\":true}, {\"bucket\":B}, {\"bucket\":B,\"prefix\":P} or {\"bucket\":B,\"key\":K}".into(),
-            ));
-        }
-    };
-    let removed = tokio::task::spawn_blocking(move || match what {
-        What::All => cache.purge_all(),
-        What::Source(s) => cache.invalidate_source(&s),
-        What::Prefix(p) => cache.purge_prefix(&p),
-    })
-    .await??;
+    let what = super::purge::Purge::from_parts(
+        b.all,
+        b.bucket.as_deref(),
+        b.prefix.as_deref(),
+        b.key.as_deref(),
+    )
+    .map_err(|m| AdminError::BadRequest(m.into()))?;
+    let removed = tokio::task::spawn_blocking(move || what.run(&cache)).await??;
     tracing::info!(removed, "cache purged through the admin API");
     Ok(Json(json!({ "removed": removed })))
 }

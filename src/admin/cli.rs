@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::purge::Purge;
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,33 +30,31 @@ pub enum CacheAction {
 }
 
 impl CacheAction {
-    fn purge_body(&self) -> Result<Value, CliError> {
+    /// The purge this action names, checked (`None` for stats).
+    fn purge(&self) -> Result<Option<Purge>, CliError> {
         match self {
-            CacheAction::Stats => Ok(Value::Null),
+            CacheAction::Stats => Ok(None),
             CacheAction::Purge {
-                all: true,
-                bucket: None,
-                prefix: None,
-                key: None,
-            } => Ok(json!({ "all": true })),
-            CacheAction::Purge {
-                all: false,
-                bucket: Some(b),
+                all,
+                bucket,
                 prefix,
                 key,
-            } if prefix.is_none() || key.is_none() => {
-                let mut v = json!({ "bucket": b });
-                if let Some(p) = prefix {
-                    v["prefix"] = json!(p);
-                }
-                if let Some(k) = key {
-                    v["key"] = json!(k);
-                }
-                Ok(v)
-            }
-            _ => Err(CliError::Usage(
-                "purge needs --all, or --bucket B [--prefix P | --key K]".into(),
-            )),
+            } => Purge::from_parts(*all, bucket.as_deref(), prefix.as_deref(), key.as_deref())
+                .map(Some)
+                .map_err(|m| CliError::Usage(m.into())),
+        }
+    }
+
+    /// The admin API's body for this purge.
+    fn purge_body(&self) -> Value {
+        match self {
+            CacheAction::Stats => Value::Null,
+            CacheAction::Purge {
+                all,
+                bucket,
+                prefix,
+                key,
+            } => json!({ "all": all, "bucket": bucket, "prefix": prefix, "key": key }),
         }
     }
 }
@@ -107,7 +106,7 @@ async fn via_api(config: &Config, action: &CacheAction) -> Result<Api, CliError>
         CacheAction::Purge { .. } => client
             .post(format!("{base}/api/cache/purge"))
             .header("content-type", "application/json")
-            .body(action.purge_body()?.to_string()),
+            .body(action.purge_body().to_string()),
     };
     let req = match token(config) {
         Some(t) => req.bearer_auth(t),
@@ -155,17 +154,10 @@ fn on_file(config: &Config, action: &CacheAction) -> Result<Value, CliError> {
             })
         }
         CacheAction::Purge { .. } => {
-            let body = action.purge_body()?;
-            let removed = if body["all"] == json!(true) {
-                cache.purge_all()
-            } else {
-                let bucket = body["bucket"].as_str().unwrap_or_default();
-                match (body["key"].as_str(), body["prefix"].as_str()) {
-                    (Some(k), _) => cache.invalidate_source(&format!("s3://{bucket}/{k}")),
-                    (None, p) => cache.purge_prefix(&format!("s3://{bucket}/{}", p.unwrap_or(""))),
-                }
-            }
-            .map_err(|e| err(e.to_string()))?;
+            let removed = match action.purge()? {
+                Some(purge) => purge.run(&cache).map_err(|e| err(e.to_string()))?,
+                None => 0,
+            };
             json!({ "removed": removed })
         }
     };
@@ -174,7 +166,7 @@ fn on_file(config: &Config, action: &CacheAction) -> Result<Value, CliError> {
 
 /// Runs `action`; the answer, with `"via": "admin API"` or `"via": "file"`.
 pub async fn cache(config: &Config, action: &CacheAction) -> Result<Value, CliError> {
-    action.purge_body()?;
+    action.purge()?;
     let (mut out, via) = match via_api(config, action).await? {
         Api::Answered(v) => (v, "admin API"),
         Api::NotRunning => {
@@ -196,29 +188,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn purge_bodies_follow_the_flags() {
-        let p = |all, bucket: Option<&str>, prefix: Option<&str>, key: Option<&str>| {
+    fn purge_actions_are_checked_and_sent_as_the_api_body() {
+        let action = |all, bucket: Option<&str>, prefix: Option<&str>, key: Option<&str>| {
             CacheAction::Purge {
                 all,
                 bucket: bucket.map(str::to_owned),
                 prefix: prefix.map(str::to_owned),
                 key: key.map(str::to_owned),
             }
-            .purge_body()
         };
-        assert_eq!(p(true, None, None, None).unwrap(), json!({"all": true}));
+        let a = action(false, Some("b"), Some("x/"), None);
+        assert_eq!(a.purge().unwrap(), Some(Purge::Prefix("s3://b/x/".into())));
         assert_eq!(
-            p(false, Some("b"), Some("x/"), None).unwrap(),
-            json!({"bucket": "b", "prefix": "x/"})
+            a.purge_body(),
+            json!({"all": false, "bucket": "b", "prefix": "x/", "key": null})
         );
-        assert_eq!(
-            p(false, Some("b"), None, Some("k")).unwrap(),
-            json!({"bucket": "b", "key": "k"})
-        );
-        assert!(p(false, None, None, None).is_err());
-        assert!(p(true, Some("b"), None, None).is_err());
-        assert!(p(false, Some("b"), Some("p"), Some("k")).is_err());
-        assert!(p(false, None, Some("p"), None).is_err());
+        assert!(action(true, Some("b"), None, None).purge().is_err());
+        assert!(action(false, None, None, None).purge().is_err());
+        assert_eq!(CacheAction::Stats.purge().unwrap(), None);
     }
 
     #[test]

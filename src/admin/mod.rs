@@ -12,6 +12,7 @@ pub mod auth;
 pub mod builder;
 pub mod catalog;
 pub mod cli;
+pub mod purge;
 pub mod traffic;
 
 use std::collections::HashSet;

@@ -24,7 +24,7 @@ use crate::imaging::negotiate::{self, Negotiation};
 use crate::imaging::options::{self, ImageFormat, Options, ParseContext};
 use crate::imaging::pipeline::{self, Job, PipelineError};
 use crate::imaging::pool::{Pool, PoolError, Ticket};
-use crate::imaging::signature::Signer;
+use crate::imaging::signature::{Signer, constant_time_eq};
 use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl, SourceVersions};
 use crate::imaging::url;
 use crate::metrics::Metrics;
@@ -812,14 +812,6 @@ fn http_date(ms: i64) -> Option<HeaderValue> {
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
     HeaderValue::from_str(&t.format(&fmt).ok()?).ok()
-}
-
-/// Equality whose time depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
