@@ -128,6 +128,8 @@ fi
 [ -x "$PIXELPORT" ] || die "no pixelport binary at $PIXELPORT"
 
 # ---------------------------------------------------------------- cleanup
+# shellcheck source=scripts/stop-pids.sh
+source "$ROOT/scripts/stop-pids.sh"
 PIDS=()
 PP_DATA="$OUT/pixelport-data"
 # nginx's prefix (conf, pid, logs, the file) lives in a fresh world-traversable temporary
@@ -136,18 +138,7 @@ NGX_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bench-cache-nginx.XXXXXX")"
 chmod 755 "$NGX_DIR"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]}"
     if [ "$KEEP" -eq 0 ]; then
         rm -rf "$PP_DATA" "$NGX_DIR"
     fi

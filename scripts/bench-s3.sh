@@ -103,21 +103,12 @@ else
 fi
 
 # ---------------------------------------------------------------- cleanup
+# shellcheck source=scripts/stop-pids.sh
+source "$ROOT/scripts/stop-pids.sh"
 PIDS=()
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]}"
     if [ "$KEEP" -eq 0 ]; then
         rm -rf "$DATA/pixelport" "$DATA/s3s-fs"
     fi
