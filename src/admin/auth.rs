@@ -13,7 +13,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::config::AdminConfig;
-use crate::credentials::{random_hex, write_private};
+use crate::credentials::{random_hex, read_or_create};
 
 pub const PASSWORD_FILE: &str = "admin-password";
 pub const TOKEN_FILE: &str = "admin-token";
@@ -38,13 +38,8 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// Where a secret came from, for the start-up message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Config,
-    File(PathBuf),
-    Generated(PathBuf),
-}
+/// Where a secret came from, for the start-up message (as for the root S3 credentials).
+pub use crate::credentials::Origin;
 
 /// An argon2id PHC string for `password` (argon2's default parameters: 19 MiB, 2 passes).
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
@@ -72,29 +67,26 @@ fn read_or_generate(
     make: impl FnOnce() -> String,
 ) -> Result<(String, Origin), AuthError> {
     let path = data_dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let value = text.trim().to_owned();
-            if value.is_empty() {
-                return Err(AuthError::Invalid {
-                    path,
-                    message: "is empty (delete it to generate a new one)".into(),
-                });
-            }
-            Ok((value, Origin::File(path)))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let value = make();
-            write_private(&path, format!("{value}\n").as_bytes()).map_err(|source| {
-                AuthError::Io {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            Ok((value, Origin::Generated(path)))
-        }
-        Err(source) => Err(AuthError::Io { path, source }),
+    let (text, created) =
+        read_or_create(&path, || format!("{}\n", make())).map_err(|source| AuthError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    let value = text.trim().to_owned();
+    if value.is_empty() {
+        return Err(AuthError::Invalid {
+            path,
+            message: "is empty (delete it to generate a new one)".into(),
+        });
     }
+    Ok((
+        value,
+        if created {
+            Origin::Generated(path)
+        } else {
+            Origin::File(path)
+        },
+    ))
 }
 
 /// The password hash: `[admin] password_hash`, else the hash of the password in
