@@ -346,22 +346,21 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         "pixelport {} listening", env!("CARGO_PKG_VERSION")
     );
 
-    let tasks = vec![
-        tokio::spawn(accept_loop(
-            "s3",
-            s3_listener,
-            s3_svc,
-            stop_rx.clone(),
-            graceful.clone(),
-        )),
-        tokio::spawn(accept_loop(
-            "admin",
-            admin_listener,
-            admin,
-            stop_rx.clone(),
-            graceful.clone(),
-        )),
-    ];
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(accept_loop(
+        "admin",
+        admin_listener,
+        admin,
+        admin_stop_rx,
+        graceful.clone(),
+    ));
+    let s3_task = tokio::spawn(accept_loop(
+        "s3",
+        s3_listener,
+        s3_svc,
+        stop_rx.clone(),
+        graceful.clone(),
+    ));
     let (drained_tx, drained_rx) = watch::channel(false);
     let (images_stop_tx, images_stop_rx) = watch::channel(false);
     let image_runtimes = spawn_image_runtimes(
@@ -382,18 +381,18 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     wait_for_signal().await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
-    // The image threads first, so that once any listener refuses connections, the image
-    // listener does too.
+    // Listeners close one after another, S3 last, so that once the S3 listener refuses
+    // connections, none of the others accepts any more either.
     let _ = images_stop_tx.send(true);
     let mut image_threads = Vec::new();
     for (thread, accepting) in image_runtimes {
         let _ = accepting.await;
         image_threads.push(thread);
     }
+    let _ = admin_stop_tx.send(true);
+    let _ = admin_task.await;
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let _ = s3_task.await;
     janitor.abort();
     for t in eager_tasks {
         let _ = t.await;
