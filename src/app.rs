@@ -313,9 +313,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     });
 
-    let images = hyper_util::service::TowerToHyperService::new(crate::http::images_router(
-        images_state.clone(),
-    ));
+    let images = crate::http::ImagesService(images_state.clone());
     let admin_state = admin_state(
         &config,
         AdminParts {
@@ -351,6 +349,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         "admin",
         admin_listener,
         admin,
+        true,
         admin_stop_rx,
         graceful.clone(),
     ));
@@ -358,6 +357,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         "s3",
         s3_listener,
         s3_svc,
+        false,
         stop_rx.clone(),
         graceful.clone(),
     ));
@@ -432,7 +432,7 @@ type ImageRuntime = (
 /// longer accepts and keeps driving its open connections until `drained`.
 fn spawn_image_runtimes(
     listener: TcpListener,
-    svc: hyper_util::service::TowerToHyperService<axum::Router>,
+    svc: crate::http::ImagesService,
     stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
     drained: watch::Receiver<bool>,
@@ -473,7 +473,7 @@ fn spawn_image_runtimes(
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_loop("images", l, svc, stop, graceful).await,
+                        Ok(l) => accept_loop("images", l, svc, false, stop, graceful).await,
                         Err(e) => {
                             tracing::error!(error = %e, "image listener thread cannot accept")
                         }
@@ -496,10 +496,14 @@ fn listener_addr(l: &TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
+/// Accepts connections until `stop` and serves each with `svc`. `tag_peer`: put the client's
+/// address into every request's extensions ([`crate::http::PeerAddr`]; the admin listener's
+/// login limit needs it, and it costs an allocation per request).
 async fn accept_loop<S, B>(
     name: &'static str,
     listener: TcpListener,
     svc: S,
+    tag_peer: bool,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
 ) where
@@ -528,7 +532,9 @@ async fn accept_loop<S, B>(
                 let _ = stream.set_nodelay(true);
                 let inner = svc.clone();
                 let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    if tag_peer {
+                        req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    }
                     inner.call(req)
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), with_peer).into_owned();

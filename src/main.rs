@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pixelport::config::{Config, LogFormat};
 
+/// mimalloc instead of glibc's malloc: a cache hit makes a few dozen small allocations,
+/// and glibc's free and consolidation took ~8% of its CPU (docs/cache.md, Benchmark).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pixelport",

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub cache_write_failures: IntCounter,
     /// Eager preset renders by result: `ok`, `skipped`, `dropped`, `error`.
     pub eager_renders: IntCounterVec,
+    /// `imgproxy_status_codes_total{status="200"}`, made on first use.
+    status_ok: std::sync::OnceLock<IntCounter>,
 }
 
 impl Metrics {
@@ -200,7 +202,22 @@ impl Metrics {
             traffic: crate::admin::traffic::Traffic::new(),
             cache_write_failures,
             eager_renders,
+            status_ok: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts an image response in `imgproxy_status_codes_total{status}`. The `200` series,
+    /// nearly every response's, is looked up once (a labelled lookup hashes and locks).
+    pub fn count_status(&self, status: axum::http::StatusCode) {
+        if status == axum::http::StatusCode::OK {
+            self.status_ok
+                .get_or_init(|| self.status_codes_total.with_label_values(&["200"]))
+                .inc();
+        } else {
+            self.status_codes_total
+                .with_label_values(&[status.as_str()])
+                .inc();
+        }
     }
 
     /// Registers another collector (the cache's, for instance) in the same registry.

@@ -526,6 +526,16 @@ impl DerivativeCache {
     /// Looks a variant up: one read transaction, no write. `Ok(None)` is a miss (absent,
     /// expired, unreadable or damaged).
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedEntry>, CacheError> {
+        self.lookup(key, true)
+    }
+
+    /// [`DerivativeCache::get`], counting a miss in the statistics only when `count_miss`
+    /// (a caller that goes on to `get` the same key after a miss would count it twice).
+    pub fn lookup(
+        &self,
+        key: &CacheKey,
+        count_miss: bool,
+    ) -> Result<Option<CachedEntry>, CacheError> {
         let c = &self.inner.counters;
         let d = key.digest();
         let now = now_ms();
@@ -547,9 +557,14 @@ impl DerivativeCache {
         }
         let found = self.read(d);
         match &found {
-            Ok(Some(_)) => c.hits.fetch_add(1, Ordering::Relaxed),
-            _ => c.misses.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(Some(_)) => {
+                c.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            _ if count_miss => {
+                c.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         found
     }
 

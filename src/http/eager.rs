@@ -276,7 +276,11 @@ impl Worker {
     ) -> Result<Outcome, ImageError> {
         let state = &*self.state;
         let opts = options::parse(&[format!("pr:{}", preset.name)], &state.parse_ctx)?;
-        let variant = state.variant(opts, &format!("s3://{bucket}/{key}"), None)?;
+        let variant = state.variant(
+            opts,
+            &format!("s3://{bucket}/{key}"),
+            crate::imaging::negotiate::Accepted::default(),
+        )?;
         if variant.opts.raw || info.size > variant.max_file {
             return Ok(Outcome::Skipped);
         }
@@ -471,7 +475,11 @@ mod tests {
         let opts = options::parse(&["pr:t".into()], &state.parse_ctx).unwrap();
         for (key, cached) in [("a.png", true), ("b.png", true), ("c.png", false)] {
             let variant = state
-                .variant(opts.clone(), &format!("s3://bkt/{key}"), None)
+                .variant(
+                    opts.clone(),
+                    &format!("s3://bkt/{key}"),
+                    crate::imaging::negotiate::Accepted::default(),
+                )
                 .unwrap();
             let version = state.s3_version("bkt", key, &variant).await.unwrap();
             let hit = state

@@ -14,13 +14,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::resolved::{self, Resolved, ResolvedUrls};
 use super::throttle::Throttle;
 use crate::cache::flight::SingleFlight;
-use crate::cache::{CacheKey, DerivativeCache, EntryMeta};
+use crate::cache::{CacheKey, CachedEntry, DerivativeCache, EntryMeta};
 use crate::imaging::config::ImagesConfig;
 use crate::imaging::decode;
 use crate::imaging::http_source::HttpSource;
-use crate::imaging::negotiate::{self, Negotiation};
+use crate::imaging::negotiate::{self, Accepted, Negotiation};
 use crate::imaging::options::{self, ImageFormat, Options, ParseContext};
 use crate::imaging::pipeline::{self, Job, PipelineError};
 use crate::imaging::pool::{Pool, PoolError, Ticket};
@@ -45,6 +46,8 @@ pub struct ImagesState {
     /// The derivative cache (`None` when `[cache] enabled = false`).
     pub cache: Option<DerivativeCache>,
     pub versions: Arc<SourceVersions>,
+    /// Paths recently served through the cache, resolved (the fast path of a hit).
+    resolved: ResolvedUrls,
     flight: SingleFlight<CacheKey, Outcome>,
     /// Failed cache writes and reads are logged at most once a minute each.
     cache_warnings: Throttle,
@@ -89,6 +92,7 @@ impl ImagesState {
             metrics,
             cache,
             versions,
+            resolved: ResolvedUrls::new(),
             flight: SingleFlight::new(),
             cache_warnings: Throttle::new(Duration::from_secs(60)),
             cache_read_warnings: Throttle::new(Duration::from_secs(60)),
@@ -220,10 +224,10 @@ impl ImageError {
     }
 }
 
-/// The axum handler for every path that is not `/health`.
-pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -> Response {
+/// The handler for every image request (every path but `/health`). The body is not read.
+pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -> Response {
     let started = Instant::now();
-    let request_id = crate::credentials::random_hex(8).to_uppercase();
+    let request_id = format!("{:016X}", rand::random::<u64>());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let m = &state.metrics;
@@ -264,9 +268,7 @@ pub async fn handle(State(state): State<Arc<ImagesState>>, req: Request<Body>) -
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    m.status_codes_total
-        .with_label_values(&[resp.status().as_str()])
-        .inc();
+    m.count_status(resp.status());
     m.traffic.record(&crate::admin::traffic::Sample {
         listener: "images",
         status: resp.status().as_u16(),
@@ -316,6 +318,17 @@ async fn serve(
             return Err(ImageError::Secret);
         }
     }
+    let accepted = if state.negotiation.enabled() {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        Accepted::read(accept, pipeline::can_encode)
+    } else {
+        // With every switch off, `Accept` changes nothing: one class for all requests.
+        Accepted::default()
+    };
+    let class = resolved::accept_class(accepted.avif, accepted.webp);
+    if let Some(resp) = state.serve_resolved(path, class, headers).await {
+        return Ok(resp);
+    }
     let parsed = url::parse_path(path)?;
     if let Some(signer) = &state.signer {
         let unsafe_ok = state.config.allow_unsafe && matches!(parsed.signature, "unsafe" | "_");
@@ -329,8 +342,7 @@ async fn serve(
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let variant = state.variant(opts, parsed.source.url(), accept)?;
+    let variant = state.variant(opts, parsed.source.url(), accepted)?;
     let vary = state.negotiation.enabled();
     let ttl = ttl(state, &variant.opts);
 
@@ -383,6 +395,24 @@ async fn serve(
     };
     let (rendered, hit) = render.cached_or_run(Caller::Visitor).await?;
     let cache_hit = state.cache.as_ref().map(|_| hit);
+    if cache_hit.is_some()
+        && variant.opts.expires.is_none()
+        && let SourceUrl::S3 {
+            bucket,
+            key: object,
+        } = &variant.source
+    {
+        let resolved = Resolved {
+            bucket: bucket.clone(),
+            key: object.clone(),
+            source_id: format!("s3://{bucket}/{object}"),
+            version: version.clone(),
+            cache_key: key.clone(),
+            etag: etag.clone(),
+            headers: reply.headers(&rendered, Some(true)),
+        };
+        state.resolved.insert(path, class, resolved);
+    }
     Ok(reply.send(&rendered, cache_hit))
 }
 
@@ -399,13 +429,14 @@ pub struct Variant {
 }
 
 impl ImagesState {
-    /// The variant that `opts` on `source_url` asks for, with `accept` as the request's
-    /// `Accept` header (`None` for eager renders: what a request without one gets).
+    /// The variant that `opts` on `source_url` asks for, with `accepted` read from the
+    /// request's `Accept` header (the default for eager renders: what a request without one
+    /// gets).
     pub fn variant(
         &self,
         opts: Options,
         source_url: &str,
-        accept: Option<&str>,
+        accepted: Accepted,
     ) -> Result<Variant, ImageError> {
         let source = SourceUrl::parse(source_url)?;
         let max_file = opts
@@ -414,12 +445,7 @@ impl ImagesState {
             .and_then(|v| u64::try_from(v).ok())
             .filter(|v| *v > 0)
             .unwrap_or(self.config.max_src_file_size.0);
-        let decided = negotiate::decide_without_source(
-            opts.format,
-            accept,
-            self.negotiation,
-            pipeline::can_encode,
-        );
+        let decided = negotiate::decide_without_source(opts.format, accepted, self.negotiation);
         Ok(Variant {
             opts,
             source_url: source_url.to_owned(),
@@ -457,27 +483,62 @@ impl ImagesState {
         )
     }
 
+    /// The answer to a path kept in [`ResolvedUrls`], when the source is still at the
+    /// version it was resolved at and the cache still holds the variant; `None` sends the
+    /// request down the full path (which decides every error and every miss).
+    async fn serve_resolved(&self, path: &str, class: u8, headers: &HeaderMap) -> Option<Response> {
+        self.cache.as_ref()?;
+        let r = self.resolved.get(path, class)?;
+        let current = self
+            .versions
+            .current(&self.store, &r.source_id, &r.bucket, &r.key)
+            .await
+            .ok()?;
+        if current.etag != r.version {
+            return None;
+        }
+        if let Some(resp) = not_modified(headers, &r.etag) {
+            return Some(resp);
+        }
+        let hit = self.cached_entry(&r.cache_key, false)?;
+        self.metrics.cache_hits.inc();
+        let length = hit.body.len();
+        let mut resp = Response::new(Body::from(hit.body));
+        *resp.headers_mut() = r.headers.clone();
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        Some(resp)
+    }
+
     /// Looks `key` up in the cache; a failed read is logged and reads as a miss.
     async fn cached(&self, key: &CacheKey) -> Option<Rendered> {
+        let hit = self.cached_entry(key, true)?;
+        let format = ImageFormat::ALL
+            .into_iter()
+            .find(|f| negotiate::mime_type(*f) == hit.content_type)
+            .unwrap_or(ImageFormat::Jpeg);
+        Some(Rendered {
+            bytes: hit.body,
+            content_type: hit.content_type,
+            format,
+            last_modified_ms: hit.last_modified_ms,
+        })
+    }
+
+    /// The cache's entry for `key`; a failed read is logged and reads as a miss.
+    /// `count_miss`: whether the cache's own statistics count a miss (not for the fast
+    /// path's lookups, whose misses go on to the full path and are counted there).
+    fn cached_entry(&self, key: &CacheKey, count_miss: bool) -> Option<CachedEntry> {
         let cache = self.cache.as_ref()?;
         // Read inline, like the store HEAD before it: one redb read transaction on a file the
         // page cache holds takes microseconds, far less than a hop to the blocking pool and
         // back (which dominated a cache hit's cost under load; see docs/cache.md's
         // Benchmark). A panic inside redb is still contained and reads as a failed lookup.
-        let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.get(key)));
+        let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.lookup(key, count_miss)
+        }));
         match lookup {
-            Ok(Ok(Some(hit))) => {
-                let format = ImageFormat::ALL
-                    .into_iter()
-                    .find(|f| negotiate::mime_type(*f) == hit.content_type)
-                    .unwrap_or(ImageFormat::Jpeg);
-                Some(Rendered {
-                    bytes: hit.body,
-                    content_type: hit.content_type,
-                    format,
-                    last_modified_ms: hit.last_modified_ms,
-                })
-            }
+            Ok(Ok(Some(hit))) => Some(hit),
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 self.cache_read_failed(&e.to_string());
@@ -703,7 +764,14 @@ impl Reply<'_> {
     /// miss, `None` when no cache took part (cache off, `raw`).
     fn send(&self, r: &Rendered, cache_hit: Option<bool>) -> Response {
         let mut resp = Response::new(Body::from(r.bytes.clone()));
-        let h = resp.headers_mut();
+        *resp.headers_mut() = self.headers(r, cache_hit);
+        resp
+    }
+
+    /// The headers of [`Reply::send`]'s response.
+    fn headers(&self, r: &Rendered, cache_hit: Option<bool>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let h = &mut headers;
         if let Ok(v) = HeaderValue::from_str(&r.content_type) {
             h.insert(header::CONTENT_TYPE, v);
         }
@@ -747,7 +815,7 @@ impl Reply<'_> {
         if let Ok(v) = HeaderValue::from_str(&disposition) {
             h.insert(header::CONTENT_DISPOSITION, v);
         }
-        resp
+        headers
     }
 }
 

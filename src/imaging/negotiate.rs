@@ -32,18 +32,35 @@ pub struct Choice {
     pub vary_accept: bool,
 }
 
+/// Which of the negotiable formats a request's `Accept` admits and Pixelport can write:
+/// everything of `Accept` that negotiation reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub avif: bool,
+    pub webp: bool,
+}
+
+impl Accepted {
+    /// Reads `accept` (`None`: no header, which admits neither). `writable` says which
+    /// encoders exist.
+    pub fn read(accept: Option<&str>, writable: impl Fn(ImageFormat) -> bool) -> Self {
+        let accepts = |mime: &str| accept.is_some_and(|a| accepts_type(a, mime));
+        Self {
+            avif: writable(ImageFormat::Avif) && accepts("image/avif"),
+            webp: writable(ImageFormat::Webp) && accepts("image/webp"),
+        }
+    }
+}
+
 /// The output format when it does not depend on the source: the URL's, or one picked from
-/// `Accept` by the switches. `None`: the source's own format decides, once it is probed.
-/// `writable` says which encoders exist.
+/// what `Accept` admits by the switches. `None`: the source's own format decides, once it is
+/// probed.
 pub fn decide_without_source(
     requested: Option<ImageFormat>,
-    accept: Option<&str>,
+    accepted: Accepted,
     switches: Negotiation,
-    writable: impl Fn(ImageFormat) -> bool,
 ) -> Option<ImageFormat> {
-    let accepts = |mime: &str| accept.is_some_and(|a| accepts_type(a, mime));
-    let avif = writable(ImageFormat::Avif) && accepts("image/avif");
-    let webp = writable(ImageFormat::Webp) && accepts("image/webp");
+    let Accepted { avif, webp } = accepted;
     if switches.enforce_avif && avif {
         Some(ImageFormat::Avif)
     } else if switches.enforce_webp && webp {
@@ -84,7 +101,7 @@ pub fn choose(
     switches: Negotiation,
     writable: impl Fn(ImageFormat) -> bool,
 ) -> Choice {
-    let decided = decide_without_source(requested, accept, switches, &writable);
+    let decided = decide_without_source(requested, Accepted::read(accept, &writable), switches);
     Choice {
         format: for_source(decided, source, source_has_alpha, &writable),
         vary_accept: switches.enabled(),

@@ -197,11 +197,22 @@ impl SourceVersions {
         bucket: &str,
         key: &str,
     ) -> Result<SourceVersion, SourceError> {
-        let id = format!("s3://{bucket}/{key}");
+        self.current(store, &format!("s3://{bucket}/{key}"), bucket, key)
+            .await
+    }
+
+    /// [`SourceVersions::get`] with the source's id (`s3://bucket/key`) already made.
+    pub async fn current(
+        &self,
+        store: &DynStore,
+        id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<SourceVersion, SourceError> {
         let mut forgets = 0;
         if !self.trust.is_zero() {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((v, at)) = seen.versions.get(&id)
+            if let Some((v, at)) = seen.versions.get(id)
                 && at.elapsed() < self.trust
             {
                 return Ok(v.clone());
@@ -210,7 +221,7 @@ impl SourceVersions {
         }
         let info = store.head_object(bucket, key).await.map_err(|e| match e {
             StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
-                SourceError::NotFound(id.clone())
+                SourceError::NotFound(id.to_owned())
             }
             StoreError::Unavailable(m) => SourceError::Upstream(m),
             other => SourceError::Internal(other.to_string()),
@@ -226,7 +237,8 @@ impl SourceVersions {
                 if seen.versions.len() >= MAX_REMEMBERED {
                     seen.versions.clear();
                 }
-                seen.versions.insert(id, (v.clone(), Instant::now()));
+                seen.versions
+                    .insert(id.to_owned(), (v.clone(), Instant::now()));
             }
         }
         Ok(v)

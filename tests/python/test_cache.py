@@ -122,6 +122,97 @@ def test_overwrite_and_delete_invalidate_at_once(cached, tmp_path):
     assert metric(d, "pixelport_cache_entries") == 0
 
 
+def test_repeated_hits_follow_accept_purges_and_expiry(make_daemon):
+    """Repeated requests for a path are answered from what it resolved to the first time (the
+    fast path of a hit). Guards: the `Accept` class still picks the variant, a purge or an
+    overwrite is seen at once, and an `expires` URL still expires after it was a hit."""
+    token = "cache-test-admin-token-0123456789"
+    d = make_daemon(images_config="auto_avif = true\nauto_webp = true\n",
+                    admin_config=f'token = "{token}"\n')
+    s3 = d.client()
+    s3.create_bucket(Bucket="fast")
+    s3.put_object(Bucket="fast", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
+    path = "/unsafe/rs:fit:120:120/plain/s3://fast/r.jpg"
+    classes = {"image/avif,image/webp,*/*": "image/avif", "image/webp,*/*": "image/webp",
+               "image/*": "image/jpeg"}
+    first = {}
+    for round_ in range(3):
+        for accept, ctype in classes.items():
+            r = get(d, path, headers={"Accept": accept})
+            assert r.status_code == 200 and r.headers["content-type"] == ctype, (accept, r.text)
+            assert r.headers["x-cache"] == ("MISS" if round_ == 0 else "HIT"), (round_, accept)
+            assert r.headers["vary"] == "Accept"
+            if round_ == 0:
+                first[accept] = r
+            else:
+                assert r.content == first[accept].content
+                for h in ("etag", "last-modified", "cache-control", "content-disposition",
+                          "content-length"):
+                    assert r.headers[h] == first[accept].headers[h], h
+                assert r.headers["x-request-id"] != first[accept].headers["x-request-id"]
+    assert metric(d, "pixelport_images_processed_total") == 3
+    assert metric(d, "pixelport_cache_hits_total") == 6
+    assert metric(d, "pixelport_cache_misses_total") == 3
+    webp = "image/webp,*/*"
+    r = get(d, path, headers={"Accept": webp, "If-None-Match": first[webp].headers["etag"]})
+    assert r.status_code == 304 and r.content == b""
+    head = requests.head(d.images_url + path, headers={"Accept": webp}, timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == first[webp].headers["content-length"]
+
+    # A purge through the admin API: the next request renders again.
+    purge = requests.post(f"{d.admin_url}/api/cache/purge", json={"bucket": "fast", "key": "r.jpg"},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert purge.status_code == 200 and purge.json()["removed"] == 3, purge.text
+    r = get(d, path, headers={"Accept": webp})
+    assert r.headers["x-cache"] == "MISS" and r.content == first[webp].content
+    assert get(d, path, headers={"Accept": webp}).headers["x-cache"] == "HIT"
+    # An overwrite: the new image at once, then hits of it.
+    s3.put_object(Bucket="fast", Key="r.jpg", Body=(IMAGES / "chelsea-451x300.png").read_bytes())
+    for expected in ("MISS", "HIT"):
+        r = get(d, path, headers={"Accept": webp})
+        assert r.headers["x-cache"] == expected
+        assert Image.open(io.BytesIO(r.content)).size == (120, 80)
+        assert r.content != first[webp].content
+
+    # An `expires` URL that was a hit is refused once its time has passed.
+    exp = int(time.time()) + 2
+    timed = f"/unsafe/exp:{exp}/rs:fit:60:60/plain/s3://fast/r.jpg@png"
+    assert [get(d, timed).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    time.sleep(max(0.0, exp - time.time()) + 1.1)
+    r = get(d, timed)
+    assert r.status_code == 404 and "expired" in r.json()["message"], r.text
+
+
+def test_remote_changes_behind_pixelports_back_are_seen_after_revalidate(make_daemon):
+    """With the remote store, an object changed on the cluster directly (not through
+    Pixelport) is seen once `source_revalidate` has passed: the next request is a miss with
+    the new image, and the old variant is not served again."""
+    d = make_daemon(backend="remote", extra_config='[cache]\nsource_revalidate = "1s"\n')
+    s3 = d.client()
+    s3.create_bucket(Bucket="behind")
+    s3.put_object(Bucket="behind", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
+    path = "/unsafe/rs:fit:100:100/plain/s3://behind/r.jpg@png"
+    old = [get(d, path) for _ in range(3)]
+    assert [r.headers["x-cache"] for r in old] == ["MISS", "HIT", "HIT"]
+    assert Image.open(io.BytesIO(old[0].content)).size == (100, 67)
+    # Overwrite the object's bytes on the cluster itself, under the key Pixelport uses there.
+    cluster = d.cluster_client()
+    stored = [o["Key"] for o in cluster.list_objects_v2(Bucket=harness.CLUSTER_BUCKET)
+              .get("Contents", []) if o["Key"].endswith("r.jpg")]
+    assert len(stored) == 1, stored
+    cluster.put_object(Bucket=harness.CLUSTER_BUCKET, Key=stored[0],
+                       Body=(IMAGES / "chelsea-451x300.png").read_bytes())
+    time.sleep(1.5)
+    new = get(d, path)
+    assert new.status_code == 200 and new.headers["x-cache"] == "MISS", new.text
+    assert Image.open(io.BytesIO(new.content)).size == (100, 67)
+    assert new.content != old[0].content
+    assert new.headers["etag"] != old[0].headers["etag"]
+    again = get(d, path)
+    assert again.headers["x-cache"] == "HIT" and again.content == new.content
+
+
 def test_entries_survive_a_restart(cached):
     d, _ = cached
     path = "/unsafe/w:90/plain/s3://cached/r.jpg@webp"
