@@ -325,7 +325,7 @@ async fn serve(
         // With every switch off, `Accept` changes nothing: one class for all requests.
         Accepted::default()
     };
-    let class = resolved::accept_class(accepted.avif, accepted.webp);
+    let class = resolved::accept_class(accepted);
     if let Some(resp) = state.serve_resolved(path, class, headers).await {
         return Ok(resp);
     }

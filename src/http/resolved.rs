@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::cache::CacheKey;
+use crate::imaging::negotiate::Accepted;
 
 /// At most this many paths are kept; past it the memory is cleared and refills from traffic
 /// (each entry is well under a kilobyte).
@@ -49,10 +50,10 @@ const CLASSES: usize = 4;
 /// A path's entries, indexed by `Accept` class.
 type PerClass = [Option<Arc<Resolved>>; CLASSES];
 
-/// The `Accept` class of a request: which of the negotiable formats it allows, as two bits
+/// The `Accept` class of a request: which of the negotiable formats it admits, as two bits
 /// (AVIF, WebP). Requests in one class get the same variant of a path.
-pub fn accept_class(avif: bool, webp: bool) -> u8 {
-    u8::from(avif) << 1 | u8::from(webp)
+pub fn accept_class(accepted: Accepted) -> u8 {
+    u8::from(accepted.avif) << 1 | u8::from(accepted.webp)
 }
 
 impl ResolvedUrls {
@@ -107,13 +108,57 @@ mod tests {
     #[test]
     fn classes_are_kept_apart_and_replaced() {
         let urls = ResolvedUrls::new();
-        urls.insert("/p", accept_class(false, true), resolved("v1"));
-        assert!(urls.get("/p", accept_class(false, false)).is_none());
-        assert!(urls.get("/q", accept_class(false, true)).is_none());
-        let got = urls.get("/p", accept_class(false, true));
+        urls.insert(
+            "/p",
+            accept_class(Accepted {
+                avif: false,
+                webp: true,
+            }),
+            resolved("v1"),
+        );
+        assert!(
+            urls.get(
+                "/p",
+                accept_class(Accepted {
+                    avif: false,
+                    webp: false
+                })
+            )
+            .is_none()
+        );
+        assert!(
+            urls.get(
+                "/q",
+                accept_class(Accepted {
+                    avif: false,
+                    webp: true
+                })
+            )
+            .is_none()
+        );
+        let got = urls.get(
+            "/p",
+            accept_class(Accepted {
+                avif: false,
+                webp: true,
+            }),
+        );
         assert_eq!(got.map(|r| r.version.clone()).as_deref(), Some("v1"));
-        urls.insert("/p", accept_class(false, true), resolved("v2"));
-        let got = urls.get("/p", accept_class(false, true));
+        urls.insert(
+            "/p",
+            accept_class(Accepted {
+                avif: false,
+                webp: true,
+            }),
+            resolved("v2"),
+        );
+        let got = urls.get(
+            "/p",
+            accept_class(Accepted {
+                avif: false,
+                webp: true,
+            }),
+        );
         assert_eq!(got.map(|r| r.version.clone()).as_deref(), Some("v2"));
         assert_eq!(urls.len(), 1);
     }
