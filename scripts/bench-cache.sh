@@ -128,8 +128,8 @@ fi
 [ -x "$PIXELPORT" ] || die "no pixelport binary at $PIXELPORT"
 
 # ---------------------------------------------------------------- cleanup
-# shellcheck source=scripts/stop-pids.sh
-source "$ROOT/scripts/stop-pids.sh"
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 PIDS=()
 PP_DATA="$OUT/pixelport-data"
 # nginx's prefix (conf, pid, logs, the file) lives in a fresh world-traversable temporary
@@ -147,40 +147,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-USED_PORTS=" "
-free_port() {
-    local p i
-    for i in $(seq 1 200); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        case "$USED_PORTS" in *" $p "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS="$USED_PORTS$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# wait_ready NAME PID URL SECONDS: until URL answers 200.
-wait_ready() {
-    local name=$1 pid=$2 url=$3 secs=$4 code i
-    for i in $(seq 1 $((secs * 10))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$LOGS/$name.log" >&2 || true
-            die "$name exited during startup (log: $LOGS/$name.log)"
-        fi
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)"
-        if [ "$code" = 200 ]; then
-            log "$name ready ($url after ~$((i / 10))s)"
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$LOGS/$name.log" >&2 || true
-    die "$name not ready after ${secs}s (log: $LOGS/$name.log)"
-}
-
 # header NAME FILE: a header's value from curl -D output (last response), no CR.
 header() {
     awk -v n="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" -F': ' '
@@ -222,7 +188,7 @@ log "starting pixelport ($PIXELPORT): S3 127.0.0.1:$PP_S3, images 127.0.0.1:$PP_
 RUST_LOG="${BENCH_RUST_LOG:-warn}" "$PIXELPORT" serve --config "$OUT/pixelport.toml" \
     >"$LOGS/pixelport.log" 2>&1 </dev/null &
 PIDS+=($!)
-wait_ready pixelport "$!" "http://127.0.0.1:$PP_ADMIN/health" 60
+wait_ready pixelport "$!" "$PP_ADMIN" /health '^200$' 60
 
 log "uploading $PHOTO to s3://$BUCKET/$PHOTO"
 AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION="$REGION" \
@@ -313,7 +279,7 @@ log "starting nginx ($NGINX, $CORES workers) on 127.0.0.1:$NGX_PORT"
     >"$LOGS/nginx.log" 2>&1 </dev/null &
 PIDS+=($!)
 NGX_URL="http://127.0.0.1:$NGX_PORT/$STATIC_NAME"
-wait_ready nginx "$!" "$NGX_URL" 20
+wait_ready nginx "$!" "$NGX_PORT" "/$STATIC_NAME" '^200$' 20
 
 code="$(fetch "$NGX_URL" "$OUT/nginx.body" "$LOGS/nginx.headers")"
 [ "$code" = 200 ] || die "nginx answered $code"

@@ -103,8 +103,8 @@ else
 fi
 
 # ---------------------------------------------------------------- cleanup
-# shellcheck source=scripts/stop-pids.sh
-source "$ROOT/scripts/stop-pids.sh"
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 PIDS=()
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -157,51 +157,6 @@ DD_DIRECT="$(dd_mibs if="$DD_FILE" of=/dev/null bs=4M iflag=direct || true)"
 dd if="$DD_FILE" of=/dev/null bs=4M status=none # warm the page cache
 DD_CACHED="$(dd_mibs if="$DD_FILE" of=/dev/null bs=4M)"
 log "dd read of ${DD_MIB} MiB: cold=${DD_COLD:-n/a} MiB/s (${DD_COLD_HOW:-cache could not be dropped}), O_DIRECT=${DD_DIRECT:-n/a} MiB/s, cached=${DD_CACHED:-n/a} MiB/s"
-
-# ---------------------------------------------------------------- ports
-USED_PORTS=" "
-free_port() {
-    local p i
-    for i in $(seq 1 200); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        case "$USED_PORTS" in *" $p "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS="$USED_PORTS$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# Prints the HTTP status code of GET http://127.0.0.1:PORT/PATH, or nothing.
-http_status() {
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$2" "$1" >&3
-        IFS=' ' read -r -t 5 _ code _ <&3 || exit 1
-        echo "$code"
-    ) 2>/dev/null || true
-}
-
-# wait_ready NAME PID PORT PATH WANT_CODE(regex) SECONDS
-wait_ready() {
-    local name=$1 pid=$2 port=$3 path=$4 want=$5 secs=$6 code i
-    for i in $(seq 1 $((secs * 10))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$LOGS/$name.log" >&2 || true
-            die "$name exited during startup (log: $LOGS/$name.log)"
-        fi
-        code="$(http_status "$port" "$path")"
-        if [ -n "$code" ] && [[ "$code" =~ $want ]]; then
-            log "$name ready on 127.0.0.1:$port (GET $path -> $code after ~$((i / 10))s)"
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$LOGS/$name.log" >&2 || true
-    die "$name not ready after ${secs}s (log: $LOGS/$name.log)"
-}
 
 # ---------------------------------------------------------------- servers
 export RUST_LOG="${BENCH_RUST_LOG:-warn}"
