@@ -128,6 +128,22 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// Test helper: asserts that `path` is readable and writable by its owner only (0600), as
+/// every generated secret file must be. No-op off unix.
+#[cfg(test)]
+pub(crate) fn assert_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,15 +156,7 @@ mod tests {
         assert!(matches!(origin, Origin::Generated(_)));
         assert_eq!(first.access_key.len(), 20);
         assert_eq!(first.secret_key.len(), 40);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_private(&dir.path().join(FILE_NAME));
         let (again, origin) = resolve(&cfg, dir.path()).unwrap();
         assert!(matches!(origin, Origin::File(_)));
         assert_eq!(again.secret_key, first.secret_key);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::config::AdminConfig;
-use crate::credentials::{random_hex, read_or_create};
+use crate::credentials::{CredentialsError, random_hex, read_or_create};
 
 pub const PASSWORD_FILE: &str = "admin-password";
 pub const TOKEN_FILE: &str = "admin-token";
@@ -27,13 +27,10 @@ const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// The password or token file cannot be read, written, or is empty (the same errors as
+    /// the S3 credentials file's).
+    #[error(transparent)]
+    File(#[from] CredentialsError),
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
@@ -67,17 +64,19 @@ fn read_or_generate(
     make: impl FnOnce() -> String,
 ) -> Result<(String, Origin), AuthError> {
     let path = data_dir.join(name);
-    let (text, created) =
-        read_or_create(&path, || format!("{}\n", make())).map_err(|source| AuthError::Io {
+    let (text, created) = read_or_create(&path, || format!("{}\n", make())).map_err(|source| {
+        CredentialsError::Io {
             path: path.clone(),
             source,
-        })?;
+        }
+    })?;
     let value = text.trim().to_owned();
     if value.is_empty() {
-        return Err(AuthError::Invalid {
+        return Err(CredentialsError::Invalid {
             path,
             message: "is empty (delete it to generate a new one)".into(),
-        });
+        }
+        .into());
     }
     Ok((
         value,
@@ -333,14 +332,8 @@ mod tests {
             (token.len(), &again, origin),
             (64, &token, Origin::File(dir.path().join(TOKEN_FILE)))
         );
-        #[cfg(unix)]
         for f in [PASSWORD_FILE, TOKEN_FILE] {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(f))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{f}");
+            crate::credentials::assert_private(&dir.path().join(f));
         }
     }
 

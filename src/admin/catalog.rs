@@ -168,14 +168,6 @@ mod tests {
         );
         c.forget_bucket("pics").unwrap();
         assert_eq!(c.public_overrides().unwrap().len(), 1);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        crate::credentials::assert_private(&dir.path().join(FILE_NAME));
     }
 }
