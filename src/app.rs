@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use opendal::Operator;
 use tokio::net::TcpListener;
@@ -19,8 +17,10 @@ use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
 use crate::http::throttle::Throttle;
 use crate::s3::PixelportS3;
-use crate::s3::access::{KeyAuth, KeyRing, PublicBuckets, PublicRead};
+use crate::s3::access::{BucketSet, KeyAuth, KeyRing, PublicRead};
 use crate::s3::errors::RequestId;
+use crate::server::limits::Caps;
+use crate::server::{DoorLimits, RequestBody, accept_loop};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::remote::RemoteStore;
 use crate::store::{DynStore, Spool, StoreError};
@@ -64,13 +64,49 @@ fn open_cache(config: &Config) -> Result<Option<crate::cache::DerivativeCache>, 
     Ok(Some(cache))
 }
 
-/// Creates the data dir if needed and proves it is writable.
+/// Makes every file and directory the daemon creates from now on (blobs, catalog, cache,
+/// spool, secrets) readable by its own user alone: umask 077, as the systemd unit's
+/// `UMask=0077` does, for the runs without it.
+pub fn restrict_new_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Creates the data dir if needed (mode 0700) and proves it is writable. An existing data
+/// dir that other users can read or enter is narrowed to 0700, with a log line: it holds the
+/// originals, the catalog and the secrets.
 pub fn prepare_data_dir(dir: &Path) -> Result<(), AppError> {
     let fail = |message: String| AppError::DataDir {
         path: dir.to_owned(),
         message,
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| fail(format!("cannot create: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| fail(format!("cannot read its mode: {e}")))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| fail(format!("cannot make it private (chmod 0700): {e}")))?;
+            tracing::warn!(
+                path = %dir.display(),
+                was = format!("{:o}", mode & 0o777),
+                "the data dir was readable by other users; made it 0700"
+            );
+        }
+    }
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
     let _ = std::fs::remove_file(&probe);
@@ -153,8 +189,12 @@ fn request_id() -> String {
     crate::credentials::random_hex(8).to_uppercase()
 }
 
-pub async fn serve(config: Config) -> Result<(), AppError> {
+pub async fn serve(mut config: Config) -> Result<(), AppError> {
+    let signals = catch_signals();
+    restrict_new_files();
     prepare_data_dir(&config.server.data_dir)?;
+    let image_key =
+        credentials::resolve_image_key(&mut config.images, &config.server.data_dir, true)?;
     let s3_listener = bind("s3.listen", &config.s3.listen, false)?;
     let images_listener = bind("images.listen", &config.images.listen, true)?;
     let admin_listener = bind("admin.listen", &config.admin.listen, false)?;
@@ -176,6 +216,21 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics =
         Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
+    let nofile = crate::server::conn::raise_nofile();
+    let caps = config.limits.caps(nofile.unwrap_or(1024));
+    tracing::info!(
+        nofile,
+        images = caps.images,
+        s3 = caps.s3,
+        admin = caps.admin,
+        "connection caps per listener ([limits] *_max_connections)"
+    );
+    let door = |name, cap| DoorLimits::new(name, &config.limits, cap, Some(metrics.clone()));
+    let Caps {
+        images: images_cap,
+        s3: s3_cap,
+        admin: admin_cap,
+    } = caps;
     let images_state = Arc::new(
         crate::http::images::ImagesState::new(
             config.images.clone(),
@@ -223,6 +278,12 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         }
     }
 
+    report_image_key(
+        &config,
+        image_key.as_ref(),
+        images_listener.local_addr().ok(),
+    );
+
     let s3 = PixelportS3 {
         store: store.clone(),
         spool: spool.clone(),
@@ -234,7 +295,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         keys.access_key.clone(),
         keys.secret_key.clone(),
     )]));
-    let public = Arc::new(PublicBuckets::new(config.s3.public_buckets.iter().cloned()));
+    let public = Arc::new(BucketSet::new(config.s3.public_buckets.iter().cloned()));
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new(key_ring.clone()));
     builder.set_access(PublicRead::new(public.clone()));
@@ -243,8 +304,10 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let graceful = Arc::new(GracefulShutdown::new());
 
     let s3_metrics = metrics.clone();
-    let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let v2_keys = key_ring.clone();
+    let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<RequestBody>| {
         let svc = s3_service.clone();
+        let v2_keys = v2_keys.clone();
         let metrics = s3_metrics.clone();
         async move {
             let rid = request_id();
@@ -261,14 +324,20 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
                 .get(hyper::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             let t0 = Instant::now();
-            let mut resp = match svc.call(req.map(s3s::Body::from)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(request_id = %rid, error = ?e, "S3 request failed");
-                    let mut r = hyper::Response::new(s3s::Body::from("internal error".to_owned()));
-                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                    r
-                }
+            // SigV2 (header and presigned) is checked here first: its date window and a
+            // constant-time signature compare, which s3s 0.14 does not give V2.
+            let mut resp = match crate::s3::sigv2::refusal(&req, &v2_keys) {
+                Some(refused) => refused,
+                None => match svc.call(req.map(s3s::Body::http_body)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(request_id = %rid, error = ?e, "S3 request failed");
+                        let mut r =
+                            hyper::Response::new(s3s::Body::from("internal error".to_owned()));
+                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }
+                },
             };
             if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
                 resp.headers_mut().insert("x-amz-request-id", v);
@@ -346,17 +415,17 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(accept_loop(
-        "admin",
         admin_listener,
         admin,
+        door("admin", admin_cap),
         true,
         admin_stop_rx,
         graceful.clone(),
     ));
     let s3_task = tokio::spawn(accept_loop(
-        "s3",
         s3_listener,
         s3_svc,
+        door("s3", s3_cap),
         false,
         stop_rx.clone(),
         graceful.clone(),
@@ -366,6 +435,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let image_runtimes = spawn_image_runtimes(
         images_listener,
         images,
+        door("images", images_cap),
         images_stop_rx,
         graceful.clone(),
         drained_rx,
@@ -379,7 +449,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         .clone()
         .map(|c| tokio::spawn(flush_access_forever(c, stop_rx.clone())));
 
-    wait_for_signal().await;
+    wait_for_signal(signals).await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
     // Listeners close one after another, S3 last, so that once the S3 listener refuses
     // connections, none of the others accepts any more either.
@@ -418,6 +488,37 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Says where the image URL-signing key came from; a key generated now is printed with a
+/// ready `pixelport sign` example, as the S3 credentials are.
+fn report_image_key(config: &Config, origin: Option<&Origin>, addr: Option<SocketAddr>) {
+    let base = addr.map_or_else(|| config.images.listen.clone(), |a| a.to_string());
+    match origin {
+        Some(Origin::Generated(path)) => {
+            let example = "/rs:fit:300:200/plain/s3://photos/cat.jpg@webp";
+            let signed = config
+                .images
+                .signer()
+                .ok()
+                .flatten()
+                .map(|s| s.signed_path(example))
+                .unwrap_or_default();
+            println!(
+                "Generated the image URL-signing key and salt and saved them to {path} (mode 0600).\n\
+                 Image URLs must be signed (or read a bucket opened to unsigned URLs). Try:\n  \
+                 pixelport sign '{example}'   (with serve's --config, if any)\n  \
+                 curl -o cat.webp 'http://{base}{signed}'\n\
+                 Set [images] key and salt (or IMGPROXY_KEY / IMGPROXY_SALT) to use your own.",
+                path = path.display(),
+            );
+        }
+        Some(Origin::File(path)) => {
+            tracing::info!(path = %path.display(), "image URL-signing key from the key file")
+        }
+        Some(Origin::Config) => tracing::info!("image URL-signing key from the configuration"),
+        None => {}
+    }
+}
+
 /// An image listener thread, and what says its accept loop has ended.
 type ImageRuntime = (
     std::thread::JoinHandle<()>,
@@ -433,6 +534,7 @@ type ImageRuntime = (
 fn spawn_image_runtimes(
     listener: TcpListener,
     svc: crate::http::ImagesService,
+    limits: DoorLimits,
     stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
     drained: watch::Receiver<bool>,
@@ -467,13 +569,14 @@ fn spawn_image_runtimes(
             })?;
         let (svc, stop, graceful, mut drained) =
             (svc.clone(), stop.clone(), graceful.clone(), drained.clone());
+        let limits = limits.clone();
         let (accepting_tx, accepting_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("images-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_loop("images", l, svc, false, stop, graceful).await,
+                        Ok(l) => accept_loop(l, svc, limits, false, stop, graceful).await,
                         Err(e) => {
                             tracing::error!(error = %e, "image listener thread cannot accept")
                         }
@@ -496,60 +599,6 @@ fn listener_addr(l: &TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// Accepts connections until `stop` and serves each with `svc`. `tag_peer`: put the client's
-/// address into every request's extensions ([`crate::http::PeerAddr`]; the admin listener's
-/// login limit needs it, and it costs an allocation per request).
-async fn accept_loop<S, B>(
-    name: &'static str,
-    listener: TcpListener,
-    svc: S,
-    tag_peer: bool,
-    mut stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
-) where
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(listener = name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let inner = svc.clone();
-                let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    if tag_peer {
-                        req.extensions_mut().insert(crate::http::PeerAddr(peer));
-                    }
-                    inner.call(req)
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), with_peer).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-}
-
 /// What the admin listener needs from `serve`.
 struct AdminParts {
     store: DynStore,
@@ -557,7 +606,7 @@ struct AdminParts {
     metrics: Arc<crate::metrics::Metrics>,
     keys: Arc<KeyRing>,
     root_access_key: String,
-    public: Arc<PublicBuckets>,
+    public: Arc<BucketSet>,
     spool: Spool,
     listeners: Vec<Arc<dyn crate::s3::ChangeListener>>,
     s3_url: String,
@@ -616,6 +665,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         root_access_key: p.root_access_key,
         public: p.public,
         config_public: config.s3.public_buckets.iter().cloned().collect(),
+        config_unsigned: config.images.unsigned_buckets.iter().cloned().collect(),
         spool: p.spool,
         max_object_size: config.s3.max_object_size.0,
         listeners: p.listeners,
@@ -685,14 +735,31 @@ async fn flush_access(cache: crate::cache::DerivativeCache, warnings: &Throttle)
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the start of `serve`: a signal that arrives while the
+/// listeners are still being started must stop the daemon gracefully, not kill it.
+#[cfg(unix)]
+type Signals = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+#[cfg(not(unix))]
+type Signals = ();
+
+fn catch_signals() -> Signals {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
+        )
+    }
+}
+
+async fn wait_for_signal(signals: Signals) {
+    #[cfg(unix)]
+    {
+        match signals {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -706,6 +773,7 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     {
+        let () = signals;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

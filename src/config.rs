@@ -181,6 +181,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub cache: CacheSection,
+    pub limits: crate::server::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -456,6 +457,9 @@ impl Config {
         self.images
             .validate()
             .map_err(|e| invalid(&format!("images.{}", e.key), e.message))?;
+        self.limits
+            .validate()
+            .map_err(|e| invalid(&format!("limits.{}", e.key), e.message))?;
         if self.admin.user.is_empty() {
             return Err(invalid("admin.user", "must not be empty"));
         }

@@ -10,4 +10,5 @@ pub mod http;
 pub mod imaging;
 pub mod metrics;
 pub mod s3;
+pub mod server;
 pub mod store;

@@ -159,10 +159,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sign { path, config } => {
-            let config = match load(config.as_deref()) {
+            let mut config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // The key `pixelport serve` generated on first start, unless one is configured.
+            if let Err(e) = pixelport::credentials::resolve_image_key(
+                &mut config.images,
+                &config.server.data_dir,
+                false,
+            ) {
+                eprintln!("pixelport: sign: {e}");
+                return ExitCode::from(2);
+            }
             match config.images.signer() {
                 Ok(Some(signer)) => {
                     println!("{}", signer.signed_path(&path));
@@ -170,7 +179,7 @@ fn main() -> ExitCode {
                 }
                 Ok(None) => {
                     eprintln!(
-                        "pixelport: sign: no [images] key and salt configured (set them, or IMGPROXY_KEY and IMGPROXY_SALT; `pixelport keygen` makes a pair)"
+                        "pixelport: sign: no [images] key and salt configured, and no generated key in the data dir (start `pixelport serve` once, set them, or IMGPROXY_KEY and IMGPROXY_SALT; `pixelport keygen` makes a pair)"
                     );
                     ExitCode::from(2)
                 }

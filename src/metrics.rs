@@ -51,6 +51,10 @@ pub struct Metrics {
     pub cache_write_failures: IntCounter,
     /// Eager preset renders by result: `ok`, `skipped`, `dropped`, `error`.
     pub eager_renders: IntCounterVec,
+    /// Open connections per listener (`s3`, `images`, `admin`).
+    pub connections: prometheus::IntGaugeVec,
+    /// Connections turned away at a listener's cap, per listener.
+    pub connections_refused: IntCounterVec,
     /// `imgproxy_status_codes_total{status="200"}`, made on first use.
     status_ok: std::sync::OnceLock<IntCounter>,
 }
@@ -180,7 +184,26 @@ impl Metrics {
         registry.register(Box::new(s3_request_duration.clone()))?;
         registry.register(Box::new(store_bytes.clone()))?;
         registry.register(Box::new(store_objects.clone()))?;
+        let connections = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "pixelport_connections",
+                "Open client connections per listener.",
+            ),
+            &["listener"],
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "pixelport_connections_refused_total",
+                "Connections answered 503 and closed because the listener was at its \
+                 connection cap ([limits] *_max_connections).",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         Ok(Self {
+            connections,
+            connections_refused,
             registry,
             requests_total,
             request_duration,

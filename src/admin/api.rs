@@ -79,9 +79,18 @@ pub async fn login(State(state): State<Arc<AdminState>>, req: Request) -> ApiRes
         .await
         .map_err(|e| AdminError::BadRequest(e.to_string()))?;
     let b: LoginBody = parse(&body)?;
+    if let Some(wait) = state.auth.limited_now(client) {
+        return Err(AdminError::RateLimited(wait.as_secs().max(1)));
+    }
+    // At most a few argon2 verifications at once (memory and the blocking pool); a burst
+    // waits its turn for a while, then is told to retry.
+    let Some(slot) = state.auth.verify_slot().await else {
+        return Err(AdminError::RateLimited(1));
+    };
     let st = state.clone();
     let outcome =
         tokio::task::spawn_blocking(move || st.auth.login(client, &b.user, &b.password)).await?;
+    drop(slot);
     match outcome {
         Login::Ok(id, session) => {
             tracing::info!(%client, user = session.user, "admin login");
@@ -214,9 +223,7 @@ pub async fn list_buckets(State(state): State<Arc<AdminState>>) -> ApiResult<Jso
         .list_buckets()
         .await?
         .into_iter()
-        .map(|b| {
-            json!({ "name": b.name, "created": rfc3339_ms(b.created_ms), "public": state.public.contains(&b.name) })
-        })
+        .map(|b| bucket_json(&state, &b.name, b.created_ms))
         .collect();
     Ok(Json(json!({ "buckets": buckets })))
 }
@@ -236,7 +243,7 @@ pub async fn create_bucket(State(state): State<Arc<AdminState>>, body: Bytes) ->
     tracing::info!(bucket = b.name, "bucket created through the admin API");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": info.name, "created": rfc3339_ms(info.created_ms), "public": state.public.contains(&b.name) })),
+        Json(bucket_json(&state, &info.name, info.created_ms)),
     )
         .into_response())
 }
@@ -250,6 +257,10 @@ pub async fn delete_bucket(
     state
         .public
         .set(&bucket, state.config_public.contains(&bucket));
+    state
+        .images
+        .unsigned_buckets
+        .set(&bucket, state.config_unsigned.contains(&bucket));
     tracing::info!(bucket, "bucket deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -270,6 +281,47 @@ pub async fn set_public(
     state.public.set(&bucket, b.public);
     tracing::info!(bucket, public = b.public, "bucket public-read changed");
     Ok(Json(json!({ "name": bucket, "public": b.public })))
+}
+
+/// A bucket as the API shows it: its S3 public-read and unsigned-image settings included.
+fn bucket_json(state: &AdminState, name: &str, created_ms: i64) -> Value {
+    json!({
+        "name": name,
+        "created": rfc3339_ms(created_ms),
+        "public": state.public.contains(name),
+        "unsigned_images": state.images.config.allow_unsafe
+            || state.images.unsigned_buckets.contains(name),
+    })
+}
+
+#[derive(Deserialize)]
+struct UnsignedBody {
+    unsigned_images: bool,
+}
+
+/// `PUT /api/buckets/{bucket}/unsigned-images`: whether unsigned image URLs may read the
+/// bucket (processed variants only; its originals stay private to S3 and signed URLs).
+pub async fn set_unsigned_images(
+    State(state): State<Arc<AdminState>>,
+    Path(bucket): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let b: UnsignedBody = parse(&body)?;
+    state.store.head_bucket(&bucket).await?;
+    state.catalog.set_unsigned(&bucket, b.unsigned_images)?;
+    state
+        .images
+        .unsigned_buckets
+        .set(&bucket, b.unsigned_images);
+    tracing::info!(
+        bucket,
+        unsigned_images = b.unsigned_images,
+        "bucket unsigned-image access changed"
+    );
+    Ok(Json(json!({
+        "name": bucket,
+        "unsigned_images": state.images.config.allow_unsafe || b.unsigned_images,
+    })))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -587,6 +639,7 @@ pub async fn sign(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResul
     );
     Ok(Json(json!({
         "options": built.options,
+        "signed": state.images.signer.is_some(),
         "path": path,
         "url": url,
         "preview": format!("/img{path}"),

@@ -24,6 +24,13 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_SESSIONS: usize = 1000;
 /// Client addresses tracked at most by the rate limiter.
 const MAX_TRACKED: usize = 10_000;
+/// Login attempts allowed from all addresses together within [`FAILURE_WINDOW`] (a
+/// distributed guess spreads over addresses; the bearer token keeps working past it).
+pub const MAX_GLOBAL_ATTEMPTS: u32 = 100;
+/// argon2 verifications at once (19 MiB and a core each); more logins wait their turn.
+pub const MAX_VERIFYING: usize = 2;
+/// The longest a login waits for a verification slot before it is told to retry (429).
+pub const VERIFY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -133,6 +140,10 @@ pub struct Auth {
     ttl: Duration,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Attempts from every address in the current window.
+    global: Mutex<Failures>,
+    /// Places for argon2 verifications ([`MAX_VERIFYING`]).
+    verifying: tokio::sync::Semaphore,
 }
 
 /// The outcome of a login attempt.
@@ -154,7 +165,27 @@ impl Auth {
             ttl,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            global: Mutex::new(Failures {
+                since: Instant::now(),
+                count: 0,
+            }),
+            verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         }
+    }
+
+    /// A place to run one argon2 verification, waiting at most [`VERIFY_WAIT`]; `None`: the
+    /// verifiers are busy (answer 429).
+    pub async fn verify_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(VERIFY_WAIT, self.verifying.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Whether `client` is refused for now (checked before waiting for a verifier, so a
+    /// limited client takes no place in the queue).
+    pub fn limited_now(&self, client: IpAddr) -> Option<Duration> {
+        self.limited(client, Instant::now())
     }
 
     pub fn ttl(&self) -> Duration {
@@ -167,6 +198,32 @@ impl Auth {
         let f = map.get(&client)?;
         let age = now.saturating_duration_since(f.since);
         (f.count >= MAX_FAILURES && age < FAILURE_WINDOW).then(|| FAILURE_WINDOW - age)
+    }
+
+    /// Counts an attempt before it is verified, atomically with the limit checks, so that
+    /// concurrent attempts cannot all slip under the limit: `Err(wait)` when this address
+    /// or all addresses together are over their limit.
+    fn begin_attempt(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        {
+            let Ok(mut global) = self.global.lock() else {
+                return Err(FAILURE_WINDOW);
+            };
+            let age = now.saturating_duration_since(global.since);
+            if age >= FAILURE_WINDOW {
+                *global = Failures {
+                    since: now,
+                    count: 0,
+                };
+            } else if global.count >= MAX_GLOBAL_ATTEMPTS {
+                return Err(FAILURE_WINDOW - age);
+            }
+            global.count += 1;
+        }
+        if let Some(wait) = self.limited(client, now) {
+            return Err(wait);
+        }
+        self.note_failure(client, now);
+        Ok(())
     }
 
     fn note_failure(&self, client: IpAddr, now: Instant) {
@@ -192,7 +249,8 @@ impl Auth {
     /// Checks a login (argon2: call from a blocking thread).
     pub fn login(&self, client: IpAddr, user: &str, password: &str) -> Login {
         let now = Instant::now();
-        if let Some(wait) = self.limited(client, now) {
+        // The attempt counts as a failure until it is verified good.
+        if let Err(wait) = self.begin_attempt(client, now) {
             return Login::Limited(wait);
         }
         let user_ok =
@@ -200,7 +258,6 @@ impl Auth {
         // Verify even for a wrong user name, so timing does not tell which part was wrong.
         let password_ok = verify_password(&self.password_hash, password);
         if !(user_ok && password_ok) {
-            self.note_failure(client, now);
             return Login::Refused;
         }
         if let Ok(mut map) = self.failures.lock() {
@@ -314,6 +371,32 @@ mod tests {
         ));
         assert!(a.token_ok(&"t".repeat(32)));
         assert!(!a.token_ok(&"t".repeat(31)));
+    }
+
+    #[test]
+    fn concurrent_attempts_count_before_verification_and_globally() {
+        // Bug guarded: an attempt counted only after its argon2 verification, so a burst of
+        // concurrent logins from one address all passed the limit check, and nothing bounded
+        // attempts from many addresses.
+        let a = auth();
+        let me: IpAddr = "10.0.0.9".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(a.begin_attempt(me, now).is_ok());
+        }
+        assert!(
+            a.begin_attempt(me, now).is_err(),
+            "the sixth concurrent attempt"
+        );
+        let a = auth();
+        let mut admitted = 0;
+        for i in 0..(MAX_GLOBAL_ATTEMPTS + 50) {
+            let addr = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            if a.begin_attempt(addr, now).is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, MAX_GLOBAL_ATTEMPTS);
     }
 
     #[test]

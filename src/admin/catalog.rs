@@ -1,7 +1,8 @@
 //! The admin catalog: a small redb file (`data_dir/admin.redb`, mode 0600) holding what the
-//! admin UI changes at run time: S3 access keys and per-bucket public-read settings. The
-//! daemon loads it at start into the S3 listener's key ring and public set, and every change
-//! goes to both, so it takes effect with the next request and survives a restart.
+//! admin UI changes at run time: S3 access keys, per-bucket S3 public-read settings and
+//! per-bucket unsigned-image settings. The daemon loads it at start into the S3 listener's
+//! key ring and public set and the image endpoint's unsigned set, and every change goes to
+//! both, so it takes effect with the next request and survives a restart.
 //!
 //! Secrets are stored as they are: SigV4 needs the secret itself to check a signature.
 
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 /// bucket → public (an explicit choice that overrides `[s3] public_buckets`).
 const PUBLIC: TableDefinition<&str, bool> = TableDefinition::new("bucket_public");
+/// bucket → unsigned image URLs may read it (overrides `[images] unsigned_buckets`).
+const UNSIGNED: TableDefinition<&str, bool> = TableDefinition::new("bucket_unsigned_images");
 
 pub const FILE_NAME: &str = "admin.redb";
 
@@ -69,6 +72,7 @@ impl AdminCatalog {
         let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
         tx.open_table(KEYS).map_err(|e| fail(e.to_string()))?;
         tx.open_table(PUBLIC).map_err(|e| fail(e.to_string()))?;
+        tx.open_table(UNSIGNED).map_err(|e| fail(e.to_string()))?;
         tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(Self { db })
     }
@@ -104,8 +108,28 @@ impl AdminCatalog {
 
     /// Buckets with an explicit public-read choice.
     pub fn public_overrides(&self) -> Result<Vec<(String, bool)>, CatalogError> {
+        self.overrides(PUBLIC)
+    }
+
+    pub fn set_public(&self, bucket: &str, public: bool) -> Result<(), CatalogError> {
+        self.set_choice(PUBLIC, bucket, public)
+    }
+
+    /// Buckets with an explicit unsigned-image choice.
+    pub fn unsigned_overrides(&self) -> Result<Vec<(String, bool)>, CatalogError> {
+        self.overrides(UNSIGNED)
+    }
+
+    pub fn set_unsigned(&self, bucket: &str, open: bool) -> Result<(), CatalogError> {
+        self.set_choice(UNSIGNED, bucket, open)
+    }
+
+    fn overrides(
+        &self,
+        table: TableDefinition<&str, bool>,
+    ) -> Result<Vec<(String, bool)>, CatalogError> {
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(PUBLIC)?;
+        let table = tx.open_table(table)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
@@ -114,17 +138,23 @@ impl AdminCatalog {
         Ok(out)
     }
 
-    pub fn set_public(&self, bucket: &str, public: bool) -> Result<(), CatalogError> {
+    fn set_choice(
+        &self,
+        table: TableDefinition<&str, bool>,
+        bucket: &str,
+        value: bool,
+    ) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(PUBLIC)?.insert(bucket, public)?;
+        tx.open_table(table)?.insert(bucket, value)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Forgets a deleted bucket's choice, so a new bucket of that name starts private.
+    /// Forgets a deleted bucket's choices, so a new bucket of that name starts private.
     pub fn forget_bucket(&self, bucket: &str) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
         tx.open_table(PUBLIC)?.remove(bucket)?;
+        tx.open_table(UNSIGNED)?.remove(bucket)?;
         tx.commit()?;
         Ok(())
     }
@@ -150,6 +180,7 @@ mod tests {
             }
             c.set_public("pics", true).unwrap();
             c.set_public("priv", false).unwrap();
+            c.set_unsigned("pics", true).unwrap();
             assert!(c.remove_key("AK1").unwrap());
             assert!(!c.remove_key("AK1").unwrap());
         }
@@ -166,8 +197,13 @@ mod tests {
             p,
             vec![("pics".to_owned(), true), ("priv".to_owned(), false)]
         );
+        assert_eq!(
+            c.unsigned_overrides().unwrap(),
+            vec![("pics".to_owned(), true)]
+        );
         c.forget_bucket("pics").unwrap();
         assert_eq!(c.public_overrides().unwrap().len(), 1);
+        assert!(c.unsigned_overrides().unwrap().is_empty());
         crate::credentials::assert_private(&dir.path().join(FILE_NAME));
     }
 }

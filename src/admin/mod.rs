@@ -29,7 +29,7 @@ use axum::routing::{delete, get, post, put};
 use crate::http::images::ImagesState;
 use crate::metrics::Metrics;
 use crate::s3::ChangeListener;
-use crate::s3::access::{KeyRing, PublicBuckets};
+use crate::s3::access::{BucketSet, KeyRing};
 use crate::store::{DynStore, Spool, StoreError};
 
 pub use auth::{Auth, Principal};
@@ -156,8 +156,11 @@ pub struct AdminState {
     pub keys: Arc<KeyRing>,
     pub root_access_key: String,
     /// The S3 listener's public buckets: `[s3] public_buckets` overlaid by the catalog.
-    pub public: Arc<PublicBuckets>,
+    pub public: Arc<BucketSet>,
     pub config_public: HashSet<String>,
+    /// `[images] unsigned_buckets`, what a deleted bucket's choice falls back to (the live
+    /// set is `images.unsigned_buckets`).
+    pub config_unsigned: HashSet<String>,
     pub spool: Spool,
     pub max_object_size: u64,
     /// Told of every object the admin API writes or deletes (cache invalidation, eager
@@ -174,10 +177,14 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// Applies the catalog's public-read choices on top of the configured ones.
+    /// Applies the catalog's public-read and unsigned-image choices on top of the
+    /// configured ones.
     pub fn load_public(&self) -> Result<(), AdminError> {
         for (bucket, public) in self.catalog.public_overrides()? {
             self.public.set(&bucket, public);
+        }
+        for (bucket, open) in self.catalog.unsigned_overrides()? {
+            self.images.unsigned_buckets.set(&bucket, open);
         }
         Ok(())
     }
@@ -312,6 +319,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/api/buckets/{bucket}", delete(api::delete_bucket))
         .route("/api/buckets/{bucket}/public", put(api::set_public))
+        .route(
+            "/api/buckets/{bucket}/unsigned-images",
+            put(api::set_unsigned_images),
+        )
         .route("/api/buckets/{bucket}/objects", get(api::list_objects))
         .route(
             "/api/buckets/{bucket}/object",

@@ -29,6 +29,7 @@ use crate::imaging::signature::{Signer, constant_time_eq};
 use crate::imaging::source::{self, SourceError, SourceImage, SourceUrl, SourceVersions};
 use crate::imaging::url;
 use crate::metrics::Metrics;
+use crate::s3::access::BucketSet;
 use crate::store::DynStore;
 
 /// Everything the handler needs, built once from the configuration.
@@ -46,6 +47,11 @@ pub struct ImagesState {
     /// The derivative cache (`None` when `[cache] enabled = false`).
     pub cache: Option<DerivativeCache>,
     pub versions: Arc<SourceVersions>,
+    /// The buckets unsigned URLs may read (`[images] unsigned_buckets`, overlaid by the
+    /// admin catalog's choices); shared with the admin API, which changes it.
+    pub unsigned_buckets: Arc<BucketSet>,
+    /// `[images] max_source_memory` in KiB permits: fetched source bytes held at once.
+    source_budget: Arc<tokio::sync::Semaphore>,
     /// Paths recently served through the cache, resolved (the fast path of a hit).
     resolved: ResolvedUrls,
     flight: SingleFlight<CacheKey, Outcome>,
@@ -79,9 +85,13 @@ impl ImagesState {
             auto_avif: config.auto_avif,
             enforce_avif: config.enforce_avif,
         };
+        let unsigned_buckets = Arc::new(BucketSet::new(config.unsigned_buckets.iter().cloned()));
+        let source_budget = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.max_source_memory.0 >> 10).unwrap_or(usize::MAX),
+        ));
         Ok(Self {
-            config,
             signer,
+            config,
             parse_ctx,
             store,
             pool,
@@ -92,6 +102,8 @@ impl ImagesState {
             metrics,
             cache,
             versions,
+            unsigned_buckets,
+            source_budget,
             resolved: ResolvedUrls::new(),
             flight: SingleFlight::new(),
             cache_warnings: Throttle::new(Duration::from_secs(60)),
@@ -143,6 +155,14 @@ pub enum ImageError {
     Secret,
     #[error("invalid signature")]
     Signature,
+    /// An unsigned URL (`unsafe`, `_`) asked for what only a signed one may.
+    #[error("{0}")]
+    Unsigned(String),
+    /// `raw` or `skip_processing` on bytes that are not an image in a supported format.
+    #[error(
+        "the source is not an image in a supported format (JPEG, PNG, GIF, WebP, AVIF, BMP, TIFF)"
+    )]
+    NotAnImage,
     #[error("invalid URL: {0}")]
     Url(#[from] url::UrlError),
     #[error("invalid URL: {0}")]
@@ -163,7 +183,10 @@ pub enum ImageError {
 impl ImageError {
     fn status(&self) -> StatusCode {
         match self {
-            ImageError::Secret | ImageError::Signature => StatusCode::FORBIDDEN,
+            ImageError::Secret | ImageError::Signature | ImageError::Unsigned(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ImageError::NotAnImage => StatusCode::UNPROCESSABLE_ENTITY,
             ImageError::Url(_) | ImageError::Options(_) => StatusCode::NOT_FOUND,
             ImageError::Source(e) => match e {
                 SourceError::NotFound(_)
@@ -174,6 +197,9 @@ impl ImageError {
                 SourceError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 SourceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ImageError::Pipeline(PipelineError::Cancelled { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ImageError::Pipeline(e) => {
                 if e.is_internal() {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -194,9 +220,12 @@ impl ImageError {
         match self {
             ImageError::Secret => "secret",
             ImageError::Signature => "signature",
+            ImageError::Unsigned(_) => "unsigned",
+            ImageError::NotAnImage => "processing",
             ImageError::Url(_) | ImageError::Options(_) => "invalid_url",
             ImageError::Source(SourceError::NotFound(_)) => "source_not_found",
             ImageError::Source(_) => "source",
+            ImageError::Pipeline(PipelineError::Cancelled { .. }) => "timeout",
             ImageError::Pipeline(_) => "processing",
             ImageError::Pool(PoolError::QueueFull(_)) => "queue",
             ImageError::Pool(PoolError::Timeout(_)) => "timeout",
@@ -208,10 +237,17 @@ impl ImageError {
 
     fn to_response(&self, request_id: &str) -> Response {
         let status = self.status();
+        // A 500's detail (a panic message, a path, an I/O error) stays in the log, found by
+        // the request id; the client learns only that it was not its fault.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            format!("internal error; the server log has the detail under request id {request_id}")
+        } else {
+            self.to_string()
+        };
         let body = serde_json::json!({
             "error": status.canonical_reason().unwrap_or("Error"),
             "kind": self.kind(),
-            "message": self.to_string(),
+            "message": message,
             "request_id": request_id,
         });
         let mut resp = (status, axum::Json(body)).into_response();
@@ -330,19 +366,25 @@ async fn serve(
         return Ok(resp);
     }
     let parsed = url::parse_path(path)?;
-    if let Some(signer) = &state.signer {
-        let unsafe_ok = state.config.allow_unsafe && matches!(parsed.signature, "unsafe" | "_");
-        if !unsafe_ok {
+    // `unsafe` and `_` mark an unsigned URL; any other segment must be a valid signature.
+    // Without a key (only when a caller builds the state without one) every URL is unsigned.
+    let signed = match &state.signer {
+        Some(signer) if !matches!(parsed.signature, "unsafe" | "_") => {
             signer
                 .verify(parsed.signature, &parsed.signed_part)
                 .map_err(|_| ImageError::Signature)?;
+            true
         }
-    }
+        _ => false,
+    };
     let mut opts = options::parse(&parsed.options, &state.parse_ctx)?;
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
     }
     let variant = state.variant(opts, parsed.source.url(), accepted)?;
+    if !signed {
+        state.check_unsigned(&variant)?;
+    }
     let vary = state.negotiation.enabled();
     let ttl = ttl(state, &variant.opts);
 
@@ -352,7 +394,7 @@ async fn serve(
         SourceUrl::S3 { bucket, key } => (state.s3_version(bucket, key, &variant).await?, None),
         _ => {
             let ticket = state.pool.admit()?;
-            let src = fetch(state, &variant.source, variant.max_file).await?;
+            let src = fetch(state, &variant.source, variant.max_file, started).await?;
             (src.etag.clone(), Some((ticket, src)))
         }
     };
@@ -372,9 +414,16 @@ async fn serve(
     if variant.opts.raw {
         let src = match prefetched {
             Some((_, src)) => src,
-            None => fetch(state, &variant.source, variant.max_file).await?,
+            None => {
+                if let SourceUrl::S3 { bucket, key } = &variant.source {
+                    return state.stream_raw(bucket, key, &reply).await;
+                }
+                fetch(state, &variant.source, variant.max_file, started).await?
+            }
         };
-        let format = decode::sniff(&src.bytes).unwrap_or(ImageFormat::Jpeg);
+        // Only bytes that are an image in a supported format are sent, labelled with the
+        // format they are: never a text file (or HTML) under an image type.
+        let format = decode::sniff(&src.bytes).ok_or(ImageError::NotAnImage)?;
         let rendered = Rendered {
             content_type: negotiate::mime_type(format).to_owned(),
             format,
@@ -403,6 +452,7 @@ async fn serve(
         } = &variant.source
     {
         let resolved = Resolved {
+            unsigned: !signed,
             bucket: bucket.clone(),
             key: object.clone(),
             source_id: format!("s3://{bucket}/{object}"),
@@ -455,6 +505,42 @@ impl ImagesState {
         })
     }
 
+    /// What an unsigned URL may do (docs/security.md). With `allow_unsafe` everything, as
+    /// imgproxy without a key. Otherwise it may read only `s3://` sources in a bucket opened
+    /// to unsigned URLs, and only processed: not `raw`, not `skip_processing`, and without
+    /// security overrides, so the original bytes stay private to signed URLs and S3.
+    pub fn check_unsigned(&self, variant: &Variant) -> Result<(), ImageError> {
+        if self.config.allow_unsafe {
+            return Ok(());
+        }
+        let refuse = |why: String| Err(ImageError::Unsigned(why));
+        let SourceUrl::S3 { bucket, .. } = &variant.source else {
+            return refuse(format!(
+                "unsigned image URLs may not read `{}`: sign the URL (`pixelport sign`); \
+                 only s3:// sources in buckets opened to unsigned URLs may be read unsigned",
+                variant.source_url
+            ));
+        };
+        if !self.unsigned_buckets.contains(bucket) {
+            return refuse(format!(
+                "unsigned image URLs may not read bucket `{bucket}`: sign the URL \
+                 (`pixelport sign`), or open the bucket to unsigned image URLs \
+                 ([images] unsigned_buckets, or the admin UI's bucket page)"
+            ));
+        }
+        let opts = &variant.opts;
+        if opts.raw || !opts.skip_processing.is_empty() {
+            return refuse(
+                "`raw` and `skip_processing` serve the original bytes: they need a signed URL"
+                    .into(),
+            );
+        }
+        if opts.security != options::SecurityOverrides::default() {
+            return refuse("security options need a signed URL".into());
+        }
+        Ok(())
+    }
+
     /// The current version (ETag) of an `s3://` source, refusing one over the size limit.
     pub async fn s3_version(
         &self,
@@ -489,6 +575,10 @@ impl ImagesState {
     async fn serve_resolved(&self, path: &str, class: u8, headers: &HeaderMap) -> Option<Response> {
         self.cache.as_ref()?;
         let r = self.resolved.get(path, class)?;
+        // An unsigned path stays servable only while its bucket stays open to unsigned URLs.
+        if r.unsigned && !self.config.allow_unsafe && !self.unsigned_buckets.contains(&r.bucket) {
+            return None;
+        }
         let current = self
             .versions
             .current(&self.store, &r.source_id, &r.bucket, &r.key)
@@ -660,7 +750,7 @@ impl Render<'_> {
                 let variant = self.variant;
                 (
                     ticket,
-                    fetch(state, &variant.source, variant.max_file).await?,
+                    fetch(state, &variant.source, variant.max_file, self.started).await?,
                 )
             }
         };
@@ -677,7 +767,10 @@ impl Render<'_> {
                 probe.has_alpha.unwrap_or(false),
                 pipeline::can_encode,
             );
-            let job = Job::new(opts.clone(), format, &state.defaults);
+            let mut job = Job::new(opts.clone(), format, &state.defaults);
+            // The work itself stops between pipeline steps once the request's deadline
+            // has passed, not only the reply.
+            job.deadline = Some(self.started + state.pool.timeout());
             job.check_probe(&probe)?;
             let input = src.bytes.clone();
             let out = ticket
@@ -706,19 +799,97 @@ impl Render<'_> {
     }
 }
 
+/// Fetches a source's bytes (at most `max`) once `[images] max_source_memory` has room for
+/// them: the object's size for `s3://` (known from its version), `max` for the others
+/// (their size is known only once read). Waiting for room counts against the request's
+/// deadline, from `started`.
 async fn fetch(
     state: &ImagesState,
     source: &SourceUrl,
     max: u64,
+    started: Instant,
 ) -> Result<SourceImage, ImageError> {
-    let src = match source {
+    let expected = match source {
+        SourceUrl::S3 { bucket, key } => state.versions.get(&state.store, bucket, key).await?.size,
+        _ => max,
+    };
+    let budget = state.reserve_source(expected, started).await?;
+    let mut src = match source {
         SourceUrl::S3 { bucket, key } => source::fetch_s3(&state.store, bucket, key, max).await?,
         SourceUrl::Local { path } => {
             source::fetch_local(&state.config.local_root, path, max).await?
         }
         SourceUrl::Http { url } => state.http.fetch(url, max).await?,
     };
+    src.budget = Some(Arc::new(budget));
     Ok(src)
+}
+
+/// Bytes sniffed to tell a `raw` source's format (the longest signature checked is 26).
+const SNIFF_BYTES: usize = 64;
+
+impl ImagesState {
+    /// Room for `bytes` of source in `[images] max_source_memory`, waiting at most until
+    /// the request's deadline (503 past it). A source larger than the whole budget cannot
+    /// happen: `validate` keeps the budget at least `max_src_file_size`.
+    async fn reserve_source(
+        &self,
+        bytes: u64,
+        started: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ImageError> {
+        let total = self.config.max_source_memory.0 >> 10;
+        let kib = u32::try_from(bytes.div_ceil(1024).clamp(1, total.max(1))).unwrap_or(u32::MAX);
+        let left = self.pool.timeout().saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, self.source_budget.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(PoolError::Crashed("the source budget is closed".into()).into()),
+            Err(_) => {
+                tracing::debug!(
+                    bytes,
+                    "no room in [images] max_source_memory before the deadline"
+                );
+                Err(PoolError::Timeout(self.pool.timeout()).into())
+            }
+        }
+    }
+
+    /// `raw` on an `s3://` source: the stored bytes streamed as they are read, never held
+    /// whole, once their first bytes sniff as a supported image format (422 otherwise).
+    async fn stream_raw(
+        &self,
+        bucket: &str,
+        key: &str,
+        reply: &Reply<'_>,
+    ) -> Result<Response, ImageError> {
+        use futures::StreamExt;
+        let shown = format!("s3://{bucket}/{key}");
+        let (info, mut stream, _) = self
+            .store
+            .read_object(bucket, key, None)
+            .await
+            .map_err(|e| source::store_error(&shown, e))?;
+        let mut head = bytes::BytesMut::new();
+        while head.len() < SNIFF_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(SourceError::Internal(e.to_string()).into()),
+                None => break,
+            }
+        }
+        let format = decode::sniff(&head).ok_or(ImageError::NotAnImage)?;
+        let first = head.freeze();
+        let body =
+            futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(stream);
+        let mut resp = Response::new(Body::from_stream(body));
+        *resp.headers_mut() = reply.head(
+            negotiate::mime_type(format),
+            usize::try_from(info.size).unwrap_or(usize::MAX),
+            format,
+            info.last_modified_ms,
+            None,
+        );
+        Ok(resp)
+    }
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
@@ -770,19 +941,37 @@ impl Reply<'_> {
 
     /// The headers of [`Reply::send`]'s response.
     fn headers(&self, r: &Rendered, cache_hit: Option<bool>) -> HeaderMap {
+        self.head(
+            &r.content_type,
+            r.bytes.len(),
+            r.format,
+            r.last_modified_ms,
+            cache_hit,
+        )
+    }
+
+    /// The headers of a 200 carrying `length` bytes of `content_type` in `format`.
+    fn head(
+        &self,
+        content_type: &str,
+        length: usize,
+        format: ImageFormat,
+        last_modified_ms: i64,
+        cache_hit: Option<bool>,
+    ) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let h = &mut headers;
-        if let Ok(v) = HeaderValue::from_str(&r.content_type) {
+        if let Ok(v) = HeaderValue::from_str(content_type) {
             h.insert(header::CONTENT_TYPE, v);
         }
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", self.ttl.as_secs())) {
             h.insert(header::CACHE_CONTROL, v);
         }
         if let Ok(v) = HeaderValue::from_str(self.etag) {
             h.insert(header::ETAG, v);
         }
-        if let Some(v) = http_date(r.last_modified_ms) {
+        if let Some(v) = http_date(last_modified_ms) {
             h.insert(header::LAST_MODIFIED, v);
         }
         if self.vary {
@@ -809,7 +998,7 @@ impl Reply<'_> {
         let disposition = content_disposition(
             self.opts.filename.as_deref(),
             self.source_url,
-            r.format,
+            format,
             attachment,
         );
         if let Ok(v) = HeaderValue::from_str(&disposition) {

@@ -113,12 +113,12 @@ type ImagesFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<axum::response::Response, Infallible>> + Send>,
 >;
 
-impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for ImagesService {
+impl<B: Send + 'static> hyper::service::Service<axum::http::Request<B>> for ImagesService {
     type Response = axum::response::Response;
     type Error = Infallible;
     type Future = ImagesFuture;
 
-    fn call(&self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, req: axum::http::Request<B>) -> Self::Future {
         let state = self.0.clone();
         Box::pin(async move {
             let method = req.method();

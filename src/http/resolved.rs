@@ -25,6 +25,9 @@ pub const CAPACITY: usize = 4096;
 /// What a path resolved to, for one `Accept` class.
 #[derive(Debug)]
 pub struct Resolved {
+    /// The path was unsigned (`unsafe`, `_`): it may be served only while its bucket is
+    /// open to unsigned URLs (checked on every request).
+    pub unsigned: bool,
     /// The `s3://` source's bucket and key, and the `s3://bucket/key` id.
     pub bucket: String,
     pub key: String,
@@ -95,6 +98,7 @@ mod tests {
 
     fn resolved(version: &str) -> Resolved {
         Resolved {
+            unsigned: false,
             bucket: "b".into(),
             key: "k.jpg".into(),
             source_id: "s3://b/k.jpg".into(),

@@ -59,8 +59,14 @@ pub struct ImagesConfig {
     pub salt: String,
     /// Bytes of the HMAC kept in signatures, 1..=32 (`IMGPROXY_SIGNATURE_SIZE`).
     pub signature_size: usize,
-    /// With keys set, still accept `unsafe` / `_` in place of a signature.
+    /// Accept `unsafe` / `_` in place of a signature for every source (imgproxy's behaviour
+    /// without a key). Off: unsigned URLs may read only `s3://` sources in
+    /// `unsigned_buckets` (or buckets opened in the admin UI), and may not use `raw` or
+    /// `skip_processing`.
     pub allow_unsafe: bool,
+    /// Buckets whose objects unsigned image URLs may read (resized, never the original
+    /// bytes). Separate from `[s3] public_buckets`: originals stay private to S3.
+    pub unsigned_buckets: Vec<String>,
     /// When set, every request needs `Authorization: Bearer <secret>` (`IMGPROXY_SECRET`).
     pub secret: String,
     /// Processing workers; 0 means one per CPU core (`IMGPROXY_WORKERS`).
@@ -119,6 +125,9 @@ pub struct ImagesConfig {
     pub allow_private_sources: bool,
     /// Timeout of one HTTP source download (`IMGPROXY_DOWNLOAD_TIMEOUT`).
     pub download_timeout: Seconds,
+    /// Source bytes held in memory at once by all requests together (fetched originals
+    /// waiting for or in processing); a fetch waits for room within the request's deadline.
+    pub max_source_memory: ByteSize,
     /// Objects waiting for their eager presets to be rendered; past it further uploads are
     /// not pre-rendered (counted as `dropped`), so the writer never waits.
     pub eager_queue: usize,
@@ -134,6 +143,7 @@ impl Default for ImagesConfig {
             salt: String::new(),
             signature_size: DEFAULT_SIGNATURE_SIZE,
             allow_unsafe: false,
+            unsigned_buckets: Vec::new(),
             secret: String::new(),
             workers: 0,
             max_queue: 256,
@@ -162,6 +172,7 @@ impl Default for ImagesConfig {
             allowed_sources: Vec::new(),
             allow_private_sources: false,
             download_timeout: Seconds(Duration::from_secs(5)),
+            max_source_memory: ByteSize(256 << 20),
             eager_queue: 1000,
             presets: Vec::new(),
         }
@@ -199,6 +210,12 @@ impl ImagesConfig {
         if self.max_src_file_size.0 == 0 {
             return Err(bad("max_src_file_size", "must be greater than 0"));
         }
+        if self.max_source_memory.0 < self.max_src_file_size.0 {
+            return Err(bad(
+                "max_source_memory",
+                "must be at least max_src_file_size (one largest source must fit)",
+            ));
+        }
         if self.max_animation_frames == 0 {
             return Err(bad("max_animation_frames", "must be at least 1"));
         }
@@ -216,18 +233,18 @@ impl ImagesConfig {
         }
         self.format_qualities()?;
         self.skip_processing()?;
+        for b in &self.unsigned_buckets {
+            crate::s3::names::validate_bucket_name(b)
+                .map_err(|m| bad("unsigned_buckets", format!("`{b}`: {m}")))?;
+        }
         if self.local_root.as_os_str().is_empty() {
             // local:// sources disabled
         } else if !self.local_root.is_absolute() {
             return Err(bad("local_root", "must be an absolute path"));
         }
         for p in &self.allowed_sources {
-            if !(p.starts_with("http://") || p.starts_with("https://")) {
-                return Err(bad(
-                    "allowed_sources",
-                    format!("`{p}` must start with http:// or https://"),
-                ));
-            }
+            crate::imaging::allow_list::validate_pattern(p)
+                .map_err(|m| bad("allowed_sources", m))?;
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.presets {

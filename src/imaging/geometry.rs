@@ -13,7 +13,13 @@
 //!   tables below are imgproxy's own (`processing_test.go`, `crop_test.go`).
 //! - Every rectangle in a [`Plan`] lies inside the image it applies to, every size is
 //!   at least 1×1, and [`Plan::width`]/[`Plan::height`] is exactly what applying the
-//!   steps in order produces.
+//!   steps in order produces ([`Plan::validate`] checks this, and [`plan`] runs it on
+//!   every plan it returns).
+//! - No image a plan describes (the resized image, every canvas, the result) is wider
+//!   or taller than [`MAX_DIMENSION`], whatever the options and limits; the result is
+//!   also within `max_result_dimension` when one is set. Sizes are computed on `i64`
+//!   with saturating float conversions and only narrowed to `u32` after that check, so
+//!   an absurd option is a [`GeometryError`] naming it, never a wrapped size.
 //!
 //! Departures from imgproxy, on purpose: the source is already upright (the decoder
 //! applied EXIF orientation), so only the `rotate` and `flip` options rotate; vector
@@ -23,6 +29,17 @@
 
 use crate::imaging::options::{Gravity, GravityType, Options, ResizingType};
 
+/// The largest width or height of any image a plan describes (the resized image, every
+/// canvas, the result), whatever the options and [`Limits`] say: WebP's limit, which
+/// imgproxy and libvips share. `transform` never allocates a buffer wider or taller than
+/// this or than the source.
+pub const MAX_DIMENSION: u32 = 16383;
+
+/// The largest `zoom` and `dpr` factor geometry accepts: a larger factor on a side of at
+/// least one pixel is over [`MAX_DIMENSION`] anyway. With it, a `u32` width times zoom
+/// times dpr stays below 2^60, far from `i64` overflow.
+pub const MAX_SCALE_FACTOR: f64 = MAX_DIMENSION as f64;
+
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GeometryError {
@@ -30,8 +47,19 @@ pub enum GeometryError {
     EmptySource { width: u32, height: u32 },
     #[error("invalid geometry option: {0}")]
     InvalidOption(&'static str),
-    #[error("the result would be {width}x{height}, larger than the allowed {max} pixels per side")]
-    TooLarge { width: u64, height: u64, max: u32 },
+    /// `option` names what made the image too large (`zoom`, `extend`, `padding`, …).
+    #[error(
+        "invalid option `{option}`: the image would be {width}x{height}, over the limit of {max} pixels per side"
+    )]
+    TooLarge {
+        option: &'static str,
+        width: u64,
+        height: u64,
+        max: u32,
+    },
+    /// A plan that breaks this module's invariants: a bug of ours, not the request's.
+    #[error("inconsistent image plan: {0}")]
+    InconsistentPlan(String),
 }
 
 /// Server-side limits that bound a plan.
@@ -41,9 +69,21 @@ pub struct Limits {
     /// side is scaled down to fit (0: no limit). The URL's `max_result_dimension`
     /// security option overrides it.
     pub max_result_dimension: u32,
-    /// A hard ceiling on either side of the result: a plan over it is refused with
-    /// [`GeometryError::TooLarge`] (0: no ceiling).
+    /// A hard ceiling on either side of the result and of the resized image: a plan
+    /// over it is refused with [`GeometryError::TooLarge`]. 0, or anything above
+    /// [`MAX_DIMENSION`], means [`MAX_DIMENSION`].
     pub max_output_dimension: u32,
+}
+
+impl Limits {
+    /// The per-side ceiling in force: [`Limits::max_output_dimension`] within
+    /// [`MAX_DIMENSION`].
+    pub fn ceiling(&self) -> u32 {
+        match self.max_output_dimension {
+            0 => MAX_DIMENSION,
+            m => m.min(MAX_DIMENSION),
+        }
+    }
 }
 
 /// A width and a height in pixels.
@@ -202,6 +242,82 @@ impl Plan {
         plan.decode_shrink = (self.decode_shrink / wpre.min(hpre)).max(1.0);
         plan
     }
+
+    /// Checks the module's invariants by walking the steps: every size at least 1×1,
+    /// every crop window inside the image it cuts, every resized image and canvas at
+    /// most [`MAX_DIMENSION`] a side, and [`Plan::width`]/[`Plan::height`] equal to
+    /// what the steps produce. `transform` runs it before touching pixels, so a plan
+    /// that would index outside a buffer is an error, not a panic.
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        let bad = |what: String| Err(GeometryError::InconsistentPlan(what));
+        let max = u64::from(MAX_DIMENSION);
+        let within = |w: u32, h: u32| w >= 1 && h >= 1 && u64::from(w.max(h)) <= max;
+        let (mut w, mut h) = (self.src_width, self.src_height);
+        if w == 0 || h == 0 {
+            return bad(format!("empty source {w}x{h}"));
+        }
+        let inside = |r: &Region, w: u32, h: u32| {
+            r.width >= 1
+                && r.height >= 1
+                && r.width <= w
+                && r.height <= h
+                && match r.position {
+                    Position::Smart => true,
+                    Position::At { left, top } => {
+                        u64::from(left) + u64::from(r.width) <= u64::from(w)
+                            && u64::from(top) + u64::from(r.height) <= u64::from(h)
+                    }
+                }
+        };
+        if let Some(c) = &self.crop {
+            if !inside(c, w, h) {
+                return bad(format!("crop {c:?} outside the {w}x{h} source"));
+            }
+            (w, h) = (c.width, c.height);
+        }
+        if let Some(r) = self.resize {
+            if !within(r.width, r.height) {
+                return bad(format!("resize to {}x{}", r.width, r.height));
+            }
+            (w, h) = (r.width, r.height);
+        }
+        match self.rotate {
+            0 | 180 => {}
+            90 | 270 => (w, h) = (h, w),
+            other => return bad(format!("rotation by {other}")),
+        }
+        if let Some(c) = &self.result_crop {
+            if !inside(c, w, h) {
+                return bad(format!("result crop {c:?} outside the {w}x{h} image"));
+            }
+            (w, h) = (c.width, c.height);
+        }
+        for e in [self.extend, self.extend_aspect_ratio]
+            .into_iter()
+            .flatten()
+        {
+            if !within(e.width, e.height) || e.left > e.width || e.top > e.height {
+                return bad(format!("canvas {e:?}"));
+            }
+            (w, h) = (e.width, e.height);
+        }
+        if let Some(p) = self.padding {
+            let pw = u64::from(w) + u64::from(p.left) + u64::from(p.right);
+            let ph = u64::from(h) + u64::from(p.top) + u64::from(p.bottom);
+            if pw.max(ph) > max {
+                return bad(format!("padding {p:?} makes {pw}x{ph}"));
+            }
+            // Both fit in u32: they are at most MAX_DIMENSION.
+            (w, h) = (pw as u32, ph as u32);
+        }
+        if (w, h) != (self.width, self.height) || !within(w, h) {
+            return bad(format!(
+                "the steps make {w}x{h}, the plan says {}x{}",
+                self.width, self.height
+            ));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -266,7 +382,8 @@ fn crop_size(orig: i64, crop: f64) -> i64 {
 
 /// imgproxy's `calcPosition` without overflow: the top-left corner of an
 /// `inner_w` × `inner_h` window inside `width` × `height`, clamped to stay inside
-/// (on a side where the window is larger than the image, the result is 0).
+/// (on a side where the window is larger than the image, the result is 0). Saturating
+/// arithmetic: absurd offsets push the window to an edge, they never overflow.
 pub fn calc_position(
     width: i64,
     height: i64,
@@ -279,8 +396,8 @@ pub fn calc_position(
     if gravity.kind == GravityType::FocusPoint {
         let px = scale_to_even(width, gravity.x);
         let py = scale_to_even(height, gravity.y);
-        left = px - inner_w / 2;
-        top = py - inner_h / 2;
+        left = px.saturating_sub(inner_w / 2);
+        top = py.saturating_sub(inner_h / 2);
     } else {
         let off_x = if gravity.x.abs() >= 1.0 {
             round_to_even(gravity.x * offset_scale)
@@ -292,25 +409,27 @@ pub fn calc_position(
         } else {
             scale_to_even(height, gravity.y)
         };
-        left = shrink_to_even(width - inner_w + 1, 2.0) + off_x;
-        top = shrink_to_even(height - inner_h + 1, 2.0) + off_y;
+        let free_w = width.saturating_sub(inner_w);
+        let free_h = height.saturating_sub(inner_h);
+        left = shrink_to_even(free_w.saturating_add(1), 2.0).saturating_add(off_x);
+        top = shrink_to_even(free_h.saturating_add(1), 2.0).saturating_add(off_y);
         use GravityType as G;
         if matches!(gravity.kind, G::North | G::NorthEast | G::NorthWest) {
             top = off_y;
         }
         if matches!(gravity.kind, G::East | G::NorthEast | G::SouthEast) {
-            left = width - inner_w - off_x;
+            left = free_w.saturating_sub(off_x);
         }
         if matches!(gravity.kind, G::South | G::SouthEast | G::SouthWest) {
-            top = height - inner_h - off_y;
+            top = free_h.saturating_sub(off_y);
         }
         if matches!(gravity.kind, G::West | G::NorthWest | G::SouthWest) {
             left = off_x;
         }
     }
     // Go's max(minX, min(left, maxX)): not `clamp`, which panics when max < min.
-    let left = left.min(width - inner_w).max(0);
-    let top = top.min(height - inner_h).max(0);
+    let left = left.min(width.saturating_sub(inner_w)).max(0);
+    let top = top.min(height.saturating_sub(inner_h)).max(0);
     (left, top)
 }
 
@@ -433,7 +552,14 @@ fn rotate_and_flip_gravity(g: Gravity, angle: u16, flip_x: bool, flip_y: bool) -
     g
 }
 
-/// imgproxy's `cropImage` decision: `None` when the window covers the image.
+/// `v` as `u32`, saturating at both ends. For values already known to be in range;
+/// [`Plan::validate`] catches any that were not.
+fn narrow(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// imgproxy's `cropImage` decision: `None` when the window covers the image. `img_w`
+/// and `img_h` are at least 1.
 fn crop_region(
     img_w: i64,
     img_h: i64,
@@ -456,18 +582,20 @@ fn crop_region(
     } else {
         let (left, top) = calc_position(img_w, img_h, cw, ch, gravity, offset_scale);
         Position::At {
-            left: left as u32,
-            top: top as u32,
+            left: narrow(left),
+            top: narrow(top),
         }
     };
     Some(Region {
-        width: cw as u32,
-        height: ch as u32,
+        width: narrow(cw),
+        height: narrow(ch),
         position,
     })
 }
 
-/// imgproxy's `extendImage` decision: `None` when the canvas is not larger.
+/// imgproxy's `extendImage` decision: `None` when the canvas is not larger. A canvas
+/// over `ceiling` on a side is refused in the name of `option`.
+#[allow(clippy::too_many_arguments)]
 fn embed(
     img_w: i64,
     img_h: i64,
@@ -475,19 +603,58 @@ fn embed(
     height: i64,
     gravity: &Gravity,
     offset_scale: f64,
-) -> Option<Embed> {
+    ceiling: u32,
+    option: &'static str,
+) -> Result<Option<Embed>, GeometryError> {
     if width <= img_w && height <= img_h {
-        return None;
+        return Ok(None);
     }
     let width = if width <= 0 { img_w } else { width };
     let height = if height <= 0 { img_h } else { height };
+    let (cw, ch) = to_size(width, height, ceiling, option)?;
     let (left, top) = calc_position(width, height, img_w, img_h, gravity, offset_scale);
-    Some(Embed {
-        width: width as u32,
-        height: height as u32,
-        left: left as u32,
-        top: top as u32,
-    })
+    // calc_position keeps both in 0..=canvas side, which fits in u32.
+    let (left, top) = to_offsets(left, top, cw, ch)?;
+    Ok(Some(Embed {
+        width: cw,
+        height: ch,
+        left,
+        top,
+    }))
+}
+
+/// Narrows a size to `u32` after checking it is within 1..=`ceiling` on both sides.
+fn to_size(
+    width: i64,
+    height: i64,
+    ceiling: u32,
+    option: &'static str,
+) -> Result<(u32, u32), GeometryError> {
+    let too_large = || GeometryError::TooLarge {
+        option,
+        width: width.max(0) as u64,
+        height: height.max(0) as u64,
+        max: ceiling,
+    };
+    let side = |v: i64| u32::try_from(v).ok().filter(|v| (1..=ceiling).contains(v));
+    match (side(width), side(height)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        // Sizes are at least 1 by construction: a 0 here is a bug of ours.
+        _ if width < 1 || height < 1 => Err(GeometryError::InconsistentPlan(format!(
+            "`{option}` makes an empty {width}x{height} image"
+        ))),
+        _ => Err(too_large()),
+    }
+}
+
+/// Narrows an offset inside a `width` × `height` canvas to `u32`.
+fn to_offsets(left: i64, top: i64, width: u32, height: u32) -> Result<(u32, u32), GeometryError> {
+    match (u32::try_from(left), u32::try_from(top)) {
+        (Ok(l), Ok(t)) if l <= width && t <= height => Ok((l, t)),
+        _ => Err(GeometryError::InconsistentPlan(format!(
+            "offset ({left}, {top}) outside a {width}x{height} canvas"
+        ))),
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -626,14 +793,15 @@ fn calc_sizes(s: &mut Sizes, width_to_scale: i64, height_to_scale: i64, o: &Opti
     }
 }
 
-fn padding_insets(o: &Options, dpr_scale: f64) -> Insets {
-    let p = |v: u32| scale_to_even(i64::from(v), dpr_scale).max(0) as u32;
-    Insets {
-        top: p(o.padding.top),
-        right: p(o.padding.right),
-        bottom: p(o.padding.bottom),
-        left: p(o.padding.left),
-    }
+/// The padding in output pixels, CSS order (top, right, bottom, left), unchecked.
+fn padding_px(o: &Options, dpr_scale: f64) -> [i64; 4] {
+    let p = |v: u32| scale_to_even(i64::from(v), dpr_scale).max(0);
+    [
+        p(o.padding.top),
+        p(o.padding.right),
+        p(o.padding.bottom),
+        p(o.padding.left),
+    ]
 }
 
 /// imgproxy's `limitScale`: shrink everything when the result would exceed
@@ -658,9 +826,9 @@ fn limit_scale(
         out_h = out_h.max(s.ear_h);
     }
     if o.padding.is_enabled() {
-        let p = padding_insets(o, s.dpr_scale);
-        out_w += i64::from(p.left) + i64::from(p.right);
-        out_h += i64::from(p.top) + i64::from(p.bottom);
+        let [top, right, bottom, left] = padding_px(o, s.dpr_scale);
+        out_w = out_w.saturating_add(left).saturating_add(right);
+        out_h = out_h.saturating_add(top).saturating_add(bottom);
     }
     if out_w > max_dim || out_h > max_dim {
         let down = max_dim as f64 / out_w.max(out_h) as f64;
@@ -674,15 +842,15 @@ fn limit_scale(
 }
 
 fn check_options(o: &Options) -> Result<(), GeometryError> {
-    let positive = |v: f64| v.is_finite() && v > 0.0;
-    if !positive(o.dpr) {
+    let factor = |v: f64| v.is_finite() && v > 0.0 && v <= MAX_SCALE_FACTOR;
+    if !factor(o.dpr) {
         return Err(GeometryError::InvalidOption(
-            "dpr must be a positive number",
+            "dpr must be a positive number of at most 16383",
         ));
     }
-    if !positive(o.zoom_width) || !positive(o.zoom_height) {
+    if !factor(o.zoom_width) || !factor(o.zoom_height) {
         return Err(GeometryError::InvalidOption(
-            "zoom must be a positive number",
+            "zoom must be a positive number of at most 16383",
         ));
     }
     let finite = |g: &Gravity| g.x.is_finite() && g.y.is_finite();
@@ -713,24 +881,29 @@ fn check_options(o: &Options) -> Result<(), GeometryError> {
     Ok(())
 }
 
-/// Refuses sizes over [`Limits::max_output_dimension`] (and over `u32`).
-fn check_max(width: i64, height: i64, limits: &Limits) -> Result<(), GeometryError> {
-    let max = i64::from(limits.max_output_dimension);
-    let over_u32 = width > i64::from(u32::MAX) || height > i64::from(u32::MAX);
-    if over_u32 || (max > 0 && width.max(height) > max) {
-        return Err(GeometryError::TooLarge {
-            width: width.max(0) as u64,
-            height: height.max(0) as u64,
-            max: limits.max_output_dimension,
-        });
+/// Which option to blame for a resized image that is too large.
+fn resize_option(o: &Options) -> &'static str {
+    if o.zoom_width > 1.0 || o.zoom_height > 1.0 {
+        "zoom"
+    } else if o.dpr > 1.0 {
+        "dpr"
+    } else if o.min_width > 0 {
+        "min-width"
+    } else if o.min_height > 0 {
+        "min-height"
+    } else {
+        "resize"
     }
-    Ok(())
 }
 
 /// Computes the plan for one request: `src_width` × `src_height` is the upright source
 /// size (after EXIF orientation). The result follows imgproxy's pipeline: crop,
 /// scale, rotate and flip, crop to result, (filters), extend, extend aspect ratio,
 /// padding.
+///
+/// Every plan returned has passed [`Plan::validate`], is within [`Limits::ceiling`]
+/// on every side (resized image, canvases, result) and, when a `max_result_dimension`
+/// is in force, has a result within it.
 pub fn plan(
     opts: &Options,
     src_width: u32,
@@ -744,7 +917,51 @@ pub fn plan(
         });
     }
     check_options(opts)?;
-    let o = opts;
+    let max_dim = match opts.security.max_result_dimension {
+        Some(v) => v,
+        None => i64::from(limits.max_result_dimension),
+    };
+    // imgproxy's `limitScale` shrinks every part by one ratio but rounds (and keeps at
+    // least a pixel of) each separately, so the result can overshoot `max_dim` by a
+    // pixel or two; a pass with the target lowered by the overshoot fixes that.
+    let mut target = max_dim;
+    let mut last = (0, 0);
+    for _ in 0..4 {
+        let p = plan_once(opts, src_width, src_height, limits, target)?;
+        // No limit when max_dim ≤ 0 (which may be i64::MIN: subtract only after).
+        let over = if max_dim <= 0 {
+            0
+        } else {
+            i64::from(p.width.max(p.height)) - max_dim
+        };
+        if over <= 0 {
+            p.validate()?;
+            return Ok(p);
+        }
+        last = (p.width, p.height);
+        target -= over;
+        if target < 1 {
+            break;
+        }
+    }
+    // Only reachable with a tiny limit that padding or the 1-pixel minimum exceeds.
+    Err(GeometryError::TooLarge {
+        option: "max_result_dimension",
+        width: u64::from(last.0),
+        height: u64::from(last.1),
+        max: u32::try_from(max_dim).unwrap_or(u32::MAX),
+    })
+}
+
+/// One pass of [`plan`], with `max_dim` as imgproxy's `max_result_dimension`.
+fn plan_once(
+    o: &Options,
+    src_width: u32,
+    src_height: u32,
+    limits: &Limits,
+    max_dim: i64,
+) -> Result<Plan, GeometryError> {
+    let ceiling = limits.ceiling();
     let rotate = o.rotate % 360;
     let swapped = rotate % 180 == 90;
     let (src_w, src_h) = (i64::from(src_width), i64::from(src_height));
@@ -775,10 +992,6 @@ pub fn plan(
         ear_h: 0,
     };
     calc_sizes(&mut s, width_to_scale, height_to_scale, o);
-    let max_dim = match o.security.max_result_dimension {
-        Some(v) => v,
-        None => i64::from(limits.max_result_dimension),
-    };
     limit_scale(&mut s, width_to_scale, height_to_scale, o, max_dim);
 
     // Step 1: crop, in source orientation, with the gravity turned back.
@@ -799,28 +1012,30 @@ pub fn plan(
 
     // Step 2: resize, in source orientation.
     let (scaled_w, scaled_h) = (s.scaled_w.max(1), s.scaled_h.max(1));
+    let scaled = (s.wscale != 1.0 || s.hscale != 1.0).then_some((scaled_w, scaled_h));
     // The resized image exists in memory even when the result crop cuts it down, so
     // the hard ceiling applies to it too (`fill` with `enlarge` on a very thin source
     // would otherwise allocate an enormous intermediate image).
-    check_max(scaled_w, scaled_h, limits)?;
-    let resize = (s.wscale != 1.0 || s.hscale != 1.0).then(|| {
-        let (w, h) = if swapped {
-            (scaled_h, scaled_w)
-        } else {
-            (scaled_w, scaled_h)
-        };
-        Size {
-            width: w as u32,
-            height: h as u32,
+    let resize = match scaled {
+        Some((w, h)) => {
+            let (w, h) = to_size(w, h, ceiling, resize_option(o))?;
+            Some(if swapped {
+                Size {
+                    width: h,
+                    height: w,
+                }
+            } else {
+                Size {
+                    width: w,
+                    height: h,
+                }
+            })
         }
-    });
+        None => None,
+    };
     // Without resampling the image keeps the cropped size (which is what the scaled
     // size is when both scales are 1).
-    let (mut cur_w, mut cur_h) = if resize.is_some() {
-        (scaled_w, scaled_h)
-    } else {
-        (width_to_scale, height_to_scale)
-    };
+    let (mut cur_w, mut cur_h) = scaled.unwrap_or((width_to_scale, height_to_scale));
 
     // Step 4: crop to the result.
     let result_crop = crop_region(
@@ -844,7 +1059,13 @@ pub fn plan(
             s.target_h,
             &o.extend.gravity,
             s.dpr_scale,
-        )
+            ceiling,
+            if o.zoom_width > 1.0 || o.zoom_height > 1.0 {
+                "zoom"
+            } else {
+                "extend"
+            },
+        )?
     } else {
         None
     };
@@ -859,7 +1080,9 @@ pub fn plan(
             s.ear_h,
             &o.extend_aspect_ratio.gravity,
             s.dpr_scale,
-        )
+            ceiling,
+            "extend_aspect_ratio",
+        )?
     } else {
         None
     };
@@ -868,16 +1091,34 @@ pub fn plan(
     }
 
     // Step 8: padding.
-    let padding = o
-        .padding
-        .is_enabled()
-        .then(|| padding_insets(o, s.dpr_scale));
-    if let Some(p) = padding {
-        cur_w += i64::from(p.left) + i64::from(p.right);
-        cur_h += i64::from(p.top) + i64::from(p.bottom);
-    }
+    let padding = if o.padding.is_enabled() {
+        let [top, right, bottom, left] = padding_px(o, s.dpr_scale);
+        cur_w = cur_w.saturating_add(left).saturating_add(right);
+        cur_h = cur_h.saturating_add(top).saturating_add(bottom);
+        // Each side is at most the padded size, checked just below.
+        to_size(cur_w, cur_h, ceiling, "padding")?;
+        Some(Insets {
+            top: narrow(top),
+            right: narrow(right),
+            bottom: narrow(bottom),
+            left: narrow(left),
+        })
+    } else {
+        None
+    };
 
-    check_max(cur_w, cur_h, limits)?;
+    let last_step = if padding.is_some() {
+        "padding"
+    } else if extend_aspect_ratio.is_some() {
+        "extend_aspect_ratio"
+    } else if extend.is_some() {
+        "extend"
+    } else if o.crop.width != 0.0 || o.crop.height != 0.0 {
+        "crop"
+    } else {
+        resize_option(o)
+    };
+    let (width, height) = to_size(cur_w, cur_h, ceiling, last_step)?;
 
     // imgproxy's `scaleOnLoad`: how much smaller the resized image is than the source.
     let decode_shrink = {
@@ -900,8 +1141,8 @@ pub fn plan(
         padding,
         dpr_scale: s.dpr_scale,
         decode_shrink,
-        width: cur_w as u32,
-        height: cur_h as u32,
+        width,
+        height,
     })
 }
 
@@ -1463,6 +1704,7 @@ mod tests {
         assert_eq!(
             err,
             GeometryError::TooLarge {
+                option: "resize",
                 width: 300,
                 height: 150,
                 max: 250
@@ -1498,5 +1740,279 @@ mod tests {
         check_sizes(&[("rs:fit:1:1", (1, 1)), ("rs:force:1:1", (1, 1))]);
         let p = plan_for("rs:fit:10:0", 10000, 1);
         assert_eq!((p.width, p.height), (10, 1));
+    }
+
+    #[test]
+    fn zoomed_extend_canvas_is_checked_not_wrapped() {
+        // Guards: `w:1/z:4294967396/ex:1` made a 4294967396-pixel-wide extend canvas
+        // that `as u32` wrapped to 100, with its left offset (~2^31) left as it was;
+        // transform then indexed past the canvas and panicked. Sizes are now checked
+        // before they are narrowed, and the error names the option.
+        let o = Options {
+            zoom_width: 4_294_967_396.0,
+            zoom_height: 4_294_967_396.0,
+            ..opts("w:1/ex:1")
+        };
+        assert!(matches!(
+            plan(&o, 512, 512, &Limits::default()),
+            Err(GeometryError::InvalidOption(_))
+        ));
+        // Within the parser's bounds the canvas can still be too large: refused too.
+        let err = plan_err("w:2/z:16383/ex:1", 8, 8);
+        assert_eq!(
+            err,
+            GeometryError::TooLarge {
+                option: "zoom",
+                width: 32766,
+                height: 8,
+                max: MAX_DIMENSION
+            }
+        );
+        assert!(
+            err.to_string().starts_with("invalid option `zoom`"),
+            "{err}"
+        );
+        let err = plan_err("w:4294967295/z:16383/dpr:16383/ex:1", 8, 8);
+        assert!(
+            matches!(err, GeometryError::TooLarge { option: "zoom", .. }),
+            "{err}"
+        );
+        // The largest canvas allowed is exactly the ceiling.
+        let p = plan_for("w:1/z:16383/ex:1", 8, 8);
+        assert_eq!((p.width, p.height), (MAX_DIMENSION, 8));
+    }
+
+    fn plan_err(path: &str, w: u32, h: u32) -> GeometryError {
+        plan(&opts(path), w, h, &Limits::default()).unwrap_err()
+    }
+
+    #[test]
+    fn every_step_is_held_to_the_ceiling() {
+        // Guards: results over 16383 a side were only refused when the caller set
+        // `max_output_dimension`; with `Limits::default()` any size went through.
+        let err = plan_err("rs:fit:20000:0/el:1", 100, 100);
+        assert!(
+            matches!(
+                err,
+                GeometryError::TooLarge {
+                    option: "resize",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = plan_err("rs:fit:100:100/dpr:200/el:1", 100, 100);
+        assert!(
+            matches!(err, GeometryError::TooLarge { option: "dpr", .. }),
+            "{err}"
+        );
+        let err = plan_err("w:16000/h:100/ex:1/pd:400", 100, 100);
+        assert!(
+            matches!(
+                err,
+                GeometryError::TooLarge {
+                    option: "padding",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = plan_err("rs:fit:100:100/mh:16383", 100, 1);
+        assert!(
+            matches!(
+                err,
+                GeometryError::TooLarge {
+                    option: "min-height",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The source itself, served at its size, is held to it too.
+        let err = plan_err("", 20000, 10);
+        assert!(matches!(err, GeometryError::TooLarge { .. }), "{err}");
+        // Padding of 2^32 pixels a side (options built without the parser).
+        let o = Options {
+            padding: crate::imaging::options::Padding {
+                top: u32::MAX,
+                right: u32::MAX,
+                bottom: u32::MAX,
+                left: u32::MAX,
+            },
+            ..Options::default()
+        };
+        let err = plan(&o, 10, 10, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GeometryError::TooLarge {
+                    option: "padding",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn absurd_offsets_saturate() {
+        // Guards: `calc_position` added offsets on i64 without a check; an offset of
+        // 1e300 pixels (saturated to i64::MAX) overflowed, a debug-build panic.
+        for kind in GravityType::ALL {
+            for v in [1e300, -1e300, f64::from(u32::MAX)] {
+                let g = Gravity { kind, x: v, y: v };
+                let o = Options {
+                    gravity: g,
+                    crop: crate::imaging::options::Crop {
+                        width: 5.0,
+                        height: 5.0,
+                        gravity: Some(g),
+                    },
+                    extend: crate::imaging::options::Extend {
+                        enabled: true,
+                        gravity: g,
+                    },
+                    width: 40,
+                    height: 40,
+                    ..Options::default()
+                };
+                if let Ok(p) = plan(&o, 20, 10, &Limits::default()) {
+                    p.validate().unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_result_dimension_is_never_exceeded() {
+        // Guards: imgproxy's `limitScale` rounds each part separately and can
+        // overshoot the limit by a pixel; a second pass keeps the result within it.
+        for (path, w, h) in [
+            ("mrd:7/pd:1:2:3:4/rs:fit:100:100", 333, 97),
+            ("mrd:3/pd:5/rs:fill:10:9/ex:1", 100, 100),
+            ("mrd:1/rs:fit:0:0", 5, 3),
+            ("mrd:13/exar:1/rs:fit:7:100/pd:0:3", 101, 3),
+        ] {
+            let mrd: u32 = path[4..path.find('/').unwrap()].parse().unwrap();
+            match plan(&opts(path), w, h, &Limits::default()) {
+                Ok(p) => assert!(p.width.max(p.height) <= mrd, "{path}: {p:?}"),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        GeometryError::TooLarge {
+                            option: "max_result_dimension",
+                            ..
+                        }
+                    ),
+                    "{path}: {e}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn validate_catches_inconsistent_plans() {
+        let good = plan_for("c:50:50/rs:fit:20:20/pd:3", 200, 100);
+        good.validate().unwrap();
+        let mut p = good.clone();
+        p.width += 1;
+        assert!(p.validate().is_err());
+        let mut p = good.clone();
+        p.crop = Some(Region {
+            width: 50,
+            height: 50,
+            position: at(151, 0),
+        });
+        assert!(p.validate().is_err());
+        let mut p = good.clone();
+        p.extend = Some(Embed {
+            width: 100_000,
+            height: 10,
+            left: 0,
+            top: 0,
+        });
+        assert!(p.validate().is_err());
+        let mut p = good;
+        p.resize = Some(Size {
+            width: 0,
+            height: 5,
+        });
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn plan_never_panics_and_stays_within_bounds() {
+        // Property: for any options the parser accepts, any source of 1..=20000 pixels
+        // a side and any limits, `plan` either fails with a request error (never an
+        // inconsistent plan) or returns a plan that validates, whose every image is
+        // within 1..=ceiling a side and whose result is within max_result_dimension;
+        // the plan for a shrunk-on-load source validates too.
+        use crate::imaging::options::fuzz;
+        let mut rng = fuzz::Rng::new(0x5eed_0002);
+        let (mut planned, mut refused) = (0, 0);
+        for i in 0..20_000 {
+            let Some(o) = fuzz::options(&mut rng, 5, 50) else {
+                continue;
+            };
+            let side = |rng: &mut fuzz::Rng| match rng.below(3) {
+                0 => rng.range(1, 8),
+                1 => rng.range(1, 600),
+                _ => rng.range(1, 20_000),
+            };
+            let (w, h) = (side(&mut rng), side(&mut rng));
+            let limits = Limits {
+                max_result_dimension: if i % 3 == 0 { rng.range(1, 20_000) } else { 0 },
+                max_output_dimension: if i % 5 == 0 { rng.range(1, 20_000) } else { 0 },
+            };
+            let p = match plan(&o, w, h, &limits) {
+                Ok(p) => p,
+                Err(GeometryError::InconsistentPlan(e)) => {
+                    panic!("inconsistent plan for {o:?} on {w}x{h}: {e}")
+                }
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
+            };
+            planned += 1;
+            p.validate().unwrap();
+            let ceiling = limits.ceiling();
+            let mut sizes = vec![(p.width, p.height)];
+            sizes.extend(p.resize.map(|r| (r.width, r.height)));
+            sizes.extend(p.result_crop.map(|r| (r.width, r.height)));
+            for e in [p.extend, p.extend_aspect_ratio].into_iter().flatten() {
+                sizes.push((e.width, e.height));
+            }
+            for (sw, sh) in sizes {
+                assert!(
+                    (1..=ceiling).contains(&sw) && (1..=ceiling).contains(&sh),
+                    "{sw}x{sh} for {o:?} on {w}x{h}: {p:?}"
+                );
+            }
+            let max_dim = o
+                .security
+                .max_result_dimension
+                .unwrap_or(i64::from(limits.max_result_dimension));
+            if max_dim > 0 {
+                assert!(
+                    i64::from(p.width.max(p.height)) <= max_dim,
+                    "{}x{} over {max_dim} for {o:?} on {w}x{h}",
+                    p.width,
+                    p.height
+                );
+            }
+            // What a JPEG decoder scaling by 1/k hands to `transform`.
+            let k = p.jpeg_shrink();
+            if k > 1 {
+                let d = p.for_decoded_size(w.div_ceil(k), h.div_ceil(k));
+                d.validate()
+                    .unwrap_or_else(|e| panic!("{e} for {o:?} on {w}x{h} decoded at 1/{k}"));
+                assert_eq!((d.width, d.height), (p.width, p.height));
+            }
+        }
+        assert!(
+            planned > 5_000 && refused > 200,
+            "{planned} planned, {refused} refused"
+        );
     }
 }

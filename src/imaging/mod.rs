@@ -7,6 +7,7 @@
 //! another; `pipeline` runs them in order on
 //! the bounded `pool`; `source` and `http_source` fetch originals; `config` is `[images]`.
 
+pub mod allow_list;
 pub mod avif;
 pub mod config;
 pub mod decode;

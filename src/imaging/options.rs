@@ -22,13 +22,40 @@
 //! Known, deliberate departures from imgproxy: non-finite numbers (`inf`, `NaN`) are
 //! rejected; `rotate` is normalised to 0/90/180/270 (imgproxy fails at processing time
 //! on negative angles); numbers too large for the field's type are rejected; a
-//! base64 file name that is not UTF-8 is decoded lossily.
+//! base64 file name that is not UTF-8 is decoded lossily; arguments that scale the
+//! work of a request have upper bounds (the Limits section below), so that no URL can
+//! hold a worker for minutes or ask for an absurd canvas.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+use crate::imaging::geometry::{MAX_DIMENSION, MAX_SCALE_FACTOR};
+
+// ---------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------
+//
+// Upper bounds on the arguments that scale a request's work, checked while parsing so
+// that an absurd value is an `OptionsError` naming its segment, before any I/O. Sizes
+// share the pipeline's per-side ceiling, `geometry::MAX_DIMENSION` (16383); `zoom` and
+// `dpr` are bounded by the same number as a factor (`geometry::MAX_SCALE_FACTOR`).
+// imgproxy has none of these bounds; every value they refuse would have failed later
+// (over the result ceiling) or is far outside any practical use. `docs/images.md`
+// lists them.
+
+/// Largest `blur` sigma. libvips' practical range is well below it (a sigma of 100
+/// already averages a window of about 360 pixels).
+pub const MAX_BLUR_SIGMA: f64 = 100.0;
+/// Largest `sharpen` sigma (imgproxy's useful range is 0.5 to 2).
+pub const MAX_SHARPEN_SIGMA: f64 = 100.0;
+/// Largest `pixelate` block size, `padding` side, `min-width`/`min-height`, and
+/// absolute gravity or watermark offset: the result-side ceiling.
+pub const MAX_SIZE_ARGUMENT: u32 = MAX_DIMENSION;
+/// Largest `zoom` (either factor) and `dpr`.
+pub const MAX_FACTOR: f64 = MAX_SCALE_FACTOR;
 
 // ---------------------------------------------------------------------------------
 // Errors
@@ -710,6 +737,23 @@ fn parse_dimension(s: &str, what: &str) -> Result<u32, Failure> {
     u32::try_from(v).map_err(|_| bad(format!("{what} is too large")))
 }
 
+/// [`parse_dimension`] with an upper bound.
+fn parse_bounded_dimension(s: &str, what: &str, max: u32) -> Result<u32, Failure> {
+    let v = parse_dimension(s, what)?;
+    if v > max {
+        return Err(bad(format!("{what} must be at most {max}")));
+    }
+    Ok(v)
+}
+
+/// Refuses a parsed number above `max`.
+fn at_most(v: f64, max: f64, what: &str) -> Result<f64, Failure> {
+    if v > max {
+        return Err(bad(format!("{what} must be at most {max}")));
+    }
+    Ok(v)
+}
+
 fn parse_non_negative_float(s: &str, what: &str) -> Result<f64, Failure> {
     let v = parse_float(s, what)?;
     if v < 0.0 {
@@ -784,20 +828,34 @@ fn parse_gravity(g: &mut Gravity, args: &[&str], set: GravitySet, what: &str) ->
         }
         _ => {}
     }
-    let in_range = |v: f64| kind != GravityType::FocusPoint || (0.0..=1.0).contains(&v);
-    if n > 1 {
-        let x = parse_float(args[1], &format!("{what} x offset"))?;
-        if !in_range(x) {
-            return Err(bad(format!("{what} focus point x must be between 0 and 1")));
+    let offset = |s: &str, axis: &str| -> Result<f64, Failure> {
+        let v = parse_float(s, &format!("{what} {axis} offset"))?;
+        if kind == GravityType::FocusPoint {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(format!(
+                    "{what} focus point {axis} must be between 0 and 1"
+                )));
+            }
+        } else {
+            check_offset(v, &format!("{what} {axis} offset"))?;
         }
-        g.x = x;
+        Ok(v)
+    };
+    if n > 1 {
+        g.x = offset(args[1], "x")?;
     }
     if n > 2 {
-        let y = parse_float(args[2], &format!("{what} y offset"))?;
-        if !in_range(y) {
-            return Err(bad(format!("{what} focus point y must be between 0 and 1")));
-        }
-        g.y = y;
+        g.y = offset(args[2], "y")?;
+    }
+    Ok(())
+}
+
+/// An absolute offset (gravity, watermark) is at most [`MAX_SIZE_ARGUMENT`] pixels either
+/// way: further than any side of any result.
+fn check_offset(v: f64, what: &str) -> Res {
+    let max = f64::from(MAX_SIZE_ARGUMENT);
+    if !(-max..=max).contains(&v) {
+        return Err(bad(format!("{what} must be between -{max} and {max}")));
     }
     Ok(())
 }
@@ -1075,7 +1133,7 @@ const MIN_WIDTH: OptionDef = OptionDef {
 
 fn apply_min_width(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.min_width = parse_dimension(args[0], "min width")?;
+    a.opts.min_width = parse_bounded_dimension(args[0], "min width", MAX_SIZE_ARGUMENT)?;
     Ok(())
 }
 
@@ -1084,6 +1142,11 @@ fn min_width_option() {
     assert_eq!(t::ok(&["mw:50"]).min_width, 50);
     assert_eq!(t::ok(&["min-width:60"]).min_width, 60);
     assert!(t::err(&["min_width:60"]).contains("unknown option `min_width`"));
+    assert_eq!(t::ok(&["mw:16383"]).min_width, 16383);
+    assert_eq!(
+        t::err(&["mw:16384"]),
+        "invalid option `mw:16384`: min width must be at most 16383"
+    );
 }
 
 // min-height:%height
@@ -1094,7 +1157,7 @@ const MIN_HEIGHT: OptionDef = OptionDef {
 
 fn apply_min_height(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.min_height = parse_dimension(args[0], "min height")?;
+    a.opts.min_height = parse_bounded_dimension(args[0], "min height", MAX_SIZE_ARGUMENT)?;
     Ok(())
 }
 
@@ -1103,6 +1166,8 @@ fn min_height_option() {
     assert_eq!(t::ok(&["mh:50"]).min_height, 50);
     assert_eq!(t::ok(&["min-height:70"]).min_height, 70);
     assert!(t::err(&["mh:x"]).contains("min height must be an integer"));
+    assert_eq!(t::ok(&["mh:16383"]).min_height, 16383);
+    assert!(t::err(&["mh:16384"]).contains("min height must be at most 16383"));
 }
 
 // zoom:%zoom_x_y  or  zoom:%zoom_x:%zoom_y
@@ -1113,11 +1178,11 @@ const ZOOM: OptionDef = OptionDef {
 
 fn apply_zoom(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 2)?;
-    let z = parse_positive_float(args[0], "zoom")?;
+    let z = at_most(parse_positive_float(args[0], "zoom")?, MAX_FACTOR, "zoom")?;
     a.opts.zoom_width = z;
     a.opts.zoom_height = z;
     if let Some(h) = args.get(1) {
-        a.opts.zoom_height = parse_positive_float(h, "zoom")?;
+        a.opts.zoom_height = at_most(parse_positive_float(h, "zoom")?, MAX_FACTOR, "zoom")?;
     }
     Ok(())
 }
@@ -1131,6 +1196,23 @@ fn zoom_option() {
     assert!(t::err(&["z:0"]).contains("zoom must be greater than 0"));
     assert!(t::err(&["z:1:"]).contains("zoom must be a number"));
     assert!(t::err(&["z:inf"]).contains("zoom must be a number"));
+    assert_eq!(t::ok(&["z:16383"]).zoom_width, 16383.0);
+    assert!(t::err(&["z:16383.5"]).contains("zoom must be at most 16383"));
+    assert!(t::err(&["z:1:1e300"]).contains("zoom must be at most 16383"));
+}
+
+#[test]
+fn zoom_of_4294967396_is_refused() {
+    // Guards: `w:1/z:4294967396/ex:1` parsed, then panicked in transform (the zoomed
+    // extend canvas, 4294967396 wide, wrapped to 100 in geometry; its left offset did
+    // not). It is now refused here, naming the option.
+    let e = parse(
+        &t::segs(&["w:1", "z:4294967396", "ex:1"]),
+        &ParseContext::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.segment(), "z:4294967396");
+    assert!(e.to_string().contains("zoom must be at most 16383"), "{e}");
 }
 
 // dpr:%dpr
@@ -1141,7 +1223,7 @@ const DPR: OptionDef = OptionDef {
 
 fn apply_dpr(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.dpr = parse_positive_float(args[0], "dpr")?;
+    a.opts.dpr = at_most(parse_positive_float(args[0], "dpr")?, MAX_FACTOR, "dpr")?;
     Ok(())
 }
 
@@ -1151,6 +1233,7 @@ fn dpr_option() {
     assert_eq!(t::ok(&["dpr:0.5"]).dpr, 0.5);
     assert!(t::err(&["dpr:0"]).contains("greater than 0"));
     assert!(t::err(&["dpr:-1"]).contains("greater than 0"));
+    assert!(t::err(&["dpr:20000"]).contains("dpr must be at most 16383"));
 }
 
 // enlarge:%enlarge
@@ -1261,6 +1344,14 @@ fn gravity_option() {
     assert!(t::err(&["g:ce:1:2:3"]).contains("at most 2 offsets"));
     assert!(t::err(&["g:up"]).contains("gravity must be one of ce, no"));
     assert!(t::err(&["g:no:x"]).contains("gravity x offset must be a number"));
+    // Absolute offsets stay within the result ceiling, either way.
+    assert_eq!(t::ok(&["g:so:-16383:16383"]).gravity.x, -16383.0);
+    assert!(
+        t::err(&["g:so:0:16384"]).contains("gravity y offset must be between -16383 and 16383")
+    );
+    assert!(t::err(&["c:1:1:no:-1e300"]).contains("crop gravity x offset must be between"));
+    assert!(t::err(&["ex:1:ea:99999"]).contains("extend gravity x offset must be between"));
+    assert!(t::err(&["exar:1:ea:0:-99999"]).contains("extend aspect ratio gravity y offset"));
 }
 
 // crop:%width:%height:%gravity
@@ -1348,7 +1439,7 @@ fn apply_padding(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 4)?;
     let p = &mut a.opts.padding;
     if let Some(v) = args.first().filter(|s| !s.is_empty()) {
-        let v = parse_dimension(v, "padding top (and all sides)")?;
+        let v = parse_bounded_dimension(v, "padding top (and all sides)", MAX_SIZE_ARGUMENT)?;
         *p = Padding {
             top: v,
             right: v,
@@ -1357,14 +1448,14 @@ fn apply_padding(a: &mut Applier<'_>, args: &[&str]) -> Res {
         };
     }
     if let Some(v) = args.get(1).filter(|s| !s.is_empty()) {
-        p.right = parse_dimension(v, "padding right (and left)")?;
+        p.right = parse_bounded_dimension(v, "padding right (and left)", MAX_SIZE_ARGUMENT)?;
         p.left = p.right;
     }
     if let Some(v) = args.get(2).filter(|s| !s.is_empty()) {
-        p.bottom = parse_dimension(v, "padding bottom")?;
+        p.bottom = parse_bounded_dimension(v, "padding bottom", MAX_SIZE_ARGUMENT)?;
     }
     if let Some(v) = args.get(3).filter(|s| !s.is_empty()) {
-        p.left = parse_dimension(v, "padding left")?;
+        p.left = parse_bounded_dimension(v, "padding left", MAX_SIZE_ARGUMENT)?;
     }
     Ok(())
 }
@@ -1387,6 +1478,9 @@ fn padding_option() {
     assert!(pad("pd:0:0:1").is_enabled());
     assert!(t::err(&["pd:1:2:3:4:5"]).contains("at most 4"));
     assert!(t::err(&["pd:a"]).contains("padding top"));
+    assert_eq!(pad("pd:16383:0"), p(16383, 0, 16383, 0));
+    assert!(t::err(&["pd:16384"]).contains("padding top (and all sides) must be at most 16383"));
+    assert!(t::err(&["pd:0:0:0:4294967295"]).contains("padding left must be at most"));
 }
 
 // auto_rotate:%auto_rotate
@@ -1501,7 +1595,12 @@ const BLUR: OptionDef = OptionDef {
 
 fn apply_blur(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.blur = parse_non_negative_float(args[0], "blur")? as f32;
+    // At most MAX_BLUR_SIGMA: exact in f32.
+    a.opts.blur = at_most(
+        parse_non_negative_float(args[0], "blur")?,
+        MAX_BLUR_SIGMA,
+        "blur",
+    )? as f32;
     Ok(())
 }
 
@@ -1510,6 +1609,13 @@ fn blur_option() {
     assert_eq!(t::ok(&["bl:2.5"]).blur, 2.5);
     assert_eq!(t::ok(&["blur:0"]).blur, 0.0);
     assert!(t::err(&["bl:-1"]).contains("blur must not be negative"));
+    assert_eq!(t::ok(&["bl:100"]).blur, 100.0);
+    assert_eq!(
+        t::err(&["bl:600"]),
+        "invalid option `bl:600`: blur must be at most 100"
+    );
+    // Once read as f32 infinity.
+    assert!(t::err(&["bl:1e300"]).contains("at most 100"));
 }
 
 // sharpen:%sigma
@@ -1520,7 +1626,11 @@ const SHARPEN: OptionDef = OptionDef {
 
 fn apply_sharpen(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.sharpen = parse_non_negative_float(args[0], "sharpen")? as f32;
+    a.opts.sharpen = at_most(
+        parse_non_negative_float(args[0], "sharpen")?,
+        MAX_SHARPEN_SIGMA,
+        "sharpen",
+    )? as f32;
     Ok(())
 }
 
@@ -1528,6 +1638,8 @@ fn apply_sharpen(a: &mut Applier<'_>, args: &[&str]) -> Res {
 fn sharpen_option() {
     assert_eq!(t::ok(&["sh:0.5"]).sharpen, 0.5);
     assert!(t::err(&["sharpen:x"]).contains("sharpen must be a number"));
+    assert_eq!(t::ok(&["sh:100"]).sharpen, 100.0);
+    assert!(t::err(&["sh:100.5"]).contains("sharpen must be at most 100"));
 }
 
 // pixelate:%size
@@ -1538,7 +1650,7 @@ const PIXELATE: OptionDef = OptionDef {
 
 fn apply_pixelate(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 1)?;
-    a.opts.pixelate = parse_dimension(args[0], "pixelate size")?;
+    a.opts.pixelate = parse_bounded_dimension(args[0], "pixelate size", MAX_SIZE_ARGUMENT)?;
     Ok(())
 }
 
@@ -1547,6 +1659,8 @@ fn pixelate_option() {
     assert_eq!(t::ok(&["pix:8"]).pixelate, 8);
     assert_eq!(t::ok(&["pixelate:0"]).pixelate, 0);
     assert!(t::err(&["pix:1.5"]).contains("pixelate size must be an integer"));
+    assert_eq!(t::ok(&["pix:16383"]).pixelate, 16383);
+    assert!(t::err(&["pix:16384"]).contains("pixelate size must be at most 16383"));
 }
 
 // watermark:%opacity:%position:%x_offset:%y_offset:%scale
@@ -1578,9 +1692,11 @@ fn apply_watermark(a: &mut Applier<'_>, args: &[&str]) -> Res {
     }
     if let Some(x) = args.get(2).filter(|s| !s.is_empty()) {
         wm.x_offset = parse_float(x, "watermark x offset")?;
+        check_offset(wm.x_offset, "watermark x offset")?;
     }
     if let Some(y) = args.get(3).filter(|s| !s.is_empty()) {
         wm.y_offset = parse_float(y, "watermark y offset")?;
+        check_offset(wm.y_offset, "watermark y offset")?;
     }
     if let Some(s) = args.get(4).filter(|s| !s.is_empty()) {
         wm.scale = parse_non_negative_float(s, "watermark scale")?;
@@ -1600,6 +1716,8 @@ fn watermark_option() {
     assert!(!t::ok(&["wm:0"]).watermark.enabled);
     assert!(t::err(&["wm:2"]).contains("between 0 and 1"));
     assert!(t::err(&["wm:1:sm"]).contains("watermark position"));
+    assert!(t::err(&["wm:1:ce:1e10"]).contains("watermark x offset must be between"));
+    assert!(t::err(&["wm:1:ce:0:-16384"]).contains("watermark y offset must be between"));
 }
 
 // strip_metadata:%strip_metadata
@@ -2467,4 +2585,262 @@ fn canonical_differences() {
     // Free text is escaped, so it cannot imitate another option.
     assert_eq!(c(&["cb:x/quality"]), "cachebuster:x%2Fquality");
     assert_ne!(c(&["fn:a/raw"]), c(&["fn:a", "raw:1"]));
+}
+
+// ---------------------------------------------------------------------------------
+// Property tests
+// ---------------------------------------------------------------------------------
+
+/// A small deterministic generator of option segments for the property tests here and
+/// in `geometry` and `pipeline` (the crate has no proptest): real option names and
+/// words, random numbers including zero, negative, huge, overflowing and non-finite.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+
+    /// xorshift64*: fast, deterministic, good enough to spread test inputs.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed | 1)
+        }
+
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// Uniform enough in `0..n` (`n` ≥ 1).
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+
+        /// Uniform in `lo..=hi`.
+        pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
+            lo + self.below(u64::from(hi - lo) + 1) as u32
+        }
+
+        pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len() as u64) as usize]
+        }
+    }
+
+    /// Words the options take, and numbers at the edges of every parser.
+    const WORDS: &[&str] = &[
+        "fit",
+        "fill",
+        "fill-down",
+        "force",
+        "auto",
+        "ce",
+        "no",
+        "so",
+        "ea",
+        "we",
+        "nowe",
+        "noea",
+        "sowe",
+        "soea",
+        "sm",
+        "fp",
+        "re",
+        "jpg",
+        "png",
+        "webp",
+        "avif",
+        "gif",
+        "fff",
+        "ff0000",
+        "t",
+        "true",
+        "1",
+        "0",
+        "false",
+        "",
+        "x",
+        "-",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e308",
+        "-1e308",
+        "1e-320",
+        "4294967396",
+        "4294967295",
+        "4294967296",
+        "18446744073709551616",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "99999999999999999999",
+        "0.0000001",
+        "-0",
+        "+7",
+        "0.5",
+        "1.5",
+        "16383",
+        "16384",
+        "100",
+        "101",
+        "1000",
+        "a",
+        "default",
+    ];
+
+    /// The options that change geometry, drawn more often than the others.
+    const GEOMETRY: &[&str] = &[
+        "rs", "s", "w", "h", "mw", "mh", "z", "dpr", "el", "ex", "exar", "g", "c", "pd", "rot",
+        "fl", "mrd", "bl", "sh", "pix", "t", "bg",
+    ];
+
+    /// A number at the edge of some parser: zero, negative, huge, overflowing,
+    /// fractional, non-finite, or a word.
+    pub fn edge_number(rng: &mut Rng) -> String {
+        match rng.below(7) {
+            0 => rng.below(40_000).to_string(),
+            1 => format!("-{}", rng.below(20_000)),
+            2 => format!("{}.{}", rng.below(4), rng.below(1000)),
+            3 => (rng.next() >> rng.below(64)).to_string(),
+            4 => (rng.next() as i64).to_string(),
+            5 => format!("{:e}", f64::from_bits(rng.next())),
+            _ => (*rng.pick(WORDS)).to_string(),
+        }
+    }
+
+    /// Mostly plausible arguments (so that many lists parse and reach the geometry),
+    /// often an edge case.
+    pub fn argument(rng: &mut Rng) -> String {
+        match rng.below(20) {
+            0..=5 => rng.below(20).to_string(),
+            6..=9 => rng.below(2000).to_string(),
+            10..=13 => (*rng.pick(WORDS)).to_string(),
+            14..=18 => edge_number(rng),
+            _ => String::new(),
+        }
+    }
+
+    pub fn segment(rng: &mut Rng) -> String {
+        let name = if rng.below(3) > 0 {
+            *rng.pick(GEOMETRY)
+        } else {
+            let def = rng.pick(OPTIONS);
+            *rng.pick(def.names)
+        };
+        let args = match rng.below(20) {
+            0..=9 => 1,
+            10..=13 => 2,
+            14..=16 => 3 + rng.below(2),
+            _ => rng.below(9),
+        };
+        let mut s = name.to_string();
+        for i in 0..args {
+            s.push(':');
+            // Half the time, a word of the kind the option wants there.
+            let fitting = if rng.below(2) == 0 {
+                words_for(name, i)
+            } else {
+                &[]
+            };
+            if fitting.is_empty() {
+                s.push_str(&argument(rng));
+            } else {
+                s.push_str(rng.pick::<&str>(fitting));
+            }
+        }
+        s
+    }
+
+    /// Words an option's argument number `i` must be one of, when it is a word.
+    fn words_for(name: &str, i: u64) -> &'static [&'static str] {
+        const GRAVITY: &[&str] = &["ce", "no", "so", "ea", "we", "nowe", "soea", "fp"];
+        match (name, i) {
+            ("rs" | "resize" | "rt" | "resizing_type", 0) => {
+                &["fit", "fill", "fill-down", "force", "auto"]
+            }
+            ("g" | "gravity", 0) => &["ce", "no", "so", "ea", "we", "nowe", "soea", "sm", "fp"],
+            ("ex" | "extend" | "exar" | "extend_aspect_ratio" | "extend_ar", 1) => GRAVITY,
+            ("c" | "crop", 2) => GRAVITY,
+            ("t" | "trim", 1) => &["fff", "000", ""],
+            ("f" | "format" | "ext" | "fq" | "format_quality" | "skp" | "skip_processing", 0) => {
+                &["jpg", "png", "webp", "avif", "gif"]
+            }
+            ("rot" | "rotate", 0) => &["90", "180", "270", "-90", "360"],
+            ("bg" | "background", 0) => &["fff", "ff0000", ""],
+            ("wm" | "watermark", 0) => &["0.5", "1", "0"],
+            _ => &[],
+        }
+    }
+
+    /// One to `max` segments.
+    pub fn segments(rng: &mut Rng, max: u64) -> Vec<String> {
+        (0..1 + rng.below(max)).map(|_| segment(rng)).collect()
+    }
+
+    /// A context with presets (one recursive) and, at random, security options.
+    pub fn context(rng: &mut Rng) -> ParseContext {
+        let mut presets = HashMap::new();
+        presets.insert(
+            "a".to_string(),
+            vec!["rs:fill:30:20".to_string(), "pr:a".to_string()],
+        );
+        presets.insert("default".to_string(), vec!["q:80".to_string()]);
+        ParseContext {
+            presets,
+            allow_security_options: rng.below(2) == 0,
+            now_unix: Some(1_000_000),
+        }
+    }
+
+    /// Options that parse: up to `tries` random lists are drawn.
+    pub fn options(rng: &mut Rng, max_segments: u64, tries: usize) -> Option<Options> {
+        (0..tries).find_map(|_| {
+            let ctx = context(rng);
+            parse(&segments(rng, max_segments), &ctx).ok()
+        })
+    }
+}
+
+#[test]
+fn parse_never_panics_on_random_segments() {
+    // Property: any list of segments built from the real option names and edge-case
+    // arguments either parses or is an `OptionsError` naming one of its segments (or of
+    // a preset it applies); the canonical form of what parses can be computed. Each
+    // segment is also parsed alone, so that every applier is reached often.
+    let mut rng = fuzz::Rng::new(0x5eed_0001);
+    let (mut lists, mut alone) = (0, 0);
+    let is_about = |e: &OptionsError, segs: &[String], ctx: &ParseContext| {
+        segs.iter().any(|s| s == e.segment())
+            || ctx.presets.values().flatten().any(|s| s == e.segment())
+            || e.segment().starts_with("preset:")
+    };
+    for _ in 0..10_000 {
+        let ctx = fuzz::context(&mut rng);
+        let segs = fuzz::segments(&mut rng, 4);
+        match parse(&segs, &ctx) {
+            Ok(o) => {
+                lists += 1;
+                let _ = o.canonical();
+            }
+            Err(e) => assert!(is_about(&e, &segs, &ctx), "{e} is not about {segs:?}"),
+        }
+        for seg in &segs {
+            let one = std::slice::from_ref(seg);
+            match parse(one, &ctx) {
+                Ok(o) => {
+                    alone += 1;
+                    let _ = o.canonical();
+                }
+                Err(e) => assert!(is_about(&e, one, &ctx), "{e} is not about {seg}"),
+            }
+        }
+        let _ = parse_presets_only(&segs, &ctx);
+    }
+    eprintln!("{lists} lists of 10000 parsed, {alone} single segments");
+    // The generator reaches the appliers, not only the error paths.
+    assert!(
+        lists > 1_000 && alone > 5_000,
+        "{lists} lists, {alone} segments parsed"
+    );
 }

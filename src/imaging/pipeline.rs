@@ -9,8 +9,15 @@
 //!   either: with `workers` workers, pixel memory stays within about
 //!   `workers × max_src_resolution × 4 bytes × 3` (source, resized copy, encoder buffer).
 //! * Which options apply comes from the typed `Options` and the server `Defaults` only.
+//! * No request can panic a worker: option arguments are bounded when parsed, geometry
+//!   refuses a plan over `MAX_OUTPUT_DIMENSION` a side with an error naming the option,
+//!   and `transform` validates the plan before touching pixels.
+//! * Work stops between steps once the job's deadline has passed
+//!   ([`PipelineError::Cancelled`]), so a timed-out request does not keep its worker
+//!   busy to the end.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::imaging::config::{ImagesConfig, ImagesConfigError};
 use crate::imaging::decode::{self, DecodeError, DecodeOptions, Probe};
@@ -20,8 +27,8 @@ use crate::imaging::options::{ImageFormat, Options};
 use crate::imaging::transform::{self, TransformError};
 
 /// The largest width or height of any result, whatever the options: beyond what WebP and
-/// JPEG can store (16383 and 65535) and what a browser shows.
-pub const MAX_OUTPUT_DIMENSION: u32 = 16383;
+/// JPEG can store (16383 and 65535) and what a browser shows. Geometry's own ceiling.
+pub const MAX_OUTPUT_DIMENSION: u32 = geometry::MAX_DIMENSION;
 
 /// Why a request could not be processed. All are the source's or the request's fault
 /// (422) except an encoder failure or an inconsistency of ours (500).
@@ -50,6 +57,11 @@ pub enum PipelineError {
     FrameTooLarge { width: u32, height: u32, limit: u64 },
     #[error("the result would be {width}x{height}: over the {limit} pixel limit")]
     ResultTooLarge { width: u32, height: u32, limit: u64 },
+    /// The job's deadline passed; the work stopped before `step`. Not internal: the
+    /// request asked for more work than the processing timeout allows (the HTTP side
+    /// has usually answered the timeout already).
+    #[error("processing stopped before {step}: the processing timeout passed")]
+    Cancelled { step: &'static str },
 }
 
 impl PipelineError {
@@ -59,6 +71,7 @@ impl PipelineError {
             self,
             PipelineError::Encode(EncodeError::Codec { .. } | EncodeError::InvalidPicture(_))
                 | PipelineError::Transform(_)
+                | PipelineError::Geometry(GeometryError::InconsistentPlan(_))
         )
     }
 }
@@ -113,6 +126,9 @@ pub struct Job {
     pub limits: Limits,
     pub auto_rotate: bool,
     pub keep_icc: bool,
+    /// When set, the steps stop with [`PipelineError::Cancelled`] once this instant has
+    /// passed (checked between steps). `None` (the default): no deadline.
+    pub deadline: Option<Instant>,
 }
 
 impl Job {
@@ -148,8 +164,17 @@ impl Job {
             },
             auto_rotate: opts.auto_rotate.unwrap_or(d.auto_rotate),
             keep_icc: !opts.strip_color_profile.unwrap_or(d.strip_color_profile),
+            deadline: None,
             format,
             opts,
+        }
+    }
+
+    /// The cancellation check between steps: an error once the deadline has passed.
+    pub fn checkpoint(&self, step: &'static str) -> Result<(), PipelineError> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(PipelineError::Cancelled { step }),
+            _ => Ok(()),
         }
     }
 
@@ -216,8 +241,11 @@ pub fn has_alpha_support(format: ImageFormat) -> bool {
     )
 }
 
-/// Runs every step on `bytes` (already probed) and returns the encoded result.
+/// Runs every step on `bytes` (already probed) and returns the encoded result. The steps,
+/// in order: check the probe, plan, decode, (trim, then plan), check the result size,
+/// transform, encode; [`Job::checkpoint`] runs before each one.
 pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, PipelineError> {
+    job.checkpoint("check_probe")?;
     job.check_probe(probe)?;
     let frames = job.frames_for(probe);
     let (w, h) = if job.auto_rotate {
@@ -234,23 +262,30 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
 
     // Trim needs the pixels before the geometry can be planned.
     let (picture, plan) = if job.opts.trim.enabled {
+        job.checkpoint("decode")?;
         let decoded = decode::decode(bytes, probe, &decode_opts(1.0))?;
+        job.checkpoint("trim")?;
         let picture = transform::trim(decoded.picture, &job.opts.trim)?;
+        job.checkpoint("plan")?;
         let plan = geometry::plan(&job.opts, picture.width(), picture.height(), &job.limits)?;
         (picture, plan)
     } else {
+        job.checkpoint("plan")?;
         let plan = geometry::plan(&job.opts, w, h, &job.limits)?;
         let shrink = if plan.decode_shrink > 1.0 {
             1.0 / plan.decode_shrink
         } else {
             1.0
         };
+        job.checkpoint("decode")?;
         let decoded = decode::decode(bytes, probe, &decode_opts(shrink))?;
         (decoded.picture, plan)
     };
     check_result(&plan, job.max_pixels)?;
     let icc = picture.icc.clone();
+    job.checkpoint("transform")?;
     let picture = transform::apply(picture, &plan, &job.opts, has_alpha_support(job.format))?;
+    job.checkpoint("encode")?;
     let out = encode::encode(
         &picture,
         &EncodeOptions {
@@ -266,11 +301,18 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
     Ok(out)
 }
 
-/// No step may produce more pixels than the source limit allows.
+/// No step may produce more pixels than the source limit allows: the resized image,
+/// the canvases and the result.
 fn check_result(plan: &geometry::Plan, limit: u64) -> Result<(), PipelineError> {
     let mut sizes = vec![(plan.width, plan.height)];
     if let Some(r) = plan.resize {
         sizes.push((r.width, r.height));
+    }
+    for e in [plan.extend, plan.extend_aspect_ratio]
+        .into_iter()
+        .flatten()
+    {
+        sizes.push((e.width, e.height));
     }
     for (width, height) in sizes {
         if u64::from(width) * u64::from(height) > limit {
@@ -282,4 +324,165 @@ fn check_result(plan: &geometry::Plan, limit: u64) -> Result<(), PipelineError> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::imaging::config::ImagesConfig;
+    use crate::imaging::options::{ParseContext, parse};
+
+    /// A `w` × `h` RGBA PNG with a little colour variation, encoded in memory.
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([(x * 40) as u8, (y * 60) as u8, 200, 255])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgba8(img)
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    fn job(path: &str, format: ImageFormat) -> Result<Job, crate::imaging::options::OptionsError> {
+        let segments: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let opts = parse(&segments, &ParseContext::default())?;
+        let defaults = Defaults::from_config(&ImagesConfig::default()).unwrap();
+        Ok(Job::new(opts, format, &defaults))
+    }
+
+    fn run(path: &str, w: u32, h: u32) -> Result<Vec<u8>, PipelineError> {
+        let bytes = png(w, h);
+        let probe = decode::probe(&bytes).unwrap();
+        process(&bytes, &probe, &job(path, ImageFormat::Png).unwrap())
+    }
+
+    #[test]
+    fn huge_zoom_with_extend_is_refused_not_a_panic() {
+        // Guards: `GET /unsafe/w:1/z:4294967396/ex:1/plain/s3://b/a.png` panicked in
+        // transform ("range start index 8589933768 out of range for slice of length
+        // 204800"): the zoomed target width 4294967396 wrapped to 100 in `as u32`, the
+        // extend canvas was 100 wide but its left offset ~2^31.
+        let e = job("w:1/z:4294967396/ex:1", ImageFormat::Png).unwrap_err();
+        assert_eq!(e.segment(), "z:4294967396");
+        // The same options built without the parser, and a zoom the parser accepts
+        // whose canvas is still too large, are geometry errors (422), not panics.
+        let bytes = png(8, 8);
+        let probe = decode::probe(&bytes).unwrap();
+        let mut j = job("w:1/ex:1", ImageFormat::Png).unwrap();
+        (j.opts.zoom_width, j.opts.zoom_height) = (4_294_967_396.0, 4_294_967_396.0);
+        let err = process(&bytes, &probe, &j).unwrap_err();
+        assert!(matches!(err, PipelineError::Geometry(_)), "{err}");
+        assert!(!err.is_internal());
+        let err = run("w:4294967295/z:16383/ex:1", 8, 8).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PipelineError::Geometry(GeometryError::TooLarge { option: "zoom", .. })
+            ),
+            "{err}"
+        );
+        assert!(!err.is_internal());
+        // The largest canvas allowed still renders.
+        let out = run("w:1/z:16383/ex:1", 8, 8).unwrap();
+        let img = image::load_from_memory(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (geometry::MAX_DIMENSION, 8));
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_job() {
+        let bytes = png(8, 8);
+        let probe = decode::probe(&bytes).unwrap();
+        let mut j = job("rs:fit:4:4/bl:2", ImageFormat::Png).unwrap();
+        assert_eq!(j.deadline, None);
+        assert!(process(&bytes, &probe, &j).is_ok());
+        let now = Instant::now();
+        j.deadline = Some(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+        let err = process(&bytes, &probe, &j).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PipelineError::Cancelled {
+                    step: "check_probe"
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.is_internal());
+        assert!(err.to_string().contains("processing timeout"), "{err}");
+        j.deadline = Some(Instant::now() + Duration::from_secs(3600));
+        assert!(process(&bytes, &probe, &j).is_ok());
+    }
+
+    #[test]
+    fn checkpoint_names_the_next_step() {
+        let mut j = job("", ImageFormat::Png).unwrap();
+        assert!(j.checkpoint("encode").is_ok());
+        j.deadline = Some(Instant::now());
+        assert!(matches!(
+            j.checkpoint("encode"),
+            Err(PipelineError::Cancelled { step: "encode" })
+        ));
+    }
+
+    #[test]
+    fn large_blur_cost_does_not_grow_with_sigma() {
+        // Guards: `rs:fit:16383:3000:1/bl:600` held a worker for minutes (a 2000-tap
+        // kernel per pixel and pass). Sigmas are capped at 100 by the parser and large
+        // ones are three box blurs: a 1000x600 blur at sigma 100 is quick even here.
+        assert!(job("bl:600", ImageFormat::Png).is_err());
+        let started = Instant::now();
+        let out = run("rs:fit:1000:600:1/bl:100", 10, 6).unwrap();
+        let img = image::load_from_memory(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (1000, 600));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn random_options_on_a_tiny_png_never_panic() {
+        // Property: the whole pipeline, on a 3x2 PNG, with any options the parser
+        // accepts and any output format we encode, returns an image or a request error;
+        // never a panic, never an internal error.
+        use crate::imaging::options::fuzz;
+        let bytes = png(3, 2);
+        let probe = decode::probe(&bytes).unwrap();
+        let defaults = Defaults::from_config(&ImagesConfig::default()).unwrap();
+        let mut rng = fuzz::Rng::new(0x5eed_0003);
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..2_000 {
+            let Some(opts) = fuzz::options(&mut rng, 5, 50) else {
+                continue;
+            };
+            let format = *rng.pick(&[
+                ImageFormat::Png,
+                ImageFormat::Jpeg,
+                ImageFormat::Webp,
+                ImageFormat::Gif,
+            ]);
+            let mut j = Job::new(opts, format, &defaults);
+            // Keep each run small: the limit is what the test is about, not the pixels.
+            j.max_pixels = j.max_pixels.min(200_000);
+            match process(&bytes, &probe, &j) {
+                Ok(out) => {
+                    ok += 1;
+                    assert!(!out.is_empty());
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(!e.is_internal(), "{e} for {:?}", j.opts);
+                }
+            }
+        }
+        assert!(ok > 500, "{ok} rendered, {refused} refused");
+    }
 }

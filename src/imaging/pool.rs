@@ -143,6 +143,22 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// One image in processing, counted until dropped.
+struct Processing(Arc<AtomicUsize>);
+
+impl Processing {
+    fn start(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Processing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Ticket<'_> {
     /// Waits for a worker (until the deadline that began at `started`, the request's
     /// arrival) and runs `work` on it.
@@ -157,13 +173,13 @@ impl Ticket<'_> {
             .await
             .map_err(|_| PoolError::Timeout(pool.timeout))?
             .map_err(|e| PoolError::Crashed(e.to_string()))?;
-        let processing = pool.processing.clone();
-        processing.fetch_add(1, Ordering::AcqRel);
+        let processing = Processing::start(pool.processing.clone());
         let handle = tokio::task::spawn_blocking(move || {
-            let out = work();
-            processing.fetch_sub(1, Ordering::AcqRel);
-            drop(permit);
-            out
+            // Dropped however `work` ends, a panic included: the in-progress count (and the
+            // gauge read from it) never stays high after a failed render.
+            let _processing = processing;
+            let _permit = permit;
+            work()
         });
         match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(out)) => Ok(out),
@@ -177,6 +193,20 @@ impl Ticket<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_panicking_render_does_not_leave_the_gauge_high() {
+        // Bug guarded: the in-progress count was decremented after the work returned, so a
+        // render that panicked left `imgproxy_images_in_progress` one higher forever.
+        let pool = Pool::new(1, 1, Duration::from_secs(5));
+        let out = pool
+            .run(Instant::now(), || -> u32 { panic!("render failed") })
+            .await;
+        assert!(matches!(out, Err(PoolError::Crashed(_))), "{out:?}");
+        assert_eq!(pool.stats().processing, 0);
+        // The worker's slot came back too.
+        assert_eq!(pool.run(Instant::now(), || 7).await, Ok(7));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn never_more_than_workers_at_once_and_queue_is_bounded() {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -40,6 +41,9 @@ pub enum SourceError {
 #[derive(Debug, Clone)]
 pub struct SourceImage {
     pub bytes: Bytes,
+    /// The share of `[images] max_source_memory` these bytes hold, given back when the last
+    /// copy of the source is dropped.
+    pub budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
     /// The source's version (without quotes); changes whenever its bytes do.
     pub etag: String,
     /// Milliseconds since the Unix epoch.
@@ -98,17 +102,10 @@ pub async fn fetch_s3(
     max: u64,
 ) -> Result<SourceImage, SourceError> {
     let shown = format!("s3://{bucket}/{key}");
-    let (info, mut stream, _) =
-        store
-            .read_object(bucket, key, None)
-            .await
-            .map_err(|e| match e {
-                StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
-                    SourceError::NotFound(shown.clone())
-                }
-                StoreError::Unavailable(m) => SourceError::Upstream(m),
-                other => SourceError::Internal(other.to_string()),
-            })?;
+    let (info, mut stream, _) = store
+        .read_object(bucket, key, None)
+        .await
+        .map_err(|e| store_error(&shown, e))?;
     if info.size > max {
         return Err(SourceError::TooLarge { max });
     }
@@ -122,9 +119,22 @@ pub async fn fetch_s3(
     }
     Ok(SourceImage {
         bytes: buf.freeze(),
+        budget: None,
         etag: info.etag,
         last_modified_ms: info.last_modified_ms,
     })
+}
+
+/// A store error reading the source `shown` (`s3://bucket/key`), as a source error: a
+/// missing object is the client's 404, an unreachable backend the upstream's 502.
+pub fn store_error(shown: &str, e: StoreError) -> SourceError {
+    match e {
+        StoreError::NoSuchBucket(_) | StoreError::NoSuchKey(_) => {
+            SourceError::NotFound(shown.to_owned())
+        }
+        StoreError::Unavailable(m) => SourceError::Upstream(m),
+        other => SourceError::Internal(other.to_string()),
+    }
 }
 
 /// The file a `local:///path` names under `root`, refusing any path that leaves it.
@@ -293,6 +303,7 @@ pub async fn fetch_local(root: &Path, path: &str, max: u64) -> Result<SourceImag
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     Ok(SourceImage {
         bytes: Bytes::from(bytes),
+        budget: None,
         etag: format!("{:x}-{:x}", meta.len(), modified_ms),
         last_modified_ms: modified_ms,
     })

@@ -8,6 +8,12 @@
 //!   geometry except where `g:sm` (smart gravity) puts a crop window.
 //! - Frames stay `ImageRgb8` or `ImageRgba8` with straight alpha (see `picture`); an
 //!   RGB frame becomes RGBA only when a transparent canvas is needed.
+//! - No panics on any plan: [`apply`] runs [`Plan::validate`] and checks every frame's
+//!   size first, and the buffer helpers check their windows, so an inconsistent plan
+//!   is a [`TransformError`], never an out-of-bounds index. Buffers are never larger
+//!   than the source or `geometry::MAX_DIMENSION` a side.
+//! - Filter cost is bounded whatever the sigma: kernels are no wider than the image,
+//!   and a large blur is three box blurs whose cost does not depend on the sigma.
 //! - Work happens on raw interleaved buffers: no per-pixel allocation, no image-crate
 //!   resizing. Resampling is fast_image_resize's Lanczos3 with alpha premultiplied
 //!   before and divided out after (its `MulDiv`), so transparent pixels never bleed
@@ -34,6 +40,8 @@ pub enum TransformError {
     Resize(String),
     #[error("a pixel buffer does not match its size")]
     Buffer,
+    #[error("{0}")]
+    InvalidPlan(String),
 }
 
 // ---------------------------------------------------------------------------------
@@ -96,7 +104,15 @@ impl Buf {
     }
 
     /// Copies out the `w` × `h` window at (`left`, `top`), which must lie inside.
-    fn crop(&self, left: u32, top: u32, w: u32, h: u32) -> Buf {
+    fn crop(&self, left: u32, top: u32, w: u32, h: u32) -> Result<Buf, TransformError> {
+        let inside =
+            |start: u32, len: u32, side: u32| start.checked_add(len).is_some_and(|end| end <= side);
+        if !inside(left, w, self.w)
+            || !inside(top, h, self.h)
+            || self.data.len() != self.stride() * self.h as usize
+        {
+            return Err(TransformError::Buffer);
+        }
         let stride = self.stride();
         let row = w as usize * self.ch;
         let mut data = Vec::with_capacity(row * h as usize);
@@ -104,12 +120,12 @@ impl Buf {
             let start = y * stride + left as usize * self.ch;
             data.extend_from_slice(&self.data[start..start + row]);
         }
-        Buf {
+        Ok(Buf {
             w,
             h,
             ch: self.ch,
             data,
-        }
+        })
     }
 
     /// Adds an opaque alpha channel to an RGB buffer.
@@ -172,6 +188,8 @@ pub fn apply(
     } else {
         plan.clone()
     };
+    plan.validate()
+        .map_err(|e| TransformError::InvalidPlan(e.to_string()))?;
     let fill = match opts.background {
         None if output_has_alpha => Fill::Transparent,
         Some(c) => Fill::Colour(c),
@@ -182,6 +200,14 @@ pub fn apply(
     let mut out = Vec::with_capacity(frames.len());
     for frame in frames {
         let buf = Buf::from_image(frame.image);
+        if (buf.w, buf.h) != (plan.src_width, plan.src_height) {
+            return Err(TransformError::SizeMismatch {
+                plan_w: plan.src_width,
+                plan_h: plan.src_height,
+                pic_w: buf.w,
+                pic_h: buf.h,
+            });
+        }
         let buf = apply_frame(buf, &plan, opts, fill, &mut resizer)?;
         out.push(Frame {
             image: buf.into_image()?,
@@ -206,7 +232,7 @@ fn apply_frame(
     let window = plan.crop.map(|c| resolve(&buf, &c));
     let mut buf = match (plan.resize, window) {
         (Some(size), w) => resize(&buf, w, size.width, size.height, resizer)?,
-        (None, Some((l, t, w, h))) => buf.crop(l, t, w, h),
+        (None, Some((l, t, w, h))) => buf.crop(l, t, w, h)?,
         (None, None) => buf,
     };
     // Step 3: rotate, then flip.
@@ -220,7 +246,7 @@ fn apply_frame(
     // Step 4: crop to the result.
     if let Some(r) = plan.result_crop {
         let (l, t, w, h) = resolve(&buf, &r);
-        buf = buf.crop(l, t, w, h);
+        buf = buf.crop(l, t, w, h)?;
     }
     // Step 5: filters.
     if opts.blur > 0.0 {
@@ -240,7 +266,7 @@ fn apply_frame(
         buf = embed(&buf, &e, fill);
     }
     if let Some(p) = plan.padding {
-        buf = pad(&buf, &p, fill);
+        buf = pad(&buf, &p, fill)?;
     }
     // Flatten when the output cannot keep alpha or a background was asked for.
     if let Fill::Colour(c) = fill {
@@ -250,12 +276,15 @@ fn apply_frame(
 }
 
 /// The window of a region inside `buf`, with `g:sm` resolved from pixels and the
-/// window clamped inside the image.
+/// window clamped inside the image (`buf` is at least 1×1: [`apply`] checked the plan).
 fn resolve(buf: &Buf, r: &Region) -> (u32, u32, u32, u32) {
-    let w = r.width.clamp(1, buf.w);
-    let h = r.height.clamp(1, buf.h);
+    let w = r.width.min(buf.w).max(1);
+    let h = r.height.min(buf.h).max(1);
     let (l, t) = match r.position {
-        Position::At { left, top } => (left.min(buf.w - w), top.min(buf.h - h)),
+        Position::At { left, top } => (
+            left.min(buf.w.saturating_sub(w)),
+            top.min(buf.h.saturating_sub(h)),
+        ),
         Position::Smart => smart_position(buf, w, h),
     };
     (l, t, w, h)
@@ -389,7 +418,7 @@ fn flip_vertical(buf: &mut Buf) {
 /// are tried along each free axis, and the window whose luma histogram (32 bins) has
 /// the highest Shannon entropy wins; ties go to the candidate nearest the centre.
 fn smart_position(buf: &Buf, w: u32, h: u32) -> (u32, u32) {
-    let (free_x, free_y) = (buf.w - w, buf.h - h);
+    let (free_x, free_y) = (buf.w.saturating_sub(w), buf.h.saturating_sub(h));
     if free_x == 0 && free_y == 0 {
         return (0, 0);
     }
@@ -462,17 +491,33 @@ fn smart_position(buf: &Buf, w: u32, h: u32) -> (u32, u32) {
 // Filters
 // ---------------------------------------------------------------------------------
 
-/// A normalised gaussian kernel in 1/65536ths, cut where it falls below 0.2 of its
-/// peak as libvips' `gaussblur` (default `min_ampl` 0.2) does.
-fn gaussian_kernel(sigma: f32) -> Vec<i32> {
-    let sigma = f64::from(sigma.max(0.01));
-    let radius = ((sigma * (2.0 * 5f64.ln()).sqrt()).ceil() as usize).clamp(1, 1000);
-    let weights: Vec<f64> = (0..=2 * radius)
+/// Above this sigma a blur is three box blurs ([`box_blur`]) instead of the exact
+/// kernel: 31 taps at most per pixel and pass, and a cost that does not grow with the
+/// sigma beyond it (the parser caps sigmas at 100, a 361-tap kernel otherwise).
+const BOX_BLUR_SIGMA: f32 = 8.0;
+
+/// The weights of libvips' `gaussblur` kernel (default `min_ampl` 0.2: cut where the
+/// gaussian falls below 0.2 of its peak), unnormalised, at most `2 × max_radius + 1`
+/// wide (taps further out than the image only re-read its edge pixels).
+fn gaussian_weights(sigma: f32, max_radius: usize) -> Vec<f64> {
+    let sigma = if sigma.is_finite() {
+        f64::from(sigma.max(0.01))
+    } else {
+        0.01
+    };
+    let radius = ((sigma * (2.0 * 5f64.ln()).sqrt()).ceil() as usize).clamp(1, max_radius.max(1));
+    (0..=2 * radius)
         .map(|i| {
             let x = i as f64 - radius as f64;
             (-(x * x) / (2.0 * sigma * sigma)).exp()
         })
-        .collect();
+        .collect()
+}
+
+/// A normalised [`gaussian_weights`] kernel in 1/65536ths.
+fn gaussian_kernel(sigma: f32, max_radius: usize) -> Vec<i32> {
+    let weights = gaussian_weights(sigma, max_radius);
+    let radius = weights.len() / 2;
     let sum: f64 = weights.iter().sum();
     let mut k: Vec<i32> = weights
         .iter()
@@ -550,20 +595,111 @@ fn unpremultiply(data: &mut [u8]) {
     }
 }
 
+/// Gaussian blur of `ch` interleaved channels: libvips' kernel up to
+/// [`BOX_BLUR_SIGMA`], above it three box blurs of the same variance (the
+/// approximation the W3C filter effects spec gives for `feGaussianBlur`), whose cost
+/// is a few additions per pixel and pass whatever the sigma.
+fn gaussian_blur(data: &mut [u8], w: usize, h: usize, ch: usize, sigma: f32) {
+    if w == 0 || h == 0 || data.len() != w * h * ch {
+        return;
+    }
+    let max_radius = w.max(h);
+    if sigma <= BOX_BLUR_SIGMA {
+        convolve(data, w, h, ch, &gaussian_kernel(sigma, max_radius));
+        return;
+    }
+    // The variance of the (cut) kernel the exact path would use.
+    let weights = gaussian_weights(sigma, max_radius);
+    let r = (weights.len() / 2) as f64;
+    let sum: f64 = weights.iter().sum();
+    let variance = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w * (i as f64 - r).powi(2))
+        .sum::<f64>()
+        / sum;
+    for radius in box_radii(variance.sqrt()) {
+        box_blur(data, w, h, ch, radius);
+    }
+}
+
+/// The radii of three box blurs whose combined variance is about `sigma²` (Kutskir's
+/// `boxesForGauss`: widths `wl` and `wl + 2`, odd, as many of each as fits best).
+fn box_radii(sigma: f64) -> [usize; 3] {
+    let n = 3.0;
+    let ideal = (12.0 * sigma * sigma / n + 1.0).sqrt();
+    let mut wl = ideal.floor().max(1.0);
+    if wl % 2.0 == 0.0 {
+        wl -= 1.0;
+    }
+    let m =
+        ((12.0 * sigma * sigma - n * wl * wl - 4.0 * n * wl - 3.0 * n) / (-4.0 * wl - 4.0)).round();
+    let mut out = [0; 3];
+    for (i, r) in out.iter_mut().enumerate() {
+        let width = if (i as f64) < m { wl } else { wl + 2.0 };
+        // A finite width of at most a few thousand: the sigma is capped.
+        *r = ((width - 1.0) / 2.0).max(0.0) as usize;
+    }
+    out
+}
+
+/// One box blur of `radius` along rows, then along columns, with edge pixels repeated:
+/// a running sum, so a few additions per pixel whatever the radius (which is cut to
+/// the image's side: wider windows only re-read the edge).
+fn box_blur(data: &mut [u8], w: usize, h: usize, ch: usize, radius: usize) {
+    if radius == 0 || w == 0 || h == 0 {
+        return;
+    }
+    let stride = w * ch;
+    // Rows.
+    let r = radius.min(w);
+    let div = (2 * r + 1) as u32;
+    let mut line = vec![0u8; stride];
+    for y in 0..h {
+        let row = &mut data[y * stride..(y + 1) * stride];
+        line.copy_from_slice(row);
+        for c in 0..ch {
+            let at = |x: usize| u32::from(line[x.min(w - 1) * ch + c]);
+            let mut sum = (r as u32 + 1) * at(0) + (1..=r).map(at).sum::<u32>();
+            for x in 0..w {
+                row[x * ch + c] = ((sum + div / 2) / div) as u8;
+                sum += at(x + r + 1);
+                sum -= at(x.saturating_sub(r));
+            }
+        }
+    }
+    // Columns, a whole row at a time (cache-friendly).
+    let r = radius.min(h);
+    let div = (2 * r + 1) as u32;
+    let src = data.to_vec();
+    let row = |y: usize| &src[y.min(h - 1) * stride..][..stride];
+    let mut sums: Vec<u32> = row(0)
+        .iter()
+        .map(|&v| (r as u32 + 1) * u32::from(v))
+        .collect();
+    for k in 1..=r {
+        for (s, &v) in sums.iter_mut().zip(row(k)) {
+            *s += u32::from(v);
+        }
+    }
+    for y in 0..h {
+        for (d, &s) in data[y * stride..(y + 1) * stride].iter_mut().zip(&sums) {
+            *d = ((s + div / 2) / div) as u8;
+        }
+        let (add, sub) = (row(y + r + 1), row(y.saturating_sub(r)));
+        for ((s, &a), &b) in sums.iter_mut().zip(add).zip(sub) {
+            *s = *s + u32::from(a) - u32::from(b);
+        }
+    }
+}
+
 /// `blur:sigma`: gaussian blur as libvips' `gaussblur` (premultiplied when there is
 /// alpha, as imgproxy does).
 fn blur(buf: &mut Buf, sigma: f32) {
-    let kernel = gaussian_kernel(sigma);
     if buf.ch == 4 {
         premultiply(&mut buf.data);
     }
-    convolve(
-        &mut buf.data,
-        buf.w as usize,
-        buf.h as usize,
-        buf.ch,
-        &kernel,
-    );
+    gaussian_blur(&mut buf.data, buf.w as usize, buf.h as usize, buf.ch, sigma);
     if buf.ch == 4 {
         unpremultiply(&mut buf.data);
     }
@@ -583,7 +719,7 @@ fn sharpen(buf: &mut Buf, sigma: f32) {
         .map(|p| ((u32::from(p[0]) * 54 + u32::from(p[1]) * 183 + u32::from(p[2]) * 19) >> 8) as u8)
         .collect();
     let original = luma.clone();
-    convolve(&mut luma, w, h, 1, &gaussian_kernel(sigma));
+    gaussian_blur(&mut luma, w, h, 1, sigma);
     for ((px, &l), &b) in buf.data.chunks_exact_mut(ch).zip(&original).zip(&luma) {
         let d = f32::from(l) - f32::from(b);
         let mag = d.abs();
@@ -672,12 +808,16 @@ fn embed(buf: &Buf, e: &Embed, fill: Fill) -> Buf {
     }
     let left = e.left as usize;
     let top = e.top as usize;
+    // Whatever the offsets, only the part of the image that lands on the canvas is
+    // copied: with copy_w > 0, left < cw, and top + y < chh below.
     let copy_w = (src.w as usize).min(cw.saturating_sub(left));
     let copy_h = (src.h as usize).min(chh.saturating_sub(top));
-    for y in 0..copy_h {
-        let s = y * src.stride();
-        let d = ((top + y) * cw + left) * ch;
-        data[d..d + copy_w * ch].copy_from_slice(&src.data[s..s + copy_w * ch]);
+    if copy_w > 0 {
+        for y in 0..copy_h {
+            let s = y * src.stride();
+            let d = ((top + y) * cw + left) * ch;
+            data[d..d + copy_w * ch].copy_from_slice(&src.data[s..s + copy_w * ch]);
+        }
     }
     Buf {
         w: e.width,
@@ -687,17 +827,22 @@ fn embed(buf: &Buf, e: &Embed, fill: Fill) -> Buf {
     }
 }
 
-fn pad(buf: &Buf, p: &Insets, fill: Fill) -> Buf {
-    embed(
+fn pad(buf: &Buf, p: &Insets, fill: Fill) -> Result<Buf, TransformError> {
+    let sum = |a: u32, b: u32, c: u32| a.checked_add(b).and_then(|v| v.checked_add(c));
+    let (Some(width), Some(height)) = (sum(buf.w, p.left, p.right), sum(buf.h, p.top, p.bottom))
+    else {
+        return Err(TransformError::Buffer);
+    };
+    Ok(embed(
         buf,
         &Embed {
-            width: buf.w + p.left + p.right,
-            height: buf.h + p.top + p.bottom,
+            width,
+            height,
             left: p.left,
             top: p.top,
         },
         fill,
-    )
+    ))
 }
 
 fn flatten_buf(buf: Buf, bg: Rgb) -> Buf {
@@ -819,7 +964,7 @@ pub fn trim(picture: Picture, t: &Trim) -> Result<Picture, TransformError> {
     for f in frames {
         let buf = Buf::from_image(f.image);
         let buf = match trim_box(&buf, t) {
-            Some((l, tp, w, h)) if (w, h) != (buf.w, buf.h) => buf.crop(l, tp, w, h),
+            Some((l, tp, w, h)) if (w, h) != (buf.w, buf.h) => buf.crop(l, tp, w, h)?,
             _ => buf,
         };
         out.push(Frame {
@@ -1103,6 +1248,91 @@ mod tests {
         assert_eq!(px3(&out, 0, 0), [20, 20, 20]);
         assert_eq!(px3(&out, 1, 1), [20, 20, 20]);
         assert_eq!(px3(&out, 2, 0), [100, 100, 100]);
+    }
+
+    #[test]
+    fn large_blurs_are_box_blurs_close_to_the_kernel() {
+        // Guards: a blur's cost grew with its sigma (at sigma 600 a 2001-tap kernel per
+        // pixel and pass, minutes on a large result). Kernels are now cut to the image
+        // and sigmas above BOX_BLUR_SIGMA are three box blurs of the kernel's variance.
+        let (w, h) = (160, 40);
+        let img: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let v: u8 = if i % w < 80 { 20 } else { 220 };
+                [v, v / 2, 255 - v]
+            })
+            .collect();
+        for sigma in [8.5f32, 12.0, 30.0] {
+            let mut exact = img.clone();
+            convolve(&mut exact, w, h, 3, &gaussian_kernel(sigma, w.max(h)));
+            let mut approx = img.clone();
+            gaussian_blur(&mut approx, w, h, 3, sigma);
+            let max = exact
+                .iter()
+                .zip(&approx)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0);
+            eprintln!("sigma {sigma}: box blurs within {max} of the kernel");
+            assert!(max <= 4, "sigma {sigma}: {max}");
+        }
+        // Flat stays flat, however wide the blur and however small the image.
+        let mut flat = vec![77u8; 3 * 2 * 4];
+        gaussian_blur(&mut flat, 3, 2, 4, 100.0);
+        assert!(flat.iter().all(|&v| v == 77));
+        gaussian_blur(&mut flat, 3, 2, 4, 2.0);
+        assert!(flat.iter().all(|&v| v == 77));
+        // A kernel is never wider than the image (here 3 pixels: 7 taps).
+        assert_eq!(gaussian_kernel(100.0, 3).len(), 7);
+        assert_eq!(gaussian_kernel(2.0, 1000).len(), 2 * 4 + 1);
+        // Through `apply`, on a 3x2 image: the largest sigmas the parser allows.
+        let out = run(
+            rgb(3, 2, |x, _| [(x * 100) as u8; 3]),
+            "bl:100/sh:100",
+            false,
+        );
+        assert_eq!((out.width(), out.height()), (3, 2));
+    }
+
+    #[test]
+    fn an_inconsistent_plan_is_an_error_not_a_panic() {
+        // Guards: the plan of `w:1/z:4294967396/ex:1` (a 100-pixel-wide extend canvas
+        // with the image at x = 2147483442) made `embed` index past the canvas and
+        // panic. `apply` now validates the plan, and the helpers check their windows.
+        let o = opts("");
+        let mut plan = geometry::plan(&o, 8, 8, &Limits::default()).unwrap();
+        let off_canvas = Embed {
+            width: 100,
+            height: 8,
+            left: 2_147_483_442,
+            top: 0,
+        };
+        plan.extend = Some(off_canvas);
+        plan.width = 100;
+        let err = apply(halves(8, 8), &plan, &o, true).unwrap_err();
+        assert!(matches!(err, TransformError::InvalidPlan(_)), "{err}");
+        // A frame of another size than the plan's source is refused too.
+        let plan = geometry::plan(&o, 8, 8, &Limits::default()).unwrap();
+        let mut pic = halves(8, 8);
+        pic.frames.push(halves(4, 4).frames[0].clone());
+        let err = apply(pic, &plan, &o, true).unwrap_err();
+        assert!(matches!(err, TransformError::SizeMismatch { .. }), "{err}");
+        // The helpers alone: nothing of an image off the canvas is copied, windows
+        // outside the buffer and overflowing padding are errors.
+        let buf = Buf::from_image(halves(8, 8).frames[0].image.clone());
+        let e = embed(&buf, &off_canvas, Fill::Transparent);
+        assert_eq!((e.w, e.h, e.data.len()), (100, 8, 100 * 8 * 4));
+        assert!(e.data.iter().all(|&v| v == 0));
+        assert!(buf.crop(5, 0, 4, 1).is_err());
+        assert!(buf.crop(u32::MAX, 0, 2, 1).is_err());
+        assert!(buf.crop(0, 0, 8, 8).is_ok());
+        let huge = Insets {
+            top: 0,
+            right: u32::MAX,
+            bottom: 0,
+            left: 1,
+        };
+        assert!(pad(&buf, &huge, Fill::Transparent).is_err());
     }
 
     #[test]

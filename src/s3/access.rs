@@ -3,14 +3,19 @@
 //! in `[s3] public_buckets` or made public in the admin UI. Unknown access keys get
 //! InvalidAccessKeyId. Both sets are shared with the admin API, which changes them while the
 //! daemon runs: a created key works, and a revoked key stops working, with the next request.
+//!
+//! Two rules ride along, as AWS applies them: a header-signed request (SigV2 or SigV4) must
+//! be dated within 15 minutes of our clock (`sigv2::check_request_time`), and anonymous
+//! requests may not use the `response-*` overrides of GetObject/HeadObject.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{GetObjectInput, HeadObjectInput};
 use s3s::path::S3Path;
-use s3s::{S3Result, s3_error};
+use s3s::{S3Request, S3Result, s3_error};
 
 /// The access keys the S3 listener accepts: access key → secret.
 #[derive(Default)]
@@ -67,13 +72,15 @@ impl S3Auth for KeyAuth {
     }
 }
 
-/// The buckets anonymous clients may read.
+/// A set of bucket names that a setting opens, changed at run time by the admin API: the
+/// buckets anonymous S3 clients may read (`[s3] public_buckets`), and the buckets unsigned
+/// image URLs may read (`[images] unsigned_buckets`).
 #[derive(Default)]
-pub struct PublicBuckets {
+pub struct BucketSet {
     buckets: RwLock<HashSet<String>>,
 }
 
-impl PublicBuckets {
+impl BucketSet {
     pub fn new(buckets: impl IntoIterator<Item = String>) -> Self {
         Self {
             buckets: RwLock::new(buckets.into_iter().collect()),
@@ -96,11 +103,11 @@ impl PublicBuckets {
 }
 
 pub struct PublicRead {
-    buckets: Arc<PublicBuckets>,
+    buckets: Arc<BucketSet>,
 }
 
 impl PublicRead {
-    pub fn new(buckets: Arc<PublicBuckets>) -> Self {
+    pub fn new(buckets: Arc<BucketSet>) -> Self {
         Self { buckets }
     }
 }
@@ -117,7 +124,9 @@ const PUBLIC_OPS: [&str; 5] = [
 impl S3Access for PublicRead {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         if cx.credentials().is_some() {
-            return Ok(());
+            // s3s checks SigV4's x-amz-date itself but gives SigV2 header auth no window at
+            // all; this holds both to AWS's 15 minutes (presigned URLs keep their expiry).
+            return super::sigv2::check_request_time(cx.headers(), time::OffsetDateTime::now_utc());
         }
         let bucket = match cx.s3_path() {
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
@@ -133,5 +142,69 @@ impl S3Access for PublicRead {
             AccessDenied,
             "Access Denied: sign the request with an access key (anonymous access is allowed only for reads from public buckets)"
         ))
+    }
+
+    async fn get_object(&self, req: &mut S3Request<GetObjectInput>) -> S3Result<()> {
+        let i = &req.input;
+        anonymous_overrides(
+            req.credentials.is_some(),
+            [
+                i.response_content_type.is_some(),
+                i.response_content_disposition.is_some(),
+                i.response_cache_control.is_some(),
+                i.response_content_encoding.is_some(),
+                i.response_content_language.is_some(),
+                i.response_expires.is_some(),
+            ],
+        )
+    }
+
+    async fn head_object(&self, req: &mut S3Request<HeadObjectInput>) -> S3Result<()> {
+        let i = &req.input;
+        anonymous_overrides(
+            req.credentials.is_some(),
+            [
+                i.response_content_type.is_some(),
+                i.response_content_disposition.is_some(),
+                i.response_cache_control.is_some(),
+                i.response_content_encoding.is_some(),
+                i.response_content_language.is_some(),
+                i.response_expires.is_some(),
+            ],
+        )
+    }
+}
+
+/// The `response-content-type`, `-content-disposition`, `-cache-control`,
+/// `-content-encoding`, `-content-language` and `-expires` overrides are for signed requests
+/// only. Served anonymously from a public bucket they would let anyone make any object
+/// render as `text/html` on our origin (stored XSS through a link). AWS answers such
+/// requests 400 InvalidRequest, and so do we (`get.rs` also ignores overrides on anonymous
+/// requests, should another access policy let one through).
+fn anonymous_overrides(signed: bool, overrides: [bool; 6]) -> S3Result<()> {
+    if signed || !overrides.contains(&true) {
+        return Ok(());
+    }
+    Err(s3_error!(
+        InvalidRequest,
+        "Request specific response headers cannot be used for anonymous GET requests."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_overrides_need_a_signature() {
+        assert!(anonymous_overrides(false, [false; 6]).is_ok());
+        assert!(anonymous_overrides(true, [true; 6]).is_ok());
+        for i in 0..6 {
+            let mut o = [false; 6];
+            o[i] = true;
+            let e = anonymous_overrides(false, o).unwrap_err();
+            assert_eq!(e.code(), &s3s::S3ErrorCode::InvalidRequest);
+            assert_eq!(e.status_code(), Some(http::StatusCode::BAD_REQUEST));
+        }
     }
 }

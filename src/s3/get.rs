@@ -75,11 +75,28 @@ fn not_modified(info: &ObjectInfo) -> S3Error {
     e
 }
 
+/// Anonymous requests never get the `response-*` overrides: `access.rs` refuses them with
+/// 400 InvalidRequest as AWS does, and this keeps any other access policy from serving a
+/// public object as, say, `text/html` on an anonymous link (stored XSS on the S3 origin).
+macro_rules! signed_overrides_only {
+    ($signed:expr, $input:expr) => {
+        if !$signed {
+            $input.response_content_type = None;
+            $input.response_content_disposition = None;
+            $input.response_cache_control = None;
+            $input.response_content_encoding = None;
+            $input.response_content_language = None;
+            $input.response_expires = None;
+        }
+    };
+}
+
 pub async fn get_object(
     s: &PixelportS3,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    let input = req.input;
+    let mut input = req.input;
+    signed_overrides_only!(req.credentials.is_some(), input);
     let ext = &req.extensions;
     let range = input.range.as_ref().map(to_read_range);
     // One read gives the object's info and its bytes from the same version; preconditions
@@ -179,7 +196,8 @@ pub async fn head_object(
     s: &PixelportS3,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let input = req.input;
+    let mut input = req.input;
+    signed_overrides_only!(req.credentials.is_some(), input);
     let info = s
         .store
         .head_object(&input.bucket, &input.key)

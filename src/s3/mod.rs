@@ -10,6 +10,7 @@ pub mod list;
 pub mod multipart;
 pub mod names;
 pub mod put;
+pub mod sigv2;
 
 use std::sync::Arc;
 

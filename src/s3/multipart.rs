@@ -264,11 +264,13 @@ pub async fn complete(
             &req.extensions,
         ));
     }
+    let cond = super::put::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
     let info = s
         .store
-        .complete_upload(&input.bucket, &input.key, &input.upload_id, &list)
+        .complete_upload_if(&input.bucket, &input.key, &input.upload_id, &list, &cond)
         .await
-        .map_err(|e| s.err(e, &req.extensions))?;
+        .map_err(|e| s.err(e, &req.extensions))?
+        .map_err(super::put::precondition_failed)?;
     s.changed(&input.bucket, &input.key);
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),

@@ -9,7 +9,9 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::get::check_conditions;
 use super::{PixelportS3, attrs_from, check_key, strong_etag, timestamp};
 use crate::store::spool::ChecksumSet;
-use crate::store::{Checksums, ObjectAttrs, Spooled, StoreError};
+use crate::store::{
+    Checksums, ConditionFailed, ETagMatch, ObjectAttrs, Spooled, StoreError, WriteCondition,
+};
 
 /// Checksums the client declared in headers; trailer values are filled in after the body.
 #[derive(Default)]
@@ -156,19 +158,7 @@ pub async fn put_object(
     declared
         .verify(&spooled, req.trailing_headers)
         .map_err(|e| s.err(e, &ext))?;
-    if input.if_none_match.is_some() || input.if_match.is_some() {
-        match s.store.head_object(&input.bucket, &input.key).await {
-            Ok(existing) => check_write_conditions(
-                Some(&existing.etag),
-                input.if_match.as_ref(),
-                input.if_none_match.as_ref(),
-            )?,
-            Err(StoreError::NoSuchKey(_)) => {
-                check_write_conditions(None, input.if_match.as_ref(), input.if_none_match.as_ref())?
-            }
-            Err(e) => return Err(s.err(e, &ext)),
-        }
-    }
+    let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
     let attrs = attrs_from(
         input.content_type,
         input.cache_control,
@@ -178,11 +168,13 @@ pub async fn put_object(
         input.expires,
         input.metadata,
     );
+    // The store decides the conditions atomically with the write (see `WriteCondition`).
     let info = s
         .store
-        .put_object(&input.bucket, &input.key, spooled, attrs)
+        .put_object_if(&input.bucket, &input.key, spooled, attrs, &cond)
         .await
-        .map_err(|e| s.err(e, &ext))?;
+        .map_err(|e| s.err(e, &ext))?
+        .map_err(precondition_failed)?;
     s.changed(&input.bucket, &input.key);
     let c = info.checksums;
     Ok(S3Response::new(PutObjectOutput {
@@ -196,35 +188,28 @@ pub async fn put_object(
     }))
 }
 
-/// Conditional writes: `If-None-Match: *` (create only) and `If-Match: etag` (replace only that).
-fn check_write_conditions(
-    existing: Option<&str>,
+/// Conditional writes: `If-None-Match: *` (create only) and `If-Match: etag` (replace only
+/// that version), as the store's `WriteCondition`, which the store decides atomically with
+/// the write.
+pub(crate) fn write_condition(
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
-    if let Some(c) = if_none_match
-        && existing.is_some()
-        && (c.is_any() || c.as_etag().is_some_and(|e| Some(e.value()) == existing))
-    {
-        return Err(s3_error!(
-            PreconditionFailed,
-            "At least one of the pre-conditions you specified did not hold (If-None-Match)"
-        ));
+) -> WriteCondition {
+    let side = |c: &ETagCondition| match c {
+        ETagCondition::Any => ETagMatch::Any,
+        ETagCondition::ETag(e) => ETagMatch::ETag(e.value().to_owned()),
+    };
+    WriteCondition {
+        if_match: if_match.map(side),
+        if_none_match: if_none_match.map(side),
     }
-    if let Some(c) = if_match {
-        let ok = match (existing, c) {
-            (None, _) => false,
-            (Some(_), ETagCondition::Any) => true,
-            (Some(e), ETagCondition::ETag(want)) => want.value() == e,
-        };
-        if !ok {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold (If-Match)"
-            ));
-        }
-    }
-    Ok(())
+}
+
+pub(crate) fn precondition_failed(c: ConditionFailed) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::PreconditionFailed,
+        format!("At least one of the pre-conditions you specified did not hold ({c})"),
+    )
 }
 
 pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {

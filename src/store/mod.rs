@@ -130,7 +130,22 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         body: Spooled,
         attrs: ObjectAttrs,
-    ) -> StoreResult<ObjectInfo>;
+    ) -> StoreResult<ObjectInfo> {
+        self.put_object_if(bucket, key, body, attrs, &WriteCondition::default())
+            .await?
+            .map_err(unconditional)
+    }
+    /// Makes `body` visible at `key` if `cond` holds for the object there at the moment the
+    /// write takes effect (decided atomically with it, never from an earlier read); otherwise
+    /// changes nothing and answers `Ok(Err(..))`.
+    async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Spooled,
+        attrs: ObjectAttrs,
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>>;
     /// Replaces the metadata of an existing object without touching its bytes.
     async fn replace_attrs(
         &self,
@@ -163,7 +178,21 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> StoreResult<ObjectInfo>;
+    ) -> StoreResult<ObjectInfo> {
+        self.complete_upload_if(bucket, key, upload_id, parts, &WriteCondition::default())
+            .await?
+            .map_err(unconditional)
+    }
+    /// Completes the upload if `cond` holds for the object at `key` when the completed object
+    /// would become visible (as `put_object_if`); otherwise the upload stays as it was.
+    async fn complete_upload_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>>;
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()>;
     async fn list_parts(
         &self,
@@ -177,3 +206,10 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// An unconditional write cannot fail a condition; if a store says it did, that is our bug.
+fn unconditional(c: ConditionFailed) -> StoreError {
+    StoreError::Internal(format!(
+        "a write without preconditions was refused by its {c} precondition"
+    ))
+}

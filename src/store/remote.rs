@@ -147,6 +147,11 @@ impl RemoteStore {
     /// expects; each such part is read into memory, so callers pass it only for parts of at
     /// most `ALIGNED_PART_LIMIT`. Without it, bodies stream in `UPLOAD_CHUNK` pieces (an
     /// object that fits in one chunk is a single PutObject, whose ETag is its MD5).
+    ///
+    /// `cond` goes to the cluster with the write (`If-None-Match: *` as OpenDAL's
+    /// `if_not_exists`, `If-Match` as `if_match`), which S3 applies to the PutObject or the
+    /// CompleteMultipartUpload that makes the object visible, so the cluster decides it
+    /// atomically. A cluster answering 412 gives `Ok(Err(..))`.
     async fn upload(
         &self,
         path: &str,
@@ -154,7 +159,8 @@ impl RemoteStore {
         attrs: &ObjectAttrs,
         checksums: &Checksums,
         part_size: Option<usize>,
-    ) -> StoreResult<()> {
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<()>> {
         let mut meta: Vec<(String, String)> = attrs
             .user_metadata
             .iter()
@@ -191,14 +197,43 @@ impl RemoteStore {
         if let Some(v) = &attrs.content_encoding {
             w = w.content_encoding(v);
         }
-        let mut writer = w.await.map_err(map_err)?;
-        let result: StoreResult<()> = async {
+        if cond.if_none_match == Some(ETagMatch::Any) {
+            w = w.if_not_exists(true);
+        }
+        // `If-Match: *` is not sent: S3 documents If-Match on writes with an ETag only, so
+        // `precheck` alone (not atomic) decides that rare form.
+        if let Some(ETagMatch::ETag(e)) = &cond.if_match {
+            w = w.if_match(&format!("\"{}\"", e.trim_matches('"')));
+        }
+        let failed = |e: opendal::Error| -> StoreResult<Conditional<()>> {
+            if e.kind() == opendal::ErrorKind::ConditionNotMatch {
+                Ok(Err(if cond.if_none_match.is_some() {
+                    ConditionFailed::IfNoneMatch
+                } else {
+                    ConditionFailed::IfMatch
+                }))
+            } else {
+                Err(map_err(e))
+            }
+        };
+        let mut writer = match w.await {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        // Outer error: reading the local body; inner: the cluster's answer.
+        let result: StoreResult<Result<(), opendal::Error>> = async {
             for body in bodies {
                 match body {
-                    SpoolData::Memory(bytes) => writer.write(bytes).await.map_err(map_err)?,
+                    SpoolData::Memory(bytes) => {
+                        if let Err(e) = writer.write(bytes).await {
+                            return Ok(Err(e));
+                        }
+                    }
                     SpoolData::File { abs, .. } if part_size.is_some() => {
                         let whole = tokio::fs::read(&abs).await.map_err(StoreError::internal)?;
-                        writer.write(whole).await.map_err(map_err)?;
+                        if let Err(e) = writer.write(whole).await {
+                            return Ok(Err(e));
+                        }
                     }
                     SpoolData::File { abs, .. } => {
                         let mut f = tokio::fs::File::open(&abs)
@@ -214,19 +249,47 @@ impl RemoteStore {
                             if buf.is_empty() {
                                 break;
                             }
-                            writer.write(buf.freeze()).await.map_err(map_err)?;
+                            if let Err(e) = writer.write(buf.freeze()).await {
+                                return Ok(Err(e));
+                            }
                         }
                     }
                 }
             }
-            writer.close().await.map_err(map_err)?;
-            Ok(())
+            Ok(writer.close().await.map(|_| ()))
         }
         .await;
-        if result.is_err() {
+        if !matches!(result, Ok(Ok(()))) {
             let _ = writer.abort().await;
         }
-        result
+        match result? {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => failed(e),
+        }
+    }
+
+    /// Decides `cond` from a HEAD, for what the cluster cannot be asked to decide.
+    ///
+    /// Not atomic, so only a first line: it refuses early (before a large body is sent), it
+    /// covers `If-None-Match: <etag>` (S3 accepts only `*` there) and clusters that ignore
+    /// conditional writes (S3 before 2024, older MinIO and Garage releases). Where the
+    /// cluster honours `If-None-Match: *` / `If-Match` (AWS, current MinIO, s3s), the
+    /// conditions sent with the write itself are what make racing writers safe; where it does
+    /// not, two racing writers can both pass this check: a known limitation of such clusters.
+    async fn precheck(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<()>> {
+        if cond.is_unconditional() {
+            return Ok(Ok(()));
+        }
+        match self.head_object(bucket, key).await {
+            Ok(info) => Ok(cond.check(Some(&info.etag))),
+            Err(StoreError::NoSuchKey(_)) => Ok(cond.check(None)),
+            Err(e) => Err(e),
+        }
     }
 
     fn upload_dir(&self, upload_id: &str) -> StoreResult<PathBuf> {
@@ -279,6 +342,8 @@ fn map_err(e: opendal::Error) -> StoreError {
     match e.kind() {
         K::NotFound => StoreError::Internal(format!("not found on the cluster: {e}")),
         K::RateLimited => StoreError::Unavailable(e.to_string()),
+        // S3's ConditionalRequestConflict: another conditional write to the key is in flight.
+        K::Conflict => StoreError::Unavailable(e.to_string()),
         _ if e.is_temporary() => StoreError::Unavailable(e.to_string()),
         K::Unexpected => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(e.to_string()),
@@ -419,13 +484,14 @@ impl Store for RemoteStore {
         Ok((info, Box::pin(tokio_stream_from(rx)), span))
     }
 
-    async fn put_object(
+    async fn put_object_if(
         &self,
         bucket: &str,
         key: &str,
         mut body: Spooled,
         attrs: ObjectAttrs,
-    ) -> StoreResult<ObjectInfo> {
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>> {
         self.ensure_bucket(bucket).await?;
         let data = body
             .take_data()
@@ -434,20 +500,27 @@ impl Store for RemoteStore {
             SpoolData::File { abs, .. } => Some(abs.clone()),
             SpoolData::Memory(_) => None,
         };
-        let res = self
-            .upload(
-                &format!("{bucket}/{key}"),
-                vec![data],
-                &attrs,
-                &body.checksums,
-                None,
-            )
-            .await;
+        let res = match self.precheck(bucket, key, cond).await {
+            Ok(Ok(())) => {
+                self.upload(
+                    &format!("{bucket}/{key}"),
+                    vec![data],
+                    &attrs,
+                    &body.checksums,
+                    None,
+                    cond,
+                )
+                .await
+            }
+            refused => refused,
+        };
         if let Some(f) = file {
             let _ = tokio::fs::remove_file(f).await;
         }
-        res?;
-        self.head_object(bucket, key).await
+        if let Err(c) = res? {
+            return Ok(Err(c));
+        }
+        self.head_object(bucket, key).await.map(Ok)
     }
 
     async fn replace_attrs(
@@ -488,8 +561,10 @@ impl Store for RemoteStore {
                 &attrs,
                 &info.checksums,
                 None,
+                &WriteCondition::default(),
             )
-            .await
+            .await?
+            .map_err(|c| StoreError::Internal(format!("unconditional rewrite refused by {c}")))
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&spool_dir).await;
@@ -618,15 +693,19 @@ impl Store for RemoteStore {
         Ok(info)
     }
 
-    async fn complete_upload(
+    async fn complete_upload_if(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> StoreResult<ObjectInfo> {
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>> {
         let (upload, stored) = self.load_upload(bucket, key, upload_id).await?;
         let (chosen, _etag) = select_parts(parts, &stored)?;
+        if let Err(c) = self.precheck(bucket, key, cond).await? {
+            return Ok(Err(c));
+        }
         let dir = self.upload_dir(upload_id)?;
         let bodies = chosen
             .iter()
@@ -642,18 +721,24 @@ impl Store for RemoteStore {
             && first <= ALIGNED_PART_LIMIT
             && chosen[..chosen.len() - 1].iter().all(|p| p.size == first)
             && chosen[chosen.len() - 1].size <= first;
-        self.upload(
-            &format!("{bucket}/{key}"),
-            bodies,
-            &upload.attrs,
-            &Checksums::default(),
-            aligned.then_some(first as usize),
-        )
-        .await?;
+        // A refused completion keeps the upload's parts, as the embedded store does.
+        if let Err(c) = self
+            .upload(
+                &format!("{bucket}/{key}"),
+                bodies,
+                &upload.attrs,
+                &Checksums::default(),
+                aligned.then_some(first as usize),
+                cond,
+            )
+            .await?
+        {
+            return Ok(Err(c));
+        }
         let _ = tokio::fs::remove_dir_all(&dir).await;
         let mut info = self.head_object(bucket, key).await?;
         info.parts = chosen.len() as u32;
-        Ok(info)
+        Ok(Ok(info))
     }
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {

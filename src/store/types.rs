@@ -146,6 +146,68 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// One side of a conditional write: `*` (any object) or one ETag, without quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ETagMatch {
+    Any,
+    ETag(String),
+}
+
+impl ETagMatch {
+    fn matches(&self, etag: &str) -> bool {
+        match self {
+            ETagMatch::Any => true,
+            ETagMatch::ETag(e) => e.trim_matches('"') == etag,
+        }
+    }
+}
+
+/// The preconditions of a conditional write (`If-Match`, `If-None-Match` on PutObject and
+/// CompleteMultipartUpload). A store decides them atomically with the write: the embedded
+/// store inside the catalog transaction that makes the object visible, the remote store by
+/// handing them to the cluster. Deciding them from an earlier HEAD would let two racing
+/// `If-None-Match: *` writers both succeed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteCondition {
+    pub if_match: Option<ETagMatch>,
+    pub if_none_match: Option<ETagMatch>,
+}
+
+/// Which precondition of a conditional write did not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionFailed {
+    #[error("If-Match")]
+    IfMatch,
+    #[error("If-None-Match")]
+    IfNoneMatch,
+}
+
+/// The outcome of a conditional write whose store did its work: done, or refused because a
+/// precondition did not hold (then nothing changed).
+pub type Conditional<T> = Result<T, ConditionFailed>;
+
+impl WriteCondition {
+    pub fn is_unconditional(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// Whether a write may replace `existing`, the ETag of the object there now (`None` when
+    /// there is none). `If-None-Match` is checked first, as S3 does.
+    pub fn check(&self, existing: Option<&str>) -> Conditional<()> {
+        if let (Some(c), Some(e)) = (&self.if_none_match, existing)
+            && c.matches(e)
+        {
+            return Err(ConditionFailed::IfNoneMatch);
+        }
+        if let Some(c) = &self.if_match
+            && !existing.is_some_and(|e| c.matches(e))
+        {
+            return Err(ConditionFailed::IfMatch);
+        }
+        Ok(())
+    }
+}
+
 /// Checks the client's part list against the stored parts and returns the chosen parts in
 /// order with the multipart ETag `hex(md5(concat(part md5s)))-N`.
 pub fn select_parts<'a>(
@@ -219,6 +281,34 @@ mod tests {
         assert_eq!(ReadRange::Suffix { len: 10 }.resolve(100), Some(90..100));
         assert_eq!(ReadRange::Suffix { len: 1000 }.resolve(100), Some(0..100));
         assert_eq!(ReadRange::Suffix { len: 0 }.resolve(100), None);
+    }
+
+    #[test]
+    fn write_conditions_decide_on_the_current_etag() {
+        let none_match_any = WriteCondition {
+            if_none_match: Some(ETagMatch::Any),
+            ..Default::default()
+        };
+        assert_eq!(none_match_any.check(None), Ok(()));
+        assert_eq!(
+            none_match_any.check(Some("abc")),
+            Err(ConditionFailed::IfNoneMatch)
+        );
+        let if_match = WriteCondition {
+            if_match: Some(ETagMatch::ETag("\"abc\"".into())),
+            ..Default::default()
+        };
+        assert_eq!(if_match.check(Some("abc")), Ok(()));
+        assert_eq!(if_match.check(Some("abd")), Err(ConditionFailed::IfMatch));
+        assert_eq!(if_match.check(None), Err(ConditionFailed::IfMatch));
+        let if_match_any = WriteCondition {
+            if_match: Some(ETagMatch::Any),
+            ..Default::default()
+        };
+        assert_eq!(if_match_any.check(Some("x")), Ok(()));
+        assert_eq!(if_match_any.check(None), Err(ConditionFailed::IfMatch));
+        assert!(WriteCondition::default().is_unconditional());
+        assert_eq!(WriteCondition::default().check(Some("x")), Ok(()));
     }
 
     fn part(n: i32, size: u64, body: &[u8]) -> PartInfo {

@@ -233,6 +233,22 @@ async function mainPhase() {
     await shot('03-buckets');
   });
 
+  await step('unsigned-image toggle', async () => {
+    // The bucket page shows and changes whether unsigned image URLs may read the bucket.
+    const toggle = page.locator(`#buckets-table tr[data-bucket="${bucket}"] input.unsigned-toggle`);
+    assert(!(await toggle.isChecked()), 'a new bucket is open to unsigned image URLs');
+    await toggle.check();
+    await page.waitForFunction(async (b) => {
+      const list = await (await fetch('/api/buckets')).json();
+      return list.buckets.find((x) => x.name === b)?.unsigned_images === true;
+    }, bucket);
+    await toggle.uncheck();
+    await page.waitForFunction(async (b) => {
+      const list = await (await fetch('/api/buckets')).json();
+      return list.buckets.find((x) => x.name === b)?.unsigned_images === false;
+    }, bucket);
+  });
+
   await step('upload an image through the file input', async () => {
     await page.locator(`#buckets-table tr[data-bucket="${bucket}"] a`).click();
     await page.locator('#dropzone').waitFor();
@@ -395,6 +411,10 @@ async function mainPhase() {
       };
     });
     assert(r.naturalWidth === 300, `preview is ${r.naturalWidth}×${r.naturalHeight}`);
+    // The label tells the truth: the URL is signed with the endpoint's key.
+    const label = await page.locator('#signed-url-label').textContent();
+    assert(label === 'Signed URL', `URL label says ${JSON.stringify(label)}`);
+    assert(!r.url.includes('/unsafe/'), `signed URL ${r.url}`);
     assert(/image\/webp/.test(r.type), `preview type ${r.type}`);
     assert(r.info.startsWith('300 × '), `size line says ${JSON.stringify(r.info)}`);
     assert(r.img.includes('srcset=') && r.img.includes('2x'), `snippet ${r.img}`);

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import os
 import shutil
 import signal
@@ -207,7 +208,8 @@ class Daemon:
                  images_config: str = "",
                  extra_config: str = "",
                  admin_config: str = "",
-                 preexec_fn=None):
+                 preexec_fn=None,
+                 legacy_unsigned: bool = True):
         assert backend in ("embedded", "remote"), backend
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -217,6 +219,12 @@ class Daemon:
         self.shutdown_grace = shutdown_grace
         # Extra TOML lines for the [images] section (signing keys, limits, presets...).
         self.images_config = images_config
+        # The first wave's tests use `/unsafe/` URLs against a daemon without a key, which
+        # then accepted any URL. Since a key is generated on first start, they get
+        # `allow_unsafe = true` unless they configure a key or allow_unsafe themselves;
+        # `legacy_unsigned=False` runs the real defaults (tests of the unsigned-URL rules).
+        if legacy_unsigned and not re.search(r"^\s*(key|allow_unsafe)\s*=", images_config, re.M):
+            self.images_config = "allow_unsafe = true\n" + images_config
         # Extra TOML appended after every other section (e.g. a [cache] section).
         self.extra_config = extra_config
         # Extra TOML lines for the [admin] section (user, password_hash, token...).

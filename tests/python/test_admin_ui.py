@@ -58,6 +58,7 @@ MAIN_STEPS = [
     "change without CSRF token is refused with 403",
     "create a bucket",
     "public-read toggle",
+    "unsigned-image toggle",
     "upload an image through the file input",
     "upload by drag and drop",
     "upload over 16 MiB goes multipart",

@@ -17,8 +17,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::store::{
-    BucketInfo, CompletedPart, ListPage, ListQuery, ObjectInfo, PartInfo, StoreError, StoreResult,
-    UploadInfo, listing, select_parts,
+    BucketInfo, CompletedPart, Conditional, ListPage, ListQuery, ObjectInfo, PartInfo, StoreError,
+    StoreResult, UploadInfo, WriteCondition, listing, select_parts,
 };
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -251,14 +251,45 @@ impl Catalog {
         record: &ObjectRecord,
         inline: Option<&[u8]>,
     ) -> StoreResult<Released> {
-        let released;
-        {
-            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
-                return Err(StoreError::NoSuchBucket(bucket.into()));
-            }
-            released = Self::put_in(tx, bucket, record, inline)?;
+        Self::put_object_if(tx, bucket, record, inline, &WriteCondition::default())?
+            .map_err(|c| StoreError::Internal(format!("unconditional put refused by {c}")))
+    }
+
+    /// Inserts or replaces an object if `cond` holds for the object stored under its key in
+    /// this transaction (so of two racing create-only writers, whichever the committer applies
+    /// second sees the first one's object). A condition that does not hold changes nothing.
+    pub fn put_object_if(
+        tx: &WriteTransaction,
+        bucket: &str,
+        record: &ObjectRecord,
+        inline: Option<&[u8]>,
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<Released>> {
+        if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
         }
-        Ok(released)
+        if let Err(c) = Self::check_condition(tx, bucket, &record.info.key, cond)? {
+            return Ok(Err(c));
+        }
+        Ok(Ok(Self::put_in(tx, bucket, record, inline)?))
+    }
+
+    /// Decides `cond` against the object under `key` as this transaction sees it.
+    fn check_condition(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<()>> {
+        if cond.is_unconditional() {
+            return Ok(Ok(()));
+        }
+        let objects = tx.open_table(OBJECTS)?;
+        let current = match objects.get(object_key(bucket, key).as_slice())? {
+            Some(v) => Some(decode::<ObjectRecord>(v.value())?.info.etag),
+            None => None,
+        };
+        Ok(cond.check(current.as_deref()))
     }
 
     fn put_in(
@@ -469,6 +500,29 @@ impl Catalog {
         requested: &[CompletedPart],
         last_modified_ms: i64,
     ) -> StoreResult<(ObjectInfo, Released)> {
+        Self::complete_upload_if(
+            tx,
+            bucket,
+            key,
+            upload_id,
+            requested,
+            last_modified_ms,
+            &WriteCondition::default(),
+        )?
+        .map_err(|c| StoreError::Internal(format!("unconditional complete refused by {c}")))
+    }
+
+    /// `complete_upload` if `cond` holds for the object under `key` in this transaction; when
+    /// it does not, the upload and its parts stay as they were.
+    pub fn complete_upload_if(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletedPart],
+        last_modified_ms: i64,
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<(ObjectInfo, Released)>> {
         let info;
         let mut released;
         {
@@ -489,6 +543,11 @@ impl Catalog {
                 .map(|(n, r)| (*n, r.info.clone()))
                 .collect();
             let (chosen, etag) = select_parts(requested, &stored)?;
+            // Decided last among the checks and before any change, so a refused completion
+            // leaves the transaction (and the upload) as it found them.
+            if let Err(c) = Self::check_condition(tx, bucket, key, cond)? {
+                return Ok(Err(c));
+            }
             let chosen_numbers: HashSet<i32> = chosen.iter().map(|p| p.part_number).collect();
             let segments: Vec<Segment> = chosen
                 .iter()
@@ -523,7 +582,7 @@ impl Catalog {
             drop(parts_t);
             released.extend(Self::put_in(tx, bucket, &record, None)?);
         }
-        Ok((info, released))
+        Ok(Ok((info, released)))
     }
 
     pub fn abort_upload(

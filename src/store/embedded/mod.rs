@@ -48,11 +48,31 @@ pub struct FsckReport {
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store under `root`, which is also the spool's root.
-    /// Sweeps temporary files and orphaned blobs left by a crash.
+    /// With `sweep` (the daemon's start), blobs no catalog entry names are moved to
+    /// `quarantine/`, never deleted; and a missing catalog beside existing blobs stops the
+    /// start: every blob would look orphaned, and they are the only copy of the objects.
     pub fn open(op: Operator, root: &Path, sweep: bool) -> StoreResult<EmbeddedStore> {
-        std::fs::create_dir_all(root.join("blobs"))
-            .map_err(|e| StoreError::Internal(format!("{}: {e}", root.join("blobs").display())))?;
-        let catalog = Catalog::open(&root.join("catalog.redb"))?;
+        let blobs_dir = root.join("blobs");
+        std::fs::create_dir_all(&blobs_dir)
+            .map_err(|e| StoreError::Internal(format!("{}: {e}", blobs_dir.display())))?;
+        let catalog_path = root.join("catalog.redb");
+        if sweep && !catalog_path.exists() {
+            let blobs = list_blobs(&blobs_dir).map_err(StoreError::internal)?;
+            if !blobs.is_empty() {
+                return Err(StoreError::Internal(format!(
+                    "{} is missing, but {} holds {} blobs: refusing to start, because a new \
+                     catalog would treat every one of them as orphaned. Restore catalog.redb \
+                     from a backup (or put back the file that was moved), then start again; \
+                     `pixelport fsck` reports what the catalog and the blobs hold. To start \
+                     afresh instead, move {} away first.",
+                    catalog_path.display(),
+                    blobs_dir.display(),
+                    blobs.len(),
+                    blobs_dir.display(),
+                )));
+            }
+        }
+        let catalog = Catalog::open(&catalog_path)?;
         let committer = Committer::start(catalog.database()).map_err(StoreError::internal)?;
         let store = EmbeddedStore {
             catalog: Arc::new(catalog),
@@ -64,7 +84,9 @@ impl EmbeddedStore {
         if sweep && report.orphan_blobs > 0 {
             tracing::warn!(
                 orphans = report.orphan_blobs,
-                "removed blobs left by an interrupted write"
+                quarantine = %root.join(QUARANTINE).display(),
+                "moved blobs that no catalog entry names to the quarantine folder (left by \
+                 an interrupted write, or a damaged catalog): check them, then delete the folder"
             );
         }
         if report.missing_blobs > 0 {
@@ -76,7 +98,8 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    /// Compares catalog and blob files; with `sweep`, deletes orphaned blobs.
+    /// Compares catalog and blob files; with `sweep`, moves orphaned blobs into
+    /// `quarantine/` (same relative path), where nothing reads or deletes them.
     pub fn check(&self, sweep: bool) -> StoreResult<FsckReport> {
         let (objects, referenced) = self.catalog.referenced_blobs()?;
         let on_disk = list_blobs(&self.root.join("blobs")).map_err(StoreError::internal)?;
@@ -84,7 +107,14 @@ impl EmbeddedStore {
         for blob in on_disk.difference(&referenced) {
             orphans += 1;
             if sweep {
-                let _ = std::fs::remove_file(self.root.join(blob));
+                let to = self.root.join(QUARANTINE).join(blob);
+                let moved = to
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::rename(self.root.join(blob), &to));
+                if let Err(e) = moved {
+                    tracing::warn!(blob, error = %e, "cannot move an orphaned blob to quarantine; left in place");
+                }
             }
         }
         let missing = referenced.difference(&on_disk).count();
@@ -163,6 +193,9 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| StoreError::Internal(format!("catalog task failed: {e}")))?
 }
+
+/// Where the start-up sweep moves blobs no catalog entry names.
+pub const QUARANTINE: &str = "quarantine";
 
 fn list_blobs(dir: &Path) -> std::io::Result<HashSet<String>> {
     let mut out = HashSet::new();
@@ -280,13 +313,14 @@ impl Store for EmbeddedStore {
         Ok((record.info, stream, span))
     }
 
-    async fn put_object(
+    async fn put_object_if(
         &self,
         bucket: &str,
         key: &str,
         mut body: Spooled,
         attrs: ObjectAttrs,
-    ) -> StoreResult<ObjectInfo> {
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>> {
         let info = ObjectInfo {
             key: key.to_owned(),
             size: body.size,
@@ -297,18 +331,18 @@ impl Store for EmbeddedStore {
             parts: 0,
         };
         let b = bucket.to_owned();
-        match body.data() {
+        let cond = cond.clone();
+        // The condition is decided by the catalog write itself, in the committer's transaction.
+        let outcome = match body.data() {
             Some(SpoolData::Memory(bytes)) if bytes.len() <= spool::INLINE_LIMIT => {
                 let data = bytes.clone();
                 let record = ObjectRecord {
                     info: info.clone(),
                     location: Location::Inline,
                 };
-                let released = self
-                    .committer
-                    .write(move |tx| Catalog::put_object(tx, &b, &record, Some(&data)))
-                    .await?;
-                self.release(released);
+                self.committer
+                    .write(move |tx| Catalog::put_object_if(tx, &b, &record, Some(&data), &cond))
+                    .await?
             }
             _ => {
                 let seg = self.make_blob(&mut body).await?;
@@ -318,20 +352,20 @@ impl Store for EmbeddedStore {
                         segments: vec![seg.clone()],
                     },
                 };
-                match self
+                let outcome = self
                     .committer
-                    .write(move |tx| Catalog::put_object(tx, &b, &record, None))
-                    .await
-                {
-                    Ok(released) => self.release(released),
-                    Err(e) => {
-                        self.discard(seg).await;
-                        return Err(e);
-                    }
+                    .write(move |tx| Catalog::put_object_if(tx, &b, &record, None, &cond))
+                    .await;
+                if !matches!(outcome, Ok(Ok(_))) {
+                    self.discard(seg).await;
                 }
+                outcome?
             }
-        }
-        Ok(info)
+        };
+        Ok(outcome.map(|released| {
+            self.release(released);
+            info
+        }))
     }
 
     async fn replace_attrs(
@@ -421,25 +455,29 @@ impl Store for EmbeddedStore {
         Ok(info)
     }
 
-    async fn complete_upload(
+    async fn complete_upload_if(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> StoreResult<ObjectInfo> {
-        let (b, k, u, p) = (
+        cond: &WriteCondition,
+    ) -> StoreResult<Conditional<ObjectInfo>> {
+        let (b, k, u, p, c) = (
             bucket.to_owned(),
             key.to_owned(),
             upload_id.to_owned(),
             parts.to_vec(),
+            cond.clone(),
         );
-        let (info, released) = self
+        let outcome = self
             .committer
-            .write(move |tx| Catalog::complete_upload(tx, &b, &k, &u, &p, now_ms()))
+            .write(move |tx| Catalog::complete_upload_if(tx, &b, &k, &u, &p, now_ms(), &c))
             .await?;
-        self.release(released);
-        Ok(info)
+        Ok(outcome.map(|(info, released)| {
+            self.release(released);
+            info
+        }))
     }
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
@@ -586,6 +624,11 @@ mod tests {
         std::fs::write(dir.path().join("tmp/partial"), b"half a body").unwrap();
         let (store, _) = open(dir.path()).await;
         assert!(!dir.path().join("blobs/zz/zzorphan").exists());
+        // Moved aside, not deleted: an orphan may be the only copy of someone's object.
+        assert_eq!(
+            std::fs::read(dir.path().join("quarantine/blobs/zz/zzorphan")).unwrap(),
+            b"uncommitted"
+        );
         assert!(!dir.path().join("tmp/partial").exists());
         let report = store.check(false).unwrap();
         assert_eq!(
@@ -601,6 +644,198 @@ mod tests {
             read_all(&store, "bkt", "kept", None).await,
             vec![9u8; 200_000]
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_catalog_beside_blobs_stops_the_start_and_deletes_nothing() {
+        // Bug guarded: a missing `catalog.redb` made the start-up sweep delete every blob,
+        // logged only as a warning.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, spool) = open(dir.path()).await;
+            store.create_bucket("bkt").await.unwrap();
+            let body = spooled(&spool, &vec![7u8; 200_000]).await;
+            store
+                .put_object("bkt", "precious", body, ObjectAttrs::default())
+                .await
+                .unwrap();
+        }
+        std::fs::rename(
+            dir.path().join("catalog.redb"),
+            dir.path().join("catalog.redb.moved"),
+        )
+        .unwrap();
+        let blobs_before = list_blobs(&dir.path().join("blobs")).unwrap();
+        assert_eq!(blobs_before.len(), 1);
+        let op =
+            Operator::new(opendal::services::Fs::default().root(&dir.path().to_string_lossy()))
+                .unwrap();
+        let err = match EmbeddedStore::open(op.clone(), dir.path(), true) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started without its catalog"),
+        };
+        assert!(
+            err.contains("refusing to start") && err.contains("1 blobs"),
+            "{err}"
+        );
+        assert_eq!(list_blobs(&dir.path().join("blobs")).unwrap(), blobs_before);
+        assert!(!dir.path().join("catalog.redb").exists());
+        // With the catalog put back, everything is there.
+        std::fs::rename(
+            dir.path().join("catalog.redb.moved"),
+            dir.path().join("catalog.redb"),
+        )
+        .unwrap();
+        let store = EmbeddedStore::open(op, dir.path(), true).unwrap();
+        assert_eq!(
+            read_all(&store, "bkt", "precious", None).await,
+            vec![7u8; 200_000]
+        );
+    }
+
+    fn create_only() -> WriteCondition {
+        WriteCondition {
+            if_none_match: Some(ETagMatch::Any),
+            ..Default::default()
+        }
+    }
+
+    /// Regression guard: `If-None-Match: *` was decided by a HEAD before the write, so two
+    /// racing create-only PUTs of one key both succeeded and the second silently replaced the
+    /// first. Decided in the catalog transaction, exactly one of them wins, every round, for
+    /// inline and blob bodies alike, and the loser's blob does not linger.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_create_only_writes_have_exactly_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spool) = open(dir.path()).await;
+        let store = Arc::new(store);
+        store.create_bucket("bkt").await.unwrap();
+        for round in 0..200u32 {
+            let key = format!("k{round}");
+            // Every fourth round uses bodies too large to be inline.
+            let size = if round % 4 == 0 { 200_000 } else { 10 };
+            let mut tasks = Vec::new();
+            for writer in 0..2u8 {
+                let body = spooled(&spool, &vec![writer; size]).await;
+                let (store, key) = (store.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .put_object_if("bkt", &key, body, ObjectAttrs::default(), &create_only())
+                        .await
+                        .unwrap()
+                        .map(|info| (writer, info.etag))
+                }));
+            }
+            let mut won = Vec::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(w) => won.push(w),
+                    Err(c) => assert_eq!(c, ConditionFailed::IfNoneMatch),
+                }
+            }
+            assert_eq!(won.len(), 1, "round {round}: {won:?}");
+            let (writer, etag) = &won[0];
+            assert_eq!(&store.head_object("bkt", &key).await.unwrap().etag, etag);
+            assert_eq!(
+                read_all(&store, "bkt", &key, None).await,
+                vec![*writer; size]
+            );
+        }
+        let report = store.check(false).unwrap();
+        assert_eq!((report.orphan_blobs, report.missing_blobs), (0, 0));
+        assert_eq!(report.blobs, 50);
+    }
+
+    #[tokio::test]
+    async fn if_match_replaces_only_the_named_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spool) = open(dir.path()).await;
+        store.create_bucket("bkt").await.unwrap();
+        let if_match = |etag: &str| WriteCondition {
+            if_match: Some(ETagMatch::ETag(etag.to_owned())),
+            ..Default::default()
+        };
+        let body = spooled(&spool, b"v0").await;
+        assert_eq!(
+            store
+                .put_object_if("bkt", "k", body, ObjectAttrs::default(), &if_match("x"))
+                .await
+                .unwrap(),
+            Err(ConditionFailed::IfMatch)
+        );
+        let body = spooled(&spool, b"v1").await;
+        let v1 = store
+            .put_object("bkt", "k", body, ObjectAttrs::default())
+            .await
+            .unwrap();
+        let body = spooled(&spool, b"v2").await;
+        let v2 = store
+            .put_object_if(
+                "bkt",
+                "k",
+                body,
+                ObjectAttrs::default(),
+                &if_match(&v1.etag),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // v1 is gone: a second writer holding the old ETag is refused and changes nothing.
+        let body = spooled(&spool, b"v3").await;
+        assert_eq!(
+            store
+                .put_object_if(
+                    "bkt",
+                    "k",
+                    body,
+                    ObjectAttrs::default(),
+                    &if_match(&v1.etag)
+                )
+                .await
+                .unwrap(),
+            Err(ConditionFailed::IfMatch)
+        );
+        assert_eq!(store.head_object("bkt", "k").await.unwrap().etag, v2.etag);
+        assert_eq!(read_all(&store, "bkt", "k", None).await, b"v2");
+    }
+
+    #[tokio::test]
+    async fn a_refused_completion_keeps_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spool) = open(dir.path()).await;
+        store.create_bucket("bkt").await.unwrap();
+        let body = spooled(&spool, b"already here").await;
+        store
+            .put_object("bkt", "k", body, ObjectAttrs::default())
+            .await
+            .unwrap();
+        let id = store
+            .create_upload("bkt", "k", ObjectAttrs::default(), None)
+            .await
+            .unwrap();
+        let part = spooled(&spool, &vec![5u8; 100_000]).await;
+        let p = store.put_part("bkt", "k", &id, 1, part).await.unwrap();
+        let parts = [CompletedPart {
+            part_number: 1,
+            etag: p.etag.clone(),
+        }];
+        assert_eq!(
+            store
+                .complete_upload_if("bkt", "k", &id, &parts, &create_only())
+                .await
+                .unwrap(),
+            Err(ConditionFailed::IfNoneMatch)
+        );
+        assert_eq!(read_all(&store, "bkt", "k", None).await, b"already here");
+        assert_eq!(store.list_parts("bkt", "k", &id).await.unwrap().1.len(), 1);
+        store.delete_object("bkt", "k").await.unwrap();
+        let info = store
+            .complete_upload_if("bkt", "k", &id, &parts, &create_only())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.size, 100_000);
+        assert_eq!(read_all(&store, "bkt", "k", None).await, vec![5u8; 100_000]);
     }
 
     #[tokio::test]

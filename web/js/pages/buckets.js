@@ -1,4 +1,6 @@
-// Buckets: list, create, delete (only when empty: 409 says so), public-read toggle.
+// Buckets: list, create, delete (only when empty: 409 says so), the S3 public-read toggle
+// and the unsigned-image toggle (unsigned image URLs may read the bucket's resized images,
+// while its originals stay private).
 
 import * as api from '../api.js';
 import { h, put, field, timeEl } from '../dom.js';
@@ -8,24 +10,34 @@ export function objectsHref(bucket, prefix) {
   return `#/buckets/${encodeURIComponent(bucket)}${prefix ? `?prefix=${encodeURIComponent(prefix)}` : ''}`;
 }
 
-function row(b, error, reload) {
-  const toggle = h('input', {
-    type: 'checkbox', id: `public-${b.name}`, class: 'public-toggle', checked: !!b.public,
-  });
+function switchFor(b, error, { id, cls, path, field, on, off }) {
+  const toggle = h('input', { type: 'checkbox', id: `${id}-${b.name}`, class: cls, checked: !!b[field] });
   toggle.addEventListener('change', async () => {
     error.show(null);
     const want = toggle.checked;
     toggle.disabled = true;
     try {
-      const r = await api.put(['buckets', b.name, 'public'], { public: want });
-      toggle.checked = !!r.public;
-      toast(`${b.name} is now ${r.public ? 'public-read' : 'private'}`);
+      const r = await api.put(['buckets', b.name, path], { [field]: want });
+      toggle.checked = !!r[field];
+      toast(`${b.name}: ${r[field] ? on : off}`);
     } catch (e) {
       toggle.checked = !want;
       error.show(`Could not change ${b.name}: ${e.message}`);
     } finally {
       toggle.disabled = false;
     }
+  });
+  return toggle;
+}
+
+function row(b, error, reload) {
+  const toggle = switchFor(b, error, {
+    id: 'public', cls: 'public-toggle', path: 'public', field: 'public',
+    on: 'S3 public-read', off: 'S3 private',
+  });
+  const unsigned = switchFor(b, error, {
+    id: 'unsigned', cls: 'unsigned-toggle', path: 'unsigned-images', field: 'unsigned_images',
+    on: 'unsigned image URLs allowed', off: 'image URLs must be signed',
   });
   const del = h('button', { type: 'button', class: 'danger small bucket-delete', 'aria-label': `Delete bucket ${b.name}` }, 'Delete');
   del.addEventListener('click', async () => {
@@ -43,7 +55,10 @@ function row(b, error, reload) {
   return h('tr', { dataset: { bucket: b.name } },
     h('th', { scope: 'row' }, h('a', { href: objectsHref(b.name) }, b.name)),
     h('td', { class: 'hide-narrow' }, timeEl(b.created)),
-    h('td', null, h('label', { class: 'switch', for: toggle.id }, toggle, h('span', null, 'Public read'))),
+    h('td', null,
+      h('label', { class: 'switch', for: toggle.id }, toggle, h('span', null, 'Public read (S3)')),
+      h('label', { class: 'switch', for: unsigned.id, title: 'Unsigned image URLs may read resized images of this bucket; the originals stay private' },
+        unsigned, h('span', null, 'Unsigned image URLs'))),
     h('td', { class: 'actions-cell' }, del));
 }
 

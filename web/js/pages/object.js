@@ -71,6 +71,7 @@ function builder(bucket, key, signal) {
   };
   const error = errorBox('builder-error');
   const url = h('input', { id: 'signed-url', readonly: true, class: 'mono', spellcheck: 'false' });
+  const urlLabel = h('label', { for: 'signed-url', id: 'signed-url-label' }, 'URL');
   const snippet = h('textarea', { id: 'img-snippet', readonly: true, rows: 4, class: 'mono', spellcheck: 'false' });
   const options = h('code', { id: 'builder-options' });
   const preview = h('img', { id: 'preview', alt: `Preview of ${key}`, decoding: 'async' });
@@ -136,6 +137,9 @@ function builder(bucket, key, signal) {
       return;
     }
     if (mine !== seq) return;
+    // The label says what the URL is: signed with the endpoint's key, or unsigned.
+    put(urlLabel, r.signed ? 'Signed URL' : 'Unsigned URL');
+    urlLabel.dataset.signed = r.signed ? 'true' : 'false';
     url.value = r.url || '';
     snippet.value = r.img || '';
     put(options, r.options || '(none)');
@@ -170,7 +174,7 @@ function builder(bucket, key, signal) {
       h('div', null, previewBox, previewInfo),
       h('div', null,
         h('p', null, 'Options: ', options),
-        h('div', { class: 'field' }, h('label', { for: 'signed-url' }, 'Signed URL'),
+        h('div', { class: 'field' }, urlLabel,
           h('div', { class: 'with-button' }, url, copyButton('copy-url', 'Copy URL', () => url.value, 'URL'))),
         h('div', { class: 'field' }, h('label', { for: 'img-snippet' }, '<img> snippet (1x / 2x)'),
           snippet, h('div', { class: 'actions' }, copyButton('copy-snippet', 'Copy snippet', () => snippet.value, 'Snippet'))))));
