@@ -1093,6 +1093,34 @@ mod tests {
         assert!(d.contains("filename*=UTF-8''k%C3%B6t%C3%BC.png"), "{d}");
     }
 
+    #[tokio::test]
+    async fn a_500_body_carries_no_internal_detail() {
+        // Bug guarded: a 500 body quoted the panic message (or an I/O error with paths) to
+        // the client; the detail belongs in the log, under the request id.
+        let e = ImageError::Pool(PoolError::Crashed(
+            "range start index 8589933768 out of range at /src/transform.rs".into(),
+        ));
+        let resp = e.to_response("REQ123");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("8589933768") && !text.contains("transform.rs"),
+            "{text}"
+        );
+        assert!(text.contains("REQ123"), "{text}");
+        // Client errors still name the problem.
+        let e = ImageError::Unsigned("unsigned image URLs may not read bucket `x`".into());
+        let body = http_body_util::BodyExt::collect(e.to_response("R").into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("bucket `x`"));
+    }
+
     #[test]
     fn dates_are_http_dates() {
         assert_eq!(

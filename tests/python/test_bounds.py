@@ -90,3 +90,24 @@ def test_a_burst_of_logins_is_bounded(make_daemon):
     r = requests.get(d.admin_url + "/api/overview", timeout=10,
                      headers={"Authorization": "Bearer burst-token-0123456789abcdef"})
     assert r.status_code == 200
+
+
+def test_an_overflowing_zoom_is_a_clear_error_not_a_panic(make_daemon):
+    # Bug guarded: `GET /unsafe/w:1/z:4294967396/ex:1/plain/s3://b/a.png` panicked in
+    # transform.rs ("range start index 8589933768 out of range ...") and the 500 body quoted
+    # the panic message to the client.
+    d = make_daemon()
+    s3 = d.client()
+    s3.create_bucket(Bucket="zoom")
+    s3.put_object(Bucket="zoom", Key="a.jpg", Body=PHOTO.read_bytes())
+    for path in ("/unsafe/w:1/z:4294967396/ex:1/plain/s3://zoom/a.jpg@png",
+                 "/unsafe/rs:fit:16383:3000:1/bl:600/plain/s3://zoom/a.jpg@png",
+                 "/unsafe/pd:99999/plain/s3://zoom/a.jpg@png"):
+        r = requests.get(d.images_url + path, timeout=30)
+        assert r.status_code in (404, 422), (path, r.status_code, r.text[:300])
+        body = r.json()
+        assert "panic" not in body["message"] and "index" not in body["message"], body
+    # The daemon is fine and still renders.
+    ok = requests.get(d.images_url + "/unsafe/w:50/plain/s3://zoom/a.jpg@png", timeout=30)
+    assert ok.status_code == 200
+    assert "panicked" not in d.logs()
