@@ -120,6 +120,21 @@ const PUBLIC_OPS: [&str; 5] = [
     "ListObjectsV2",
 ];
 
+/// Which `response-*` overrides a GetObject or HeadObject input carries (the two inputs are
+/// different types with the same six fields).
+macro_rules! overrides_given {
+    ($i:expr) => {
+        [
+            $i.response_content_type.is_some(),
+            $i.response_content_disposition.is_some(),
+            $i.response_cache_control.is_some(),
+            $i.response_content_encoding.is_some(),
+            $i.response_content_language.is_some(),
+            $i.response_expires.is_some(),
+        ]
+    };
+}
+
 #[async_trait::async_trait]
 impl S3Access for PublicRead {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
@@ -146,32 +161,12 @@ impl S3Access for PublicRead {
 
     async fn get_object(&self, req: &mut S3Request<GetObjectInput>) -> S3Result<()> {
         let i = &req.input;
-        anonymous_overrides(
-            req.credentials.is_some(),
-            [
-                i.response_content_type.is_some(),
-                i.response_content_disposition.is_some(),
-                i.response_cache_control.is_some(),
-                i.response_content_encoding.is_some(),
-                i.response_content_language.is_some(),
-                i.response_expires.is_some(),
-            ],
-        )
+        anonymous_overrides(req.credentials.is_some(), overrides_given!(i))
     }
 
     async fn head_object(&self, req: &mut S3Request<HeadObjectInput>) -> S3Result<()> {
         let i = &req.input;
-        anonymous_overrides(
-            req.credentials.is_some(),
-            [
-                i.response_content_type.is_some(),
-                i.response_content_disposition.is_some(),
-                i.response_cache_control.is_some(),
-                i.response_content_encoding.is_some(),
-                i.response_content_language.is_some(),
-                i.response_expires.is_some(),
-            ],
-        )
+        anonymous_overrides(req.credentials.is_some(), overrides_given!(i))
     }
 }
 

@@ -491,29 +491,9 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Turns the upload into an object in one transaction; returns blobs no longer needed.
-    pub fn complete_upload(
-        tx: &WriteTransaction,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        requested: &[CompletedPart],
-        last_modified_ms: i64,
-    ) -> StoreResult<(ObjectInfo, Released)> {
-        Self::complete_upload_if(
-            tx,
-            bucket,
-            key,
-            upload_id,
-            requested,
-            last_modified_ms,
-            &WriteCondition::default(),
-        )?
-        .map_err(|c| StoreError::Internal(format!("unconditional complete refused by {c}")))
-    }
-
-    /// `complete_upload` if `cond` holds for the object under `key` in this transaction; when
-    /// it does not, the upload and its parts stay as they were.
+    /// Turns the upload into an object in one transaction, if `cond` holds for the object
+    /// under `key` there; returns blobs no longer needed. When `cond` does not hold, the
+    /// upload and its parts stay as they were.
     pub fn complete_upload_if(
         tx: &WriteTransaction,
         bucket: &str,
