@@ -22,6 +22,7 @@ use crate::s3::errors::RequestId;
 use crate::server::limits::Caps;
 use crate::server::{DoorLimits, RequestBody, accept_loop};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::embedded::FsckReport;
 use crate::store::remote::RemoteStore;
 use crate::store::{DynStore, Spool, StoreError};
 
@@ -57,7 +58,12 @@ fn open_cache(config: &Config) -> Result<Option<crate::cache::DerivativeCache>, 
         return Ok(None);
     }
     let path = config.cache.file(&config.server.data_dir);
-    let cache = crate::cache::DerivativeCache::open(&path, config.cache.cache_config())
+    let cache_config = crate::cache::CacheConfig {
+        // Twice the originals' floor: variants give way first.
+        min_free_space: config.server.min_free_space.0.saturating_mul(2),
+        ..config.cache.cache_config()
+    };
+    let cache = crate::cache::DerivativeCache::open(&path, cache_config)
         .map_err(|e| AppError::Cache(format!("{}: {e}", path.display())))?;
     let stats = cache.stats();
     tracing::info!(path = %path.display(), entries = stats.entries, bytes = stats.bytes, "derivative cache open");
@@ -124,7 +130,7 @@ pub async fn open_store(config: &Config) -> Result<(DynStore, Spool), AppError> 
     let dir = std::path::absolute(&config.server.data_dir)
         .unwrap_or_else(|_| config.server.data_dir.clone());
     let op = fs_operator(&dir)?;
-    let spool = Spool::new(op.clone(), dir.clone());
+    let spool = Spool::new(op.clone(), dir.clone()).with_min_free(config.server.min_free_space.0);
     let swept = spool.sweep().map_err(|e| AppError::DataDir {
         path: dir.join("tmp"),
         message: e.to_string(),
@@ -764,10 +770,14 @@ async fn wait_for_signal(signals: Signals) {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
                     _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = crate::fatal::wait() => {}
                 }
             }
             _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = crate::fatal::wait() => {}
+                }
             }
         }
     }
@@ -778,8 +788,14 @@ async fn wait_for_signal(signals: Signals) {
     }
 }
 
-/// Checks the embedded store without changing it (the daemon must not be running).
-pub fn fsck(config: &Config) -> Result<crate::store::embedded::FsckReport, AppError> {
+/// Checks the embedded store (the daemon must not be running). Without `recover` nothing is
+/// changed, and a missing catalog is reported, not created. With `recover`, orphaned and
+/// quarantined blobs are given back as objects (`EmbeddedStore::recover`), then the store is
+/// checked again.
+pub fn fsck(
+    config: &Config,
+    recover: bool,
+) -> Result<(FsckReport, Option<crate::store::embedded::Recovery>), AppError> {
     if config.store.kind != StoreKind::Embedded {
         return Err(AppError::Store(StoreError::Internal(
             "fsck checks the embedded store only (store.kind = \"remote\")".into(),
@@ -787,6 +803,18 @@ pub fn fsck(config: &Config) -> Result<crate::store::embedded::FsckReport, AppEr
     }
     let dir = std::path::absolute(&config.server.data_dir)
         .unwrap_or_else(|_| config.server.data_dir.clone());
+    if !recover && !dir.join("catalog.redb").exists() {
+        let report = FsckReport::without_catalog(&dir).map_err(|e| AppError::DataDir {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        return Ok((report, None));
+    }
     let store = EmbeddedStore::open(fs_operator(&dir)?, &dir, false)?;
-    Ok(store.check(false)?)
+    let recovery = if recover {
+        Some(store.recover()?)
+    } else {
+        None
+    };
+    Ok((store.check(false)?, recovery))
 }

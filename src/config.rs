@@ -194,6 +194,9 @@ pub struct ServerConfig {
     pub log_level: String,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: Seconds,
+    /// Writes that would leave less than this free on the data disk are refused (S3 507);
+    /// the derivative cache stops storing new variants below twice this. 0: no check.
+    pub min_free_space: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -211,6 +214,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace: Seconds(Duration::from_secs(30)),
+            min_free_space: ByteSize(512 << 20),
         }
     }
 }

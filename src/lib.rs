@@ -6,6 +6,8 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod disk;
+pub mod fatal;
 pub mod http;
 pub mod imaging;
 pub mod metrics;

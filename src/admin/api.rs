@@ -753,3 +753,179 @@ pub async fn delete_key(
     tracing::info!(access_key, "access key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Fuzzing of the private request bodies and query parameters above (the public bodies,
+    //! the transform builder's among them, are in tests/fuzz_targets.rs; docs/fuzzing.md):
+    //! any bytes parse or are a 400 naming the JSON, and what parses passes through the
+    //! handler's own checks without a panic.
+    use std::hash::{BuildHasher, Hasher};
+
+    use axum::http::Uri;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    use super::*;
+    use crate::admin::purge::Purge;
+
+    /// `PROPTEST_CASES` or 256 cases; the seed printed for `PROPTEST_RNG_SEED` to replay;
+    /// nothing written to the source tree.
+    fn config() -> ProptestConfig {
+        let seed = std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            });
+        println!("replay with PROPTEST_RNG_SEED={seed}");
+        ProptestConfig {
+            failure_persistence: None,
+            rng_seed: RngSeed::Fixed(seed),
+            ..ProptestConfig::default()
+        }
+    }
+
+    const FIELDS: &[&str] = &[
+        "user",
+        "password",
+        "all",
+        "bucket",
+        "prefix",
+        "key",
+        "name",
+        "public",
+        "unsigned_images",
+        "parts",
+        "part",
+        "etag",
+        "width",
+        "format",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-3i64..20_000).prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::String),
+            "[a-z0-9.-]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 48, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            3 => prop::sample::select(FIELDS).prop_map(str::to_owned),
+                            1 => any::<String>(),
+                        ],
+                        inner
+                    ),
+                    0..8
+                )
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON value's text, that text cut short or with a byte changed, or any bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => json_value().prop_map(|v| v.to_string().into_bytes()),
+            2 => (json_value(), any::<prop::sample::Index>(), any::<u8>(), any::<bool>())
+                .prop_map(|(v, at, byte, cut)| {
+                    let mut b = v.to_string().into_bytes();
+                    let i = at.index(b.len());
+                    if cut {
+                        b.truncate(i);
+                    } else {
+                        b[i] = byte;
+                    }
+                    b
+                }),
+            1 => prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    /// Parses `body` as a `T`: a body, or a 400 that says the JSON was invalid.
+    fn parsed<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<Option<T>, TestCaseError> {
+        match parse::<T>(body) {
+            Ok(b) => Ok(Some(b)),
+            Err(AdminError::BadRequest(m)) if m.starts_with("invalid JSON body") => Ok(None),
+            Err(e) => Err(TestCaseError::fail(format!("not a 400: {e}"))),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Every JSON body the admin API reads, through `parse` and the checks its handler
+        /// makes next.
+        #[test]
+        fn admin_bodies_parse_or_are_refused(body in body()) {
+            let body = Bytes::from(body);
+            parsed::<LoginBody>(&body)?;
+            if let Some(b) = parsed::<PurgeBody>(&body)? {
+                let purge = Purge::from_parts(
+                    b.all,
+                    b.bucket.as_deref(),
+                    b.prefix.as_deref(),
+                    b.key.as_deref(),
+                );
+                if let Ok(Purge::All) = purge {
+                    prop_assert!(b.all);
+                }
+            }
+            if let Some(b) = parsed::<NameBody>(&body)? {
+                let _ = crate::s3::names::validate_bucket_name(&b.name);
+                let _ = b.name.trim().chars().count();
+            }
+            parsed::<PublicBody>(&body)?;
+            parsed::<UnsignedBody>(&body)?;
+            if let Some(b) = parsed::<CompleteBody>(&body)? {
+                for p in &b.parts {
+                    let _ = (p.part, p.etag.trim_matches('"'));
+                }
+            }
+            if let Some(b) = parsed::<BuildRequest>(&body)?
+                && let Err(e) = b.build()
+            {
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        /// The query parameters of the object routes: parsed or refused by axum (a 400),
+        /// then checked as their handlers do.
+        #[test]
+        fn admin_query_parameters_parse_or_are_refused(
+            query in prop_oneof![
+                "[a-z=&%0-9A-F+-]{0,40}",
+                "((prefix|after|limit|key|part)=[^#&]{0,20}&?){1,4}",
+            ],
+        ) {
+            let Ok(uri) = format!("/x?{query}").parse::<Uri>() else {
+                return Ok(());
+            };
+            if let Ok(Query(p)) = Query::<ListParams>::try_from_uri(&uri) {
+                let limit = p.limit.unwrap_or(200);
+                let _ = ((1..=1000).contains(&limit), p.prefix, p.after);
+            }
+            if let Ok(Query(k)) = Query::<KeyParam>::try_from_uri(&uri) {
+                match need_key(&k) {
+                    Ok(key) => prop_assert!(!key.is_empty() && key.len() <= 1024),
+                    Err(e) => prop_assert!(matches!(e, AdminError::BadRequest(_))),
+                }
+            }
+            if let Ok(Query(p)) = Query::<PartParams>::try_from_uri(&uri) {
+                let _ = (p.key.is_empty(), (1..=10000).contains(&p.part));
+            }
+        }
+    }
+}

@@ -62,7 +62,11 @@ impl AdminCatalog {
             path: path.clone(),
             message,
         };
-        let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        // A few small tables: redb's default 1 GiB page cache would be all waste.
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create(&path)
+            .map_err(|e| fail(e.to_string()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

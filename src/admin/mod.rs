@@ -64,6 +64,8 @@ pub enum AdminError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -79,6 +81,9 @@ impl AdminError {
             AdminError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AdminError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AdminError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             AdminError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -122,6 +127,7 @@ impl From<StoreError> for AdminError {
             | StoreError::BadDigest(_)
             | StoreError::IncompleteBody(_) => AdminError::BadRequest(text),
             StoreError::Unavailable(_) => AdminError::Unavailable(text),
+            StoreError::InsufficientStorage(_) => AdminError::InsufficientStorage(text),
             StoreError::Internal(_) => AdminError::Internal(text),
         }
     }

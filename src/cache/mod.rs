@@ -73,6 +73,8 @@ pub enum CacheError {
     Encode(#[from] serde_json::Error),
     #[error("derivative cache config: {0}")]
     Config(String),
+    #[error("derivative cache not storing: {0}")]
+    LowSpace(#[from] crate::disk::LowSpace),
     #[error("derivative cache file {} is unusable even after moving it aside: {reason}", path.display())]
     Unusable { path: PathBuf, reason: String },
 }
@@ -92,6 +94,9 @@ redb_errors!(
     redb::DatabaseError
 );
 
+/// redb's page cache for the cache file (its default is 1 GiB).
+pub const REDB_CACHE_SIZE: usize = 32 << 20;
+
 /// How the cache is bounded. Built by the daemon from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -108,6 +113,9 @@ pub struct CacheConfig {
     pub verify_on_open: bool,
     /// Bytes of recently served variants also kept in memory (the hot tier); 0: none.
     pub memory_size: u64,
+    /// New variants are not stored while the cache file's filesystem has less than this
+    /// free (they are still served); 0: no check.
+    pub min_free_space: u64,
 }
 
 impl Default for CacheConfig {
@@ -118,6 +126,7 @@ impl Default for CacheConfig {
             max_entry_size: None,
             verify_on_open: false,
             memory_size: 64 << 20,
+            min_free_space: 0,
         }
     }
 }
@@ -224,6 +233,8 @@ struct Inner {
     counters: Counters,
     /// Recently served variants in memory, in front of redb.
     hot: hot::HotTier,
+    /// The free-space floor of the cache file's filesystem.
+    reserve: crate::disk::Reserve,
 }
 
 /// The derivative cache. Cheap to clone; all clones share one database.
@@ -354,7 +365,11 @@ fn open_file(
     config: &CacheConfig,
     policy: &mut dyn EvictionPolicy,
 ) -> Result<Loaded, OpenFailure> {
-    let mut db = Database::create(path)?;
+    // redb's default page cache is 1 GiB; popular variants are in the hot tier already, so
+    // the file's pages get a small cache (counted in the documented memory bound).
+    let mut db = Database::builder()
+        .set_cache_size(REDB_CACHE_SIZE)
+        .create(path)?;
     if config.verify_on_open && !db.check_integrity()? {
         tracing::warn!(path = %path.display(), "derivative cache was repaired at open");
     }
@@ -491,6 +506,12 @@ impl DerivativeCache {
             }
         };
         let memory_size = config.memory_size;
+        let reserve = crate::disk::Reserve::new(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            config.min_free_space,
+        );
         let cache = DerivativeCache {
             inner: Arc::new(Inner {
                 db: Arc::new(loaded.db),
@@ -501,6 +522,7 @@ impl DerivativeCache {
                 clock: AtomicU64::new(loaded.clock),
                 counters: Counters::default(),
                 hot: hot::HotTier::new(memory_size),
+                reserve,
             }),
         };
         // A smaller `max_size` than last time (or a crash mid-eviction) can leave it over.
@@ -626,6 +648,7 @@ impl DerivativeCache {
                 limit,
             });
         }
+        self.inner.reserve.check(charge.saturating_mul(2))?;
         let now = now_ms();
         let seq = self.inner.clock.fetch_add(1, Ordering::Relaxed);
         let header = StoredHeader {

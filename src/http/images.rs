@@ -52,6 +52,8 @@ pub struct ImagesState {
     pub unsigned_buckets: Arc<BucketSet>,
     /// `[images] max_source_memory` in KiB permits: fetched source bytes held at once.
     source_budget: Arc<tokio::sync::Semaphore>,
+    /// `[images] max_pixel_memory` in KiB permits: decoding memory held at once.
+    pixel_budget: Arc<tokio::sync::Semaphore>,
     /// Paths recently served through the cache, resolved (the fast path of a hit).
     resolved: ResolvedUrls,
     flight: SingleFlight<CacheKey, Outcome>,
@@ -89,6 +91,9 @@ impl ImagesState {
         let source_budget = Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.max_source_memory.0 >> 10).unwrap_or(usize::MAX),
         ));
+        let pixel_budget = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.max_pixel_memory.0 >> 10).unwrap_or(usize::MAX),
+        ));
         Ok(Self {
             signer,
             config,
@@ -104,6 +109,7 @@ impl ImagesState {
             versions,
             unsigned_buckets,
             source_budget,
+            pixel_budget,
             resolved: ResolvedUrls::new(),
             flight: SingleFlight::new(),
             cache_warnings: Throttle::new(Duration::from_secs(60)),
@@ -772,9 +778,28 @@ impl Render<'_> {
             // has passed, not only the reply.
             job.deadline = Some(self.started + state.pool.timeout());
             job.check_probe(&probe)?;
+            let room = job
+                .decoded_pixels(&probe)
+                .saturating_mul(pipeline::DECODE_BYTES_PER_PIXEL);
+            let pixels = reserve(
+                &state.pixel_budget,
+                state.config.max_pixel_memory.0,
+                room,
+                self.started,
+                state.pool.timeout(),
+            )
+            .await
+            .inspect_err(|_| {
+                tracing::debug!(
+                    room,
+                    "no room in [images] max_pixel_memory before the deadline"
+                );
+            })?;
             let input = src.bytes.clone();
             let out = ticket
                 .run(self.started, move || {
+                    // Held until the work itself ends, even if the request is gone.
+                    let _pixels = pixels;
                     pipeline::process(&input, &probe, &job)
                 })
                 .await??;
@@ -825,6 +850,26 @@ async fn fetch(
     Ok(src)
 }
 
+/// Room for `bytes` in a memory budget of `total` bytes (`budget` counts KiB), waiting at
+/// most until the request's deadline (`started + timeout`; 503 past it). More than the whole
+/// budget takes all of it.
+async fn reserve(
+    budget: &Arc<tokio::sync::Semaphore>,
+    total: u64,
+    bytes: u64,
+    started: Instant,
+    timeout: std::time::Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ImageError> {
+    let total_kib = (total >> 10).max(1);
+    let kib = u32::try_from(bytes.div_ceil(1024).clamp(1, total_kib)).unwrap_or(u32::MAX);
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, budget.clone().acquire_many_owned(kib)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(PoolError::Crashed("a memory budget is closed".into()).into()),
+        Err(_) => Err(PoolError::Timeout(timeout).into()),
+    }
+}
+
 /// Bytes sniffed to tell a `raw` source's format (the longest signature checked is 26).
 const SNIFF_BYTES: usize = 64;
 
@@ -837,20 +882,20 @@ impl ImagesState {
         bytes: u64,
         started: Instant,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, ImageError> {
-        let total = self.config.max_source_memory.0 >> 10;
-        let kib = u32::try_from(bytes.div_ceil(1024).clamp(1, total.max(1))).unwrap_or(u32::MAX);
-        let left = self.pool.timeout().saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, self.source_budget.clone().acquire_many_owned(kib)).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(PoolError::Crashed("the source budget is closed".into()).into()),
-            Err(_) => {
-                tracing::debug!(
-                    bytes,
-                    "no room in [images] max_source_memory before the deadline"
-                );
-                Err(PoolError::Timeout(self.pool.timeout()).into())
-            }
-        }
+        reserve(
+            &self.source_budget,
+            self.config.max_source_memory.0,
+            bytes,
+            started,
+            self.pool.timeout(),
+        )
+        .await
+        .inspect_err(|_| {
+            tracing::debug!(
+                bytes,
+                "no room in [images] max_source_memory before the deadline"
+            );
+        })
     }
 
     /// `raw` on an `s3://` source: the stored bytes streamed as they are read, never held

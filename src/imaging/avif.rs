@@ -15,9 +15,14 @@
 //!   the size that decoding returns.
 //! - dav1d's frame-size limit is the pixel limit, so a hostile sequence header cannot make
 //!   it allocate more than the probe allowed. Grids (tiled AVIFs) fail as corrupt.
+//! - mp4parse reserves memory by the sizes and counts a file declares, so it only sees a
+//!   file whose `ftyp`, `meta` and `mdat` boxes fit, and no image-sequence brand (it then
+//!   skips the `moov` track): what it reserves is in proportion to the file's own size.
 //! - Encoding takes `Rgb8`/`Rgba8` as they are (alpha kept) and writes 8-bit AV1 (rav1e's
 //!   10-bit path, ravif's default, took twice as long); quality 1..=100 goes to ravif
 //!   unchanged (its own mapping to AV1 quantizers), speed 1..=10 to rav1e's presets.
+
+use std::borrow::Cow;
 
 use image::{DynamicImage, RgbImage, RgbaImage};
 
@@ -42,8 +47,9 @@ pub struct Decoded {
 
 /// Decodes the primary item (and its alpha item), refusing frames over `max_pixels`.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
+    let container = bounded_container(bytes)?;
     let ctx = mp4parse::read_avif(
-        &mut std::io::Cursor::new(bytes),
+        &mut std::io::Cursor::new(container.as_ref()),
         mp4parse::ParseStrictness::Normal,
     )
     .map_err(|e| corrupt(format!("container: {e:?}")))?;
@@ -94,6 +100,148 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
         .and_then(Result::ok)
         .map(<[u8]>::to_vec);
     Ok(Decoded { image, icc })
+}
+
+/// What mp4parse may be given. It reserves memory by what a file declares before reading
+/// it: a box's size, a table's entry count (fallibly, but a one-byte change that made an
+/// `iloc` box claim 3.9 GiB had that much address space reserved). So the `ftyp`, `meta`
+/// (and every box in it that mp4parse reads) and `mdat` boxes must lie inside their
+/// containers, and the `iinf`, `iloc` and `ipma` counts must fit in their boxes; else the
+/// file is corrupt. Only the primary item is decoded, so the copy mp4parse reads claims no
+/// image sequence (`avis`, `msf1` read as `avif`, `mif1`): it then skips the `moov` box,
+/// whose sample tables it would reserve by their counts too.
+fn bounded_container(b: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+    let mut brands = Vec::new();
+    let mut i = 0;
+    while let Some(found) = box_at(b, i, b.len()) {
+        let (kind, s, e) = match found {
+            Ok(found) => found,
+            Err(kind) if matches!(&kind, b"ftyp" | b"meta" | b"mdat") => {
+                return Err(overrun(kind));
+            }
+            // mp4parse skips other boxes without reading them, and stops at one cut short.
+            Err(_) => break,
+        };
+        match &kind {
+            b"ftyp" if i == 0 => {
+                let slots = std::iter::once(s).chain((s + 8..e.saturating_sub(3)).step_by(4));
+                brands.extend(
+                    slots.filter(|&at| matches!(b.get(at..at + 4), Some(b"avis" | b"msf1"))),
+                );
+            }
+            b"meta" => check_meta_boxes(b, s + 4, e, 0)?,
+            _ => {}
+        }
+        i = e;
+    }
+    if brands.is_empty() {
+        return Ok(Cow::Borrowed(b));
+    }
+    let mut still = b.to_vec();
+    for at in brands {
+        let brand: &[u8; 4] = if &still[at..at + 4] == b"avis" {
+            b"avif"
+        } else {
+            b"mif1"
+        };
+        still[at..at + 4].copy_from_slice(brand);
+    }
+    Ok(Cow::Owned(still))
+}
+
+/// The boxes of a `meta` box (from `start` to `end`) and of its `iinf`, `iref`, `iprp` and
+/// `ipco` boxes: each inside its container, each count within its box (see
+/// [`bounded_container`]).
+fn check_meta_boxes(b: &[u8], start: usize, end: usize, depth: u8) -> Result<(), DecodeError> {
+    let mut i = start;
+    while let Some(found) = box_at(b, i, end) {
+        let (kind, s, e) = found.map_err(overrun)?;
+        // A valid file nests three deep (`iprp/ipco/colr`); mp4parse reads no deeper.
+        let descend = depth < 3;
+        match &kind {
+            b"iinf" => {
+                let wide = b.get(s).is_some_and(|&v| v != 0);
+                let first = s + if wide { 8 } else { 6 };
+                // Each entry is an `infe` box: 12 bytes at least.
+                entries_fit(kind, b, s + 4, wide, first, e, 12)?;
+                if descend {
+                    check_meta_boxes(b, first, e, depth + 1)?;
+                }
+            }
+            b"iref" if descend => check_meta_boxes(b, s + 4, e, depth + 1)?,
+            b"iprp" | b"ipco" if descend => check_meta_boxes(b, s, e, depth + 1)?,
+            // Item ID (2 or 4 bytes) and association count.
+            b"ipma" => entries_fit(kind, b, s + 4, true, s + 8, e, 3)?,
+            // Version 2: 32-bit item count; item ID, data reference and extent count.
+            b"iloc" if b.get(s) == Some(&2) => entries_fit(kind, b, s + 6, true, s + 10, e, 8)?,
+            _ => {}
+        }
+        i = e;
+    }
+    Ok(())
+}
+
+/// A box found in a file: its type, payload start and end.
+type Found = ([u8; 4], usize, usize);
+
+/// The box at `b[i..end]`; `Err(type)` when it claims more than `end` leaves it (or less
+/// than its own header); `None` with under 8 bytes left.
+fn box_at(b: &[u8], i: usize, end: usize) -> Option<Result<Found, [u8; 4]>> {
+    if end.saturating_sub(i) < 8 {
+        return None;
+    }
+    let size = be32(b, i)?;
+    let kind: [u8; 4] = b.get(i + 4..i + 8)?.try_into().ok()?;
+    let (header, size) = match size {
+        0 => (8, end - i),
+        1 => match (be32(b, i + 8), be32(b, i + 12)) {
+            (Some(hi), Some(lo)) => (
+                16,
+                usize::try_from(u64::from(hi) << 32 | u64::from(lo)).unwrap_or(usize::MAX),
+            ),
+            _ => return Some(Err(kind)),
+        },
+        n => (8, n as usize),
+    };
+    match i.checked_add(size) {
+        Some(e) if size >= header && e <= end => Some(Ok((kind, i + header, e))),
+        _ => Some(Err(kind)),
+    }
+}
+
+/// Refuses a table whose entry count (the 32- or 16-bit number at `at`) is more than its
+/// entries' bytes (`first..end`, at least `min_entry` each) can hold.
+fn entries_fit(
+    kind: [u8; 4],
+    b: &[u8],
+    at: usize,
+    wide: bool,
+    first: usize,
+    end: usize,
+    min_entry: usize,
+) -> Result<(), DecodeError> {
+    let count = if wide {
+        be32(b, at).map(|v| v as usize)
+    } else {
+        be16(b, at).map(usize::from)
+    };
+    match count {
+        Some(n) if n.saturating_mul(min_entry) > end.saturating_sub(first) => {
+            Err(corrupt(format!(
+                "container: `{}` counts {n} entries in {} bytes",
+                String::from_utf8_lossy(&kind),
+                end.saturating_sub(first)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn overrun(kind: [u8; 4]) -> DecodeError {
+    corrupt(format!(
+        "container: the `{}` box is larger than what holds it",
+        String::from_utf8_lossy(&kind)
+    ))
 }
 
 /// Runs dav1d on one item's AV1 payload, single-threaded (the pool supplies parallelism).
@@ -663,6 +811,55 @@ mod tests {
         }
         // dav1d may conceal damage in the payload; the point is no panic.
         let _ = decode(&damaged, 50_000_000);
+    }
+
+    /// Where the box of type `kind` starts (its size field) in `b`.
+    fn box_start(b: &[u8], kind: &[u8; 4]) -> usize {
+        b.windows(4).position(|w| w == kind).unwrap() - 4
+    }
+
+    #[test]
+    fn boxes_claiming_more_than_the_file_are_refused_before_mp4parse() {
+        // Regression: one byte changed by the fuzz target `decoders_survive_mutated_files`
+        // made the `iloc` box claim 0xF8000022 bytes (3.9 GiB); mp4parse reserved that much
+        // address space before reading the 34 bytes that were there. The same held for an
+        // `mdat` box's size and an `ipma` box's entry count.
+        let good = read("path-1280x800.avif");
+        let refused = |b: &[u8], what: &str| match decode(b, 50_000_000) {
+            Err(DecodeError::Corrupt { reason, .. }) => {
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("{what}: {:?}", other.map(|d| d.image.width())),
+        };
+        let mut b = good.clone();
+        b[box_start(&good, b"iloc")] = 0xF8;
+        refused(&b, "`iloc` box is larger");
+        let mut b = good.clone();
+        let mdat = box_start(&good, b"mdat");
+        b[mdat..mdat + 4].copy_from_slice(&0xFFFF_FF00u32.to_be_bytes());
+        refused(&b, "`mdat` box is larger");
+        let mut b = good.clone();
+        let ipma = box_start(&good, b"ipma");
+        b[ipma + 12..ipma + 16].copy_from_slice(&0x1000_0000u32.to_be_bytes());
+        refused(&b, "`ipma` counts 268435456 entries");
+        // The file itself still decodes.
+        assert_eq!(decode(&good, 50_000_000).unwrap().image.width(), 1280);
+    }
+
+    #[test]
+    fn an_image_sequence_decodes_as_its_primary_item_without_reading_its_track() {
+        // With an `avis` brand mp4parse reads the `moov` box, and reserves its sample
+        // tables by their counts; the primary item is all that is decoded, so the track is
+        // not read at all (here its `mvhd` has a version mp4parse refuses).
+        let mut b = read("path-1280x800.avif");
+        let brand = b.windows(4).position(|w| w == b"miaf").unwrap();
+        b[brand..brand + 4].copy_from_slice(b"avis");
+        b.extend_from_slice(&20u32.to_be_bytes());
+        b.extend_from_slice(b"moov");
+        b.extend_from_slice(&12u32.to_be_bytes());
+        b.extend_from_slice(b"mvhd\x02\0\0\0");
+        let d = decode(&b, 50_000_000).unwrap();
+        assert_eq!((d.image.width(), d.image.height()), (1280, 800));
     }
 
     #[test]

@@ -128,6 +128,11 @@ pub struct ImagesConfig {
     /// Source bytes held in memory at once by all requests together (fetched originals
     /// waiting for or in processing); a fetch waits for room within the request's deadline.
     pub max_source_memory: ByteSize,
+    /// Decoding memory held at once by all renders together: each reserves
+    /// `pixels × DECODE_BYTES_PER_PIXEL` (decoder buffers, decoded pixels, working copies)
+    /// before it decodes, and waits for room within the request's deadline. One source
+    /// larger than the whole budget runs alone.
+    pub max_pixel_memory: ByteSize,
     /// Objects waiting for their eager presets to be rendered; past it further uploads are
     /// not pre-rendered (counted as `dropped`), so the writer never waits.
     pub eager_queue: usize,
@@ -172,7 +177,8 @@ impl Default for ImagesConfig {
             allowed_sources: Vec::new(),
             allow_private_sources: false,
             download_timeout: Seconds(Duration::from_secs(5)),
-            max_source_memory: ByteSize(256 << 20),
+            max_source_memory: ByteSize(128 << 20),
+            max_pixel_memory: ByteSize(640 << 20),
             eager_queue: 1000,
             presets: Vec::new(),
         }
@@ -215,6 +221,9 @@ impl ImagesConfig {
                 "max_source_memory",
                 "must be at least max_src_file_size (one largest source must fit)",
             ));
+        }
+        if self.max_pixel_memory.0 < 1 << 20 {
+            return Err(bad("max_pixel_memory", "must be at least 1MiB"));
         }
         if self.max_animation_frames == 0 {
             return Err(bad("max_animation_frames", "must be at least 1"));

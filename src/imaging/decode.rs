@@ -93,9 +93,11 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// `width × height × frames`: what the caller compares with its limit.
+    /// `width × height × frames`: what the caller compares with its limit (saturating: a
+    /// header may claim more than a `u64` holds).
     pub fn pixels(&self) -> u64 {
-        u64::from(self.width) * u64::from(self.height) * u64::from(self.frames.max(1))
+        (u64::from(self.width) * u64::from(self.height))
+            .saturating_mul(u64::from(self.frames.max(1)))
     }
 
     /// Size after auto-rotation (width and height swap for orientations 5..=8).
@@ -185,10 +187,10 @@ pub fn sniff(b: &[u8]) -> Option<ImageFormat> {
 
 /// AVIF or HEIC from an ISO-BMFF `ftyp` box (major brand, then compatible brands).
 fn iso_brand(b: &[u8]) -> Option<ImageFormat> {
-    let size = usize::try_from(be32(b, 0)?)
-        .ok()?
-        .clamp(16, b.len().min(4096));
-    let mut brands = std::iter::once(b.get(8..12)?).chain(b.get(16..size)?.chunks_exact(4));
+    // The compatible brands: from offset 16 to the end of the box, within the first 4 KiB.
+    let end = usize::try_from(be32(b, 0)?).ok()?.min(b.len()).min(4096);
+    let compatible = b.get(16..end).unwrap_or_default();
+    let mut brands = std::iter::once(b.get(8..12)?).chain(compatible.chunks_exact(4));
     let mut heic = false;
     for brand in &mut brands {
         match brand {
@@ -1479,6 +1481,38 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_short_ftyp_header_is_sniffed_without_a_panic() {
+        // Regression: a file of 12 to 15 bytes with `ftyp` at offset 4 (an AVIF cut short,
+        // found by the fuzz target `decoders_survive_mutated_files`) made `sniff` panic:
+        // `clamp(16, len)` with a maximum below its minimum. `probe` calls `sniff` outside
+        // its panic guard, so the image endpoint's task panicked.
+        let header = b"\0\0\0\x1cftypavif\0\0\0\0";
+        for len in 12..=16 {
+            let b = &header[..len];
+            assert_eq!(sniff(b), Some(ImageFormat::Avif), "{len} bytes");
+            assert!(
+                matches!(probe(b), Err(DecodeError::Corrupt { .. })),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn pixels_of_a_huge_animated_webp_saturate() {
+        // Regression: a WebP canvas may claim 2^24 × 2^24 pixels and the probe counts one
+        // frame per `ANMF` chunk, so 65536 empty chunks (512 KiB) made `Probe::pixels`
+        // overflow: a panic in debug builds, a wrapped count (0 here) below any limit in
+        // release builds.
+        let mut b = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\x02\0\0\0\xff\xff\xff\xff\xff\xff".to_vec();
+        for _ in 0..65_536 {
+            b.extend_from_slice(b"ANMF\0\0\0\0");
+        }
+        let p = probe(&b).unwrap();
+        assert_eq!((p.width, p.height, p.frames), (1 << 24, 1 << 24, 65_536));
+        assert_eq!(p.pixels(), u64::MAX);
     }
 
     #[test]

@@ -884,13 +884,16 @@ fn security_allowed(a: &Applier<'_>) -> Res {
 
 /// One processing option: its names (full name first, then aliases) and the function
 /// that applies its arguments (never empty: a segment has at least one, maybe empty).
-struct OptionDef {
-    names: &'static [&'static str],
+/// Public only for the fuzz targets (`tests/fuzz_targets.rs`), which draw names from it.
+#[doc(hidden)]
+pub struct OptionDef {
+    pub names: &'static [&'static str],
     apply: fn(&mut Applier<'_>, &[&str]) -> Res,
 }
 
 /// Every option, in imgproxy's switch order. Lookup is by exact name.
-static OPTIONS: &[OptionDef] = &[
+#[doc(hidden)]
+pub static OPTIONS: &[OptionDef] = &[
     RESIZE,
     SIZE,
     RESIZING_TYPE,

@@ -189,6 +189,12 @@ impl Job {
     }
 
     /// Step 1: the header against the pixel limit, before any pixel buffer exists.
+    /// Pixels the decode of `probe` produces (frames counted): what `check_probe` bounds
+    /// and what the renderer reserves `DECODE_BYTES_PER_PIXEL` for.
+    pub fn decoded_pixels(&self, probe: &Probe) -> u64 {
+        u64::from(probe.width) * u64::from(probe.height) * u64::from(self.frames_for(probe))
+    }
+
     pub fn check_probe(&self, probe: &Probe) -> Result<(), PipelineError> {
         let frames = self.frames_for(probe);
         let frame_pixels = u64::from(probe.width) * u64::from(probe.height);
@@ -215,6 +221,12 @@ impl Job {
         Ok(())
     }
 }
+
+/// Peak bytes a render holds per source pixel, measured on large progressive JPEGs (the
+/// worst case: the decoder's coefficient buffers, the decoded RGBA, and the resize's
+/// intermediate and result, about 10.3 bytes per pixel at 18 MP): `[images]
+/// max_pixel_memory` is reserved at this rate.
+pub const DECODE_BYTES_PER_PIXEL: u64 = 12;
 
 /// Formats the encoder writes.
 pub fn can_encode(format: ImageFormat) -> bool {

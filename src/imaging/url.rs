@@ -65,7 +65,8 @@ const MAX_QUOTED: usize = 256;
 
 /// Go's `base64.RawURLEncoding` as a decoder: URL-safe alphabet, no padding (trailing `=`
 /// are trimmed before decoding, as imgproxy does), trailing bits not checked.
-pub(crate) const BASE64_URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
+#[doc(hidden)]
+pub const BASE64_URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,
     GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::RequireNone)

@@ -56,6 +56,19 @@ pub fn store_error(e: StoreError, rid: &str) -> S3Error {
             tracing::warn!(request_id = rid, cause = %m, "storage backend unavailable");
             s3_error!(SlowDown, "The storage backend is unavailable; retry later")
         }
+        StoreError::InsufficientStorage(m) => {
+            tracing::warn!(request_id = rid, cause = %m, "write refused: the disk is full");
+            // MinIO's answer to the same condition: 507 with its own code.
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("XPixelportStorageFull".into()),
+                format!(
+                    "The server's disk is too full to store this object ({m}). Delete objects \
+                     or free space on the data disk, then retry."
+                ),
+            );
+            e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            e
+        }
         StoreError::Internal(m) => {
             tracing::error!(request_id = rid, cause = %m, "internal storage error");
             s3_error!(

@@ -54,15 +54,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn obj(k: &str) -> ObjectInfo {
-        ObjectInfo {
-            key: k.into(),
-            size: 0,
-            etag: String::new(),
-            last_modified_ms: 0,
-            attrs: Default::default(),
-            checksums: Default::default(),
-            parts: 0,
-        }
+        ObjectInfo::key_only(k)
     }
 
     fn q(prefix: &str, delim: Option<&str>, after: Option<&str>, max: usize) -> ListQuery {

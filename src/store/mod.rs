@@ -53,6 +53,9 @@ pub enum StoreError {
     IncompleteBody(String),
     #[error("the storage backend is unavailable: {0}")]
     Unavailable(String),
+    /// The data disk is full, or a write would take it below `[server] min_free_space`.
+    #[error("not enough free space: {0}")]
+    InsufficientStorage(String),
     #[error("storage error: {0}")]
     Internal(String),
 }
@@ -64,15 +67,29 @@ impl StoreError {
 }
 
 impl From<redb::Error> for StoreError {
+    /// An I/O error leaves redb refusing every later call until it is reopened: that is a
+    /// fault for `crate::fatal`, which restarts the daemon. A full disk is also the client's
+    /// 507 (the reserve should have refused the write before redb saw it).
     fn from(e: redb::Error) -> Self {
-        StoreError::Internal(format!("catalog: {e}"))
+        let message = format!("catalog: {e}");
+        match &e {
+            redb::Error::Io(io) if crate::disk::is_out_of_space(io) => {
+                crate::fatal::raise(message.clone());
+                StoreError::InsufficientStorage(message)
+            }
+            redb::Error::Io(_) | redb::Error::PreviousIo => {
+                crate::fatal::raise(message.clone());
+                StoreError::Internal(message)
+            }
+            _ => StoreError::Internal(message),
+        }
     }
 }
 
 macro_rules! redb_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Internal(format!("catalog: {e}")) }
+            fn from(e: $t) -> Self { StoreError::from(redb::Error::from(e)) }
         }
     )*};
 }
@@ -84,9 +101,18 @@ redb_errors!(
     redb::DatabaseError
 );
 
+impl From<crate::disk::LowSpace> for StoreError {
+    fn from(e: crate::disk::LowSpace) -> Self {
+        StoreError::InsufficientStorage(e.to_string())
+    }
+}
+
 impl From<opendal::Error> for StoreError {
     fn from(e: opendal::Error) -> Self {
         use opendal::ErrorKind as K;
+        if crate::disk::chain_is_out_of_space(&e) {
+            return StoreError::InsufficientStorage(e.to_string());
+        }
         match e.kind() {
             K::RateLimited | K::Unexpected if e.is_temporary() => {
                 StoreError::Unavailable(e.to_string())

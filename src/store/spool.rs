@@ -100,12 +100,21 @@ impl Drop for Spooled {
 pub struct Spool {
     op: Operator,
     root: PathBuf,
+    reserve: crate::disk::Reserve,
 }
 
 impl Spool {
     /// `op` is an fs operator rooted at `root` (the data dir); temporary files go to `root/tmp/`.
     pub fn new(op: Operator, root: PathBuf) -> Self {
-        Self { op, root }
+        let reserve = crate::disk::Reserve::new(root.clone(), 0);
+        Self { op, root, reserve }
+    }
+
+    /// Refuses bodies (`InsufficientStorage`) that would leave less than `min_free` bytes
+    /// free on the data disk, checked before the first byte and at every chunk written.
+    pub fn with_min_free(mut self, min_free: u64) -> Self {
+        self.reserve = crate::disk::Reserve::new(self.root.clone(), min_free);
+        self
     }
 
     pub fn operator(&self) -> &Operator {
@@ -149,6 +158,7 @@ impl Spool {
         let mut buf = BytesMut::new();
         let mut writer: Option<(opendal::Writer, String, PathBuf)> = None;
         let result: Result<(), StoreError> = async {
+            self.reserve.check(0)?;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| StoreError::IncompleteBody(e.to_string()))?;
                 size += chunk.len() as u64;
@@ -167,6 +177,7 @@ impl Spool {
                 if let Some((w, _, _)) = writer.as_mut()
                     && buf.len() >= WRITE_CHUNK
                 {
+                    self.reserve.check(buf.len() as u64)?;
                     w.write(buf.split().freeze()).await?;
                 }
             }

@@ -67,6 +67,21 @@ pub struct ObjectInfo {
     pub parts: u32,
 }
 
+impl ObjectInfo {
+    /// An entry that has only its key (listings' placeholders, tests).
+    pub fn key_only(key: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_owned(),
+            size: 0,
+            etag: String::new(),
+            last_modified_ms: 0,
+            attrs: Default::default(),
+            checksums: Default::default(),
+            parts: 0,
+        }
+    }
+}
+
 /// A byte range request, resolved against the object's size with [`ReadRange::resolve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadRange {

@@ -208,6 +208,7 @@ class Daemon:
                  images_config: str = "",
                  extra_config: str = "",
                  admin_config: str = "",
+                 server_config: str = "",
                  preexec_fn=None,
                  legacy_unsigned: bool = True):
         assert backend in ("embedded", "remote"), backend
@@ -229,6 +230,8 @@ class Daemon:
         self.extra_config = extra_config
         # Extra TOML lines for the [admin] section (user, password_hash, token...).
         self.admin_config = admin_config
+        # Extra TOML lines for the [server] section (min_free_space...).
+        self.server_config = server_config
         # Runs in the child before exec (e.g. resource limits); None: nothing.
         self.preexec_fn = preexec_fn
         self.data_dir = self.base / "data"
@@ -264,6 +267,7 @@ class Daemon:
             f"data_dir = {json.dumps(str(self.data_dir))}",
             'log_format = "text"',
             f"shutdown_grace = {json.dumps(self.shutdown_grace)}",
+            self.server_config,
             "[s3]",
             f'listen = "127.0.0.1:{self.s3_port}"',
             f"access_key = {json.dumps(ACCESS_KEY)}",

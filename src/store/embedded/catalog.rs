@@ -26,6 +26,13 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+/// Running totals, `"all"` → (bytes, objects), kept by every write that adds or removes an
+/// object, so `/metrics` and the admin UI read them without scanning `objects`.
+const TOTALS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("totals");
+const ALL: &str = "all";
+
+/// redb's page cache for the catalog (its default is 1 GiB).
+pub const CACHE_SIZE: usize = 64 << 20;
 
 /// Version byte in front of every JSON value.
 const FORMAT_V1: u8 = 1;
@@ -121,7 +128,11 @@ pub type Released = Vec<String>;
 
 impl Catalog {
     pub fn open(path: &std::path::Path) -> StoreResult<Catalog> {
-        let db = Database::create(path)?;
+        // redb's default page cache is 1 GiB; the catalog's hot pages (bucket and key
+        // records, inline bodies) fit in far less, and the memory bound counts this figure.
+        let db = Database::builder()
+            .set_cache_size(CACHE_SIZE)
+            .create(path)?;
         let tx = db.begin_write()?;
         {
             tx.open_table(BUCKETS)?;
@@ -129,6 +140,11 @@ impl Catalog {
             tx.open_table(INLINE)?;
             tx.open_table(UPLOADS)?;
             tx.open_table(PARTS)?;
+            // A catalog from before the running totals: count once, keep counting after.
+            let counted = tx.open_table(TOTALS)?.get(ALL)?.is_some();
+            if !counted {
+                Catalog::recount_totals(&tx)?;
+            }
         }
         tx.commit()?;
         Ok(Catalog {
@@ -306,6 +322,11 @@ impl Catalog {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
+        adjust_totals(
+            tx,
+            Some(record.info.size),
+            old.as_ref().map(|o| o.info.size),
+        )?;
         match inline {
             Some(data) => {
                 inline_t.insert(k.as_slice(), data)?;
@@ -353,6 +374,7 @@ impl Catalog {
             if let Some(old) = old {
                 released = old.location.blobs();
                 tx.open_table(INLINE)?.remove(k.as_slice())?;
+                adjust_totals(tx, None, Some(old.info.size))?;
             }
         }
         Ok(released)
@@ -375,28 +397,52 @@ impl Catalog {
         let mut scoped = base.clone();
         scoped.extend_from_slice(q.prefix.as_bytes());
         let end = prefix_end(&scoped);
-        let iter = match &end {
-            Some(end) => objects.range(start.as_slice()..end.as_slice())?,
-            None => objects.range(start.as_slice()..)?,
-        };
-        let mut failure = None;
-        let items = iter.map_while(|e| {
-            match e
-                .map_err(StoreError::from)
-                .and_then(|(_, v)| decode::<ObjectRecord>(v.value()))
-            {
-                Ok(r) => Some(r.info),
-                Err(err) => {
-                    failure = Some(err);
-                    None
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        // `paginate` decides the page; this feeds it at most one key per common prefix (a
+        // placeholder; only its key is read), seeking past the rest of the prefix instead of
+        // reading and decoding every key under it.
+        // One more than a page, plus the common prefix equal to `after` that `paginate` drops.
+        let wanted = q.max_keys.saturating_add(2);
+        let mut items: Vec<ObjectInfo> = Vec::new();
+        let mut cursor = start;
+        'seek: loop {
+            let iter = match &end {
+                Some(end) if cursor.as_slice() >= end.as_slice() => break,
+                Some(end) => objects.range(cursor.as_slice()..end.as_slice())?,
+                None => objects.range(cursor.as_slice()..)?,
+            };
+            for e in iter {
+                if items.len() >= wanted {
+                    break 'seek;
                 }
+                let (k, v) = e?;
+                let raw_key = k.value().get(base.len()..).unwrap_or_default();
+                let key = String::from_utf8_lossy(raw_key);
+                if q.after.as_deref().is_some_and(|a| key.as_ref() <= a) {
+                    continue; // the range starts at `after` itself
+                }
+                let folded = delimiter.and_then(|d| {
+                    let rest = key.get(q.prefix.len()..)?;
+                    rest.find(d).map(|i| q.prefix.len() + i + d.len())
+                });
+                if let Some(cut) = folded {
+                    let common = &key[..cut];
+                    // A stand-in for the first key under the prefix (not decoded): `paginate`
+                    // reads only its key, which it folds into the prefix.
+                    items.push(ObjectInfo::key_only(&key));
+                    match prefix_end(&object_key(bucket, common)) {
+                        Some(next) => {
+                            cursor = next;
+                            continue 'seek;
+                        }
+                        None => break 'seek,
+                    }
+                }
+                items.push(decode::<ObjectRecord>(v.value())?.info);
             }
-        });
-        let page = listing::paginate(items, q);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(page),
+            break;
         }
+        Ok(listing::paginate(items, q))
     }
 
     pub fn create_upload(tx: &WriteTransaction, info: &UploadInfo) -> StoreResult<()> {
@@ -608,7 +654,18 @@ impl Catalog {
     }
 
     /// Total bytes and count of stored objects.
+    /// (bytes, objects) stored, from the running totals.
     pub fn totals(&self) -> StoreResult<(u64, u64)> {
+        let tx = self.db.begin_read()?;
+        Ok(tx
+            .open_table(TOTALS)?
+            .get(ALL)?
+            .map_or((0, 0), |v| v.value()))
+    }
+
+    /// (bytes, objects) counted by a scan of every record (fsck and tests check the running
+    /// totals against it).
+    pub fn counted_totals(&self) -> StoreResult<(u64, u64)> {
         let tx = self.db.begin_read()?;
         let (mut bytes, mut count) = (0u64, 0u64);
         for e in tx.open_table(OBJECTS)?.iter()? {
@@ -618,6 +675,40 @@ impl Catalog {
         }
         Ok((bytes, count))
     }
+}
+
+impl Catalog {
+    /// Sets the running totals to a count of the records (`fsck --recover`).
+    pub fn recount_totals(tx: &WriteTransaction) -> StoreResult<()> {
+        let (mut bytes, mut count) = (0u64, 0u64);
+        for e in tx.open_table(OBJECTS)?.iter()? {
+            let (_, v) = e?;
+            bytes += decode::<ObjectRecord>(v.value())?.info.size;
+            count += 1;
+        }
+        tx.open_table(TOTALS)?.insert(ALL, (bytes, count))?;
+        Ok(())
+    }
+}
+
+/// Counts an object of `added` bytes in and one of `removed` bytes out of the totals.
+fn adjust_totals(
+    tx: &WriteTransaction,
+    added: Option<u64>,
+    removed: Option<u64>,
+) -> StoreResult<()> {
+    let mut t = tx.open_table(TOTALS)?;
+    let (mut bytes, mut count) = t.get(ALL)?.map_or((0, 0), |v| v.value());
+    if let Some(size) = added {
+        bytes = bytes.saturating_add(size);
+        count = count.saturating_add(1);
+    }
+    if let Some(size) = removed {
+        bytes = bytes.saturating_sub(size);
+        count = count.saturating_sub(1);
+    }
+    t.insert(ALL, (bytes, count))?;
+    Ok(())
 }
 
 fn upload_in(
@@ -689,6 +780,81 @@ mod tests {
         assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 
+    /// The catalog's listing seeks past a common prefix once it has been folded, instead of
+    /// reading every key under it; every page must still be what the plain `paginate` over
+    /// all keys gives, for every prefix, delimiter, marker and page size.
+    #[test]
+    fn seeking_listings_match_the_plain_pagination() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("catalog.redb")).unwrap();
+        let bucket = BucketInfo {
+            name: "b".into(),
+            created_ms: 0,
+        };
+        cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
+        let other = BucketInfo {
+            name: "c".into(),
+            created_ms: 0,
+        };
+        cat.write(|tx| Catalog::create_bucket(tx, &other)).unwrap();
+        let keys = [
+            "a", "a/", "a/b", "a/b/c", "a/c", "a/c/d", "a//x", "ab", "b/1", "b/2", "b/3/x", "c",
+            "d/e/f", "d/e/g", "ä/x", "z/", "z/z",
+        ];
+        for k in keys {
+            let rec = ObjectRecord {
+                info: info(k, k.len() as u64),
+                location: Location::Inline,
+            };
+            cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(b"x")))
+                .unwrap();
+        }
+        // A neighbouring bucket must never leak into b's listings.
+        let rec = ObjectRecord {
+            info: info("a/zzz", 1),
+            location: Location::Inline,
+        };
+        cat.write(|tx| Catalog::put_object(tx, "c", &rec, Some(b"x")))
+            .unwrap();
+        let all: Vec<ObjectInfo> = keys.iter().map(|k| info(k, k.len() as u64)).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        let markers = [
+            None,
+            Some("a"),
+            Some("a/"),
+            Some("a/b"),
+            Some("b/"),
+            Some("b/2"),
+            Some("zz"),
+        ];
+        for prefix in ["", "a", "a/", "b/", "d/", "q"] {
+            for delimiter in [None, Some("/"), Some("b"), Some("//")] {
+                for after in markers {
+                    for max_keys in [1usize, 2, 3, 1000] {
+                        let q = ListQuery {
+                            prefix: prefix.into(),
+                            delimiter: delimiter.map(Into::into),
+                            after: after.map(Into::into),
+                            max_keys,
+                        };
+                        let want = listing::paginate(sorted.clone(), &q);
+                        let got = cat.list_objects("b", &q).unwrap();
+                        let keys_of = |p: &ListPage| {
+                            (
+                                p.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
+                                p.common_prefixes.clone(),
+                                p.is_truncated,
+                                p.last.clone(),
+                            )
+                        };
+                        assert_eq!(keys_of(&got), keys_of(&want), "{q:?}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Random operations against a BTreeMap model, then a reopen: the catalog must agree.
     #[test]
     fn random_operations_match_a_model_and_survive_reopen() {
@@ -747,6 +913,10 @@ mod tests {
                 .collect();
             let want: Vec<(String, u64)> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
             assert_eq!(got, want);
+            // The running totals (what /metrics reads) agree with a full count.
+            let want_totals = (model.values().sum::<u64>(), model.len() as u64);
+            assert_eq!(cat.totals().unwrap(), want_totals);
+            assert_eq!(cat.counted_totals().unwrap(), want_totals);
             for (k, size) in &model {
                 let (_, data) = cat.get_object("b", k).unwrap();
                 assert_eq!(data.unwrap().len() as u64, *size);

@@ -1,8 +1,12 @@
 //! Group commit for the catalog: write jobs from concurrent requests are applied in one redb
 //! write transaction and made durable by a single commit, and each job gets its own result.
-//! Catalog write functions check every precondition before they change anything, so a job
-//! that fails leaves the transaction as it found it and the others still commit. A failed
-//! commit fails every job of its batch; none of them became visible.
+//!
+//! A job that fails may already have changed the transaction before its error (a storage
+//! error half-way through, or a check after a write), and redb has no savepoints inside a
+//! transaction that has been written to. So a batch in which any job failed is aborted and
+//! applied again, in a fresh transaction, without the failed jobs: what commits is exactly
+//! the work of the jobs that succeeded. Jobs are therefore `Fn`, run once per attempt. A
+//! failed commit fails every job of its batch; none of them became visible.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -12,9 +16,49 @@ use tokio::sync::oneshot;
 
 use crate::store::{StoreError, StoreResult};
 
-/// Called once the batch's fate is known: `None` when it committed, else the commit error.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(Result<&WriteTransaction, &str>) -> Finish + Send>;
+/// One writer's job: applied (perhaps more than once, see the module doc), then finished
+/// with the batch's fate.
+trait Job: Send {
+    /// Applies the job in `tx` and keeps its result; true when it succeeded.
+    fn apply(&mut self, tx: &WriteTransaction) -> bool;
+    /// Fails the job without applying it (no transaction could be begun).
+    fn refuse(&mut self, error: &str);
+    /// Hands the kept result to the waiting writer; `commit_error` fails a successful job
+    /// whose batch did not commit.
+    fn finish(self: Box<Self>, commit_error: Option<&str>);
+}
+
+struct Pending<T, F> {
+    f: F,
+    result: Option<StoreResult<T>>,
+    done: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+{
+    fn apply(&mut self, tx: &WriteTransaction) -> bool {
+        let result = (self.f)(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn refuse(&mut self, error: &str) {
+        self.result = Some(Err(StoreError::Internal(format!("catalog: {error}"))));
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&str>) {
+        let result = match (self.result, commit_error) {
+            (None, _) => Err(StoreError::Internal("catalog job was never applied".into())),
+            (Some(Ok(_)), Some(e)) => Err(StoreError::Internal(format!("catalog commit: {e}"))),
+            (Some(r), _) => r,
+        };
+        let _ = self.done.send(result);
+    }
+}
 
 /// Longest a batch waits for more writers when the previous batch had several.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
@@ -22,7 +66,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 const MAX_BATCH: usize = 512;
 
 pub struct Committer {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -39,7 +83,7 @@ impl Drop for Committer {
 
 impl Committer {
     pub fn start(db: Arc<Database>) -> std::io::Result<Committer> {
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("pixelport-catalog".into())
             .spawn(move || run(&db, &rx))?;
@@ -49,24 +93,17 @@ impl Committer {
         })
     }
 
-    /// Applies `f` in the next batch and waits until that batch is durable.
+    /// Applies `f` in the next batch and waits until that batch is durable. `f` may run more
+    /// than once (each time in a fresh transaction) and its last result counts.
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+        f: impl Fn(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (done, wait) = oneshot::channel::<StoreResult<T>>();
-        let job: Job = Box::new(move |tx| {
-            let result = match tx {
-                Ok(tx) => f(tx),
-                Err(e) => Err(StoreError::Internal(format!("catalog: {e}"))),
-            };
-            Box::new(move |commit_error: Option<&str>| {
-                let result = match (result, commit_error) {
-                    (Ok(_), Some(e)) => Err(StoreError::Internal(format!("catalog commit: {e}"))),
-                    (r, _) => r,
-                };
-                let _ = done.send(result);
-            })
+        let job: Box<dyn Job> = Box::new(Pending {
+            f,
+            result: None,
+            done,
         });
         self.jobs
             .as_ref()
@@ -78,7 +115,7 @@ impl Committer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, rx: &mpsc::Receiver<Box<dyn Job>>) {
     let mut last_batch = 1usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -103,24 +140,60 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
             }
         }
         last_batch = batch.len();
-        match db.begin_write() {
-            Ok(tx) => {
-                let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Ok(&tx))).collect();
-                let error = tx.commit().err().map(|e| e.to_string());
-                if let Some(e) = &error {
-                    tracing::error!(error = %e, jobs = finishers.len(), "catalog commit failed");
-                }
-                for finish in finishers {
-                    finish(error.as_deref());
-                }
-            }
+        commit_batch(db, batch);
+    }
+}
+
+/// Applies `batch` and commits what succeeded; see the module doc for failed jobs.
+fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+    let mut failed: Vec<Box<dyn Job>> = Vec::new();
+    loop {
+        let tx = match db.begin_write() {
+            Ok(tx) => tx,
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "cannot begin a catalog transaction");
-                for job in batch {
-                    job(Err(&msg))(Some(&msg));
+                let _ = StoreError::from(e); // raises a fault on an I/O error
+                for mut job in batch {
+                    job.refuse(&msg);
+                    job.finish(Some(&msg));
                 }
+                for job in failed {
+                    job.finish(None);
+                }
+                return;
             }
+        };
+        let outcomes: Vec<bool> = batch.iter_mut().map(|job| job.apply(&tx)).collect();
+        if outcomes.iter().all(|ok| *ok) {
+            let error = tx.commit().err().map(|e| {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, jobs = batch.len(), "catalog commit failed");
+                let _ = StoreError::from(e); // raises a fault on an I/O error
+                msg
+            });
+            for job in batch {
+                job.finish(error.as_deref());
+            }
+            for job in failed {
+                job.finish(None);
+            }
+            return;
+        }
+        // Something failed: nothing of this attempt may commit. Apply the rest again.
+        if let Err(e) = tx.abort() {
+            tracing::warn!(error = %e, "could not abort a catalog transaction");
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        for (job, ok) in batch.into_iter().zip(outcomes) {
+            if ok { kept.push(job) } else { failed.push(job) }
+        }
+        batch = kept;
+        if batch.is_empty() {
+            for job in failed {
+                job.finish(None);
+            }
+            return;
         }
     }
 }
@@ -164,5 +237,38 @@ mod tests {
         assert_eq!(t.len().unwrap(), 180);
         assert_eq!(t.get(7).unwrap().unwrap().value(), 14);
         assert!(t.get(10).unwrap().is_none());
+    }
+
+    /// The bug: a job that wrote and then failed (a storage error half-way through, a check
+    /// after a write) had its half-applied change committed with the rest of its batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_fails_after_writing_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db.redb")).unwrap());
+        let c = Arc::new(Committer::start(db.clone()).unwrap());
+        let mut handles = Vec::new();
+        for i in 0..100u64 {
+            let c = c.clone();
+            handles.push(tokio::spawn(async move {
+                c.write(move |tx| {
+                    tx.open_table(T)?.insert(i, i + 1)?;
+                    if i % 3 == 0 {
+                        return Err(StoreError::InvalidPartOrder);
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            let r = h.await.unwrap();
+            assert_eq!(r.is_ok(), i % 3 != 0, "job {i}: {r:?}");
+        }
+        let rtx = db.begin_read().unwrap();
+        let t = rtx.open_table(T).unwrap();
+        assert_eq!(t.len().unwrap(), 66);
+        for i in 0..100u64 {
+            assert_eq!(t.get(i).unwrap().is_some(), i % 3 != 0, "row {i}");
+        }
     }
 }

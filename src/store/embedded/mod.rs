@@ -38,12 +38,101 @@ pub struct EmbeddedStore {
 }
 
 /// What `fsck` found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FsckReport {
     pub objects: usize,
     pub blobs: usize,
+    /// Blobs in `blobs/` that no catalog entry names.
     pub orphan_blobs: usize,
+    /// Blobs the catalog names that are not on disk.
     pub missing_blobs: usize,
+    /// `catalog.redb` is missing (then every blob counts as orphaned).
+    pub catalog_missing: bool,
+    /// Blobs a start moved to `quarantine/` (orphans kept for the operator).
+    pub quarantined_blobs: usize,
+    /// The running totals (what `/metrics` reports) agree with a count of the records.
+    pub totals_ok: bool,
+}
+
+impl FsckReport {
+    /// A report for a data dir whose catalog is missing, without creating one.
+    pub fn without_catalog(root: &Path) -> std::io::Result<FsckReport> {
+        let blobs = list_blobs_if_any(&root.join("blobs"))?.len();
+        Ok(FsckReport {
+            blobs,
+            orphan_blobs: blobs,
+            catalog_missing: true,
+            quarantined_blobs: list_blobs_if_any(&root.join(QUARANTINE).join("blobs"))?.len(),
+            totals_ok: true,
+            ..FsckReport::default()
+        })
+    }
+
+    /// Whether the store needs the operator (the exit status of `pixelport fsck`).
+    pub fn is_clean(&self) -> bool {
+        self.orphan_blobs == 0 && self.missing_blobs == 0 && !self.catalog_missing
+    }
+
+    /// What each finding means and what to do about it, for a person.
+    pub fn explain(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.catalog_missing {
+            out.push(format!(
+                "catalog.redb is missing, and blobs/ holds {} blobs. The catalog is where \
+                 bucket names, keys and metadata live; blobs hold only bytes. Restore \
+                 catalog.redb from a backup if you have one (then run fsck again). If not, \
+                 `pixelport fsck --recover` makes a new catalog and gives every blob back as \
+                 an object of the bucket `{RECOVERED_BUCKET}` (its key is the blob's name, its \
+                 content type sniffed; the original keys cannot be recovered).",
+                self.blobs
+            ));
+        } else if self.orphan_blobs > 0 {
+            out.push(format!(
+                "{} blobs in blobs/ are named by no catalog entry: left by an interrupted \
+                 write, or the catalog lost their records. The next start moves them to \
+                 quarantine/; `pixelport fsck --recover` gives them back as objects of the \
+                 bucket `{RECOVERED_BUCKET}`.",
+                self.orphan_blobs
+            ));
+        }
+        if self.quarantined_blobs > 0 {
+            out.push(format!(
+                "{} blobs wait in quarantine/ (moved there by a start, never deleted). Check \
+                 them with `pixelport fsck --recover` (objects of `{RECOVERED_BUCKET}`), or \
+                 delete the folder once you know they are not needed.",
+                self.quarantined_blobs
+            ));
+        }
+        if self.missing_blobs > 0 {
+            out.push(format!(
+                "{} blobs the catalog names are missing on disk: those objects cannot be read \
+                 (GET answers an error). Put the files back from a backup of blobs/ if you \
+                 have one; otherwise delete the affected objects with any S3 client.",
+                self.missing_blobs
+            ));
+        }
+        if !self.totals_ok {
+            out.push(
+                "the running totals shown by /metrics disagree with the catalog; \
+                 `pixelport fsck --recover` recounts them."
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+/// The bucket `fsck --recover` gives orphaned blobs back in.
+pub const RECOVERED_BUCKET: &str = "pixelport-recovered";
+
+/// What `fsck --recover` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Recovery {
+    pub bucket: String,
+    /// Keys of the objects made from orphaned or quarantined blobs.
+    pub recovered: Vec<String>,
+    /// The running totals were recounted.
+    pub totals_recounted: bool,
 }
 
 impl EmbeddedStore {
@@ -53,7 +142,7 @@ impl EmbeddedStore {
     /// start: every blob would look orphaned, and they are the only copy of the objects.
     pub fn open(op: Operator, root: &Path, sweep: bool) -> StoreResult<EmbeddedStore> {
         let blobs_dir = root.join("blobs");
-        std::fs::create_dir_all(&blobs_dir)
+        prepare_shards(root, &blobs_dir)
             .map_err(|e| StoreError::Internal(format!("{}: {e}", blobs_dir.display())))?;
         let catalog_path = root.join("catalog.redb");
         if sweep && !catalog_path.exists() {
@@ -62,9 +151,11 @@ impl EmbeddedStore {
                 return Err(StoreError::Internal(format!(
                     "{} is missing, but {} holds {} blobs: refusing to start, because a new \
                      catalog would treat every one of them as orphaned. Restore catalog.redb \
-                     from a backup (or put back the file that was moved), then start again; \
-                     `pixelport fsck` reports what the catalog and the blobs hold. To start \
-                     afresh instead, move {} away first.",
+                     from a backup (or put back the file that was moved), then start again. \
+                     Without a backup, `pixelport fsck --recover` makes a new catalog and \
+                     gives every blob back as an object of the bucket `{RECOVERED_BUCKET}` \
+                     (the original keys are lost with the catalog). To start afresh instead, \
+                     move {} away first.",
                     catalog_path.display(),
                     blobs_dir.display(),
                     blobs.len(),
@@ -98,6 +189,121 @@ impl EmbeddedStore {
         Ok(store)
     }
 
+    /// Offline repair (the daemon must be stopped; redb's lock refuses a second opener):
+    /// every blob no catalog entry names, in `blobs/` or in `quarantine/`, becomes an object
+    /// of `RECOVERED_BUCKET` keyed by the blob's name, so its bytes can be read back with any
+    /// S3 client. Keys and metadata live only in the catalog and cannot be recovered; a
+    /// multipart object's parts come back as separate objects. Recounts the running totals.
+    pub fn recover(&self) -> StoreResult<Recovery> {
+        let mut out = Recovery {
+            bucket: RECOVERED_BUCKET.to_owned(),
+            ..Recovery::default()
+        };
+        // Quarantined blobs go back to their shard first, then count as orphans.
+        let quarantine = self.root.join(QUARANTINE);
+        for blob in list_blobs_if_any(&quarantine.join("blobs")).map_err(StoreError::internal)? {
+            let to = self.root.join(&blob);
+            if to.exists() {
+                continue;
+            }
+            std::fs::rename(quarantine.join(&blob), &to).map_err(StoreError::internal)?;
+            if let Some(dir) = to.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(StoreError::internal)?;
+            }
+        }
+        let (_, referenced) = self.catalog.referenced_blobs()?;
+        let on_disk = list_blobs(&self.root.join("blobs")).map_err(StoreError::internal)?;
+        let mut orphans: Vec<&String> = on_disk.difference(&referenced).collect();
+        orphans.sort();
+        if !orphans.is_empty() {
+            let info = BucketInfo {
+                name: RECOVERED_BUCKET.to_owned(),
+                created_ms: now_ms(),
+            };
+            match self.catalog.write(|tx| Catalog::create_bucket(tx, &info)) {
+                Ok(()) | Err(StoreError::BucketExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for blob in orphans {
+            let record = self.record_for_orphan(blob)?;
+            let key = record.info.key.clone();
+            let create_only = WriteCondition {
+                if_none_match: Some(ETagMatch::Any),
+                ..WriteCondition::default()
+            };
+            let put = self.catalog.write(|tx| {
+                Catalog::put_object_if(tx, RECOVERED_BUCKET, &record, None, &create_only)
+            })?;
+            match put {
+                Ok(_) => out.recovered.push(key),
+                Err(_) => tracing::warn!(
+                    blob,
+                    key,
+                    "a recovered object of that key exists; blob left as it is"
+                ),
+            }
+        }
+        if self.catalog.totals()? != self.catalog.counted_totals()? {
+            self.catalog.write(Catalog::recount_totals)?;
+            out.totals_recounted = true;
+        }
+        Ok(out)
+    }
+
+    /// The object record `recover` makes for the orphaned blob `blob` (a path under the root).
+    fn record_for_orphan(&self, blob: &str) -> StoreResult<ObjectRecord> {
+        use md5::Digest;
+        use std::io::Read;
+        let path = self.root.join(blob);
+        let mut file = std::fs::File::open(&path).map_err(StoreError::internal)?;
+        let meta = file.metadata().map_err(StoreError::internal)?;
+        let mut md5 = md5::Md5::new();
+        let mut head: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = file.read(&mut buf).map_err(StoreError::internal)?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < 64 {
+                head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+            }
+            md5.update(&buf[..n]);
+        }
+        let content_type = crate::imaging::decode::sniff(&head)
+            .map(|f| crate::imaging::negotiate::mime_type(f).to_owned())
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let name = blob.rsplit('/').next().unwrap_or(blob).to_owned();
+        Ok(ObjectRecord {
+            info: ObjectInfo {
+                key: name,
+                size: meta.len(),
+                etag: hex::encode(md5.finalize()),
+                last_modified_ms: modified_ms,
+                attrs: ObjectAttrs {
+                    content_type: Some(content_type),
+                    ..ObjectAttrs::default()
+                },
+                checksums: Default::default(),
+                parts: 0,
+            },
+            location: Location::Blobs {
+                segments: vec![Segment {
+                    blob: blob.to_owned(),
+                    size: meta.len(),
+                }],
+            },
+        })
+    }
+
     /// Compares catalog and blob files; with `sweep`, moves orphaned blobs into
     /// `quarantine/` (same relative path), where nothing reads or deletes them.
     pub fn check(&self, sweep: bool) -> StoreResult<FsckReport> {
@@ -123,6 +329,11 @@ impl EmbeddedStore {
             blobs: on_disk.len(),
             orphan_blobs: orphans,
             missing_blobs: missing,
+            catalog_missing: false,
+            quarantined_blobs: list_blobs_if_any(&self.root.join(QUARANTINE).join("blobs"))
+                .map_err(StoreError::internal)?
+                .len(),
+            totals_ok: self.catalog.totals()? == self.catalog.counted_totals()?,
         })
     }
 
@@ -194,8 +405,41 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Internal(format!("catalog task failed: {e}")))?
 }
 
+/// Creates `blobs/` and its 256 shard directories (`00`..`ff`, the first two hex digits of a
+/// blob's name), each made durable by an fsync of its parent, so that no catalog commit can
+/// point into a directory entry a power cut could lose. Later writes only add files to a
+/// shard, and `make_blob` fsyncs the shard after each.
+fn prepare_shards(root: &Path, blobs_dir: &Path) -> std::io::Result<()> {
+    let fsync_dir = |dir: &Path| std::fs::File::open(dir).and_then(|d| d.sync_all());
+    if !blobs_dir.is_dir() {
+        std::fs::create_dir_all(blobs_dir)?;
+        fsync_dir(root)?;
+    }
+    let mut created = false;
+    for shard in 0..=255u8 {
+        let dir = blobs_dir.join(format!("{shard:02x}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if created {
+        fsync_dir(blobs_dir)?;
+    }
+    Ok(())
+}
+
 /// Where the start-up sweep moves blobs no catalog entry names.
 pub const QUARANTINE: &str = "quarantine";
+
+/// `list_blobs`, or nothing when `dir` does not exist.
+fn list_blobs_if_any(dir: &Path) -> std::io::Result<HashSet<String>> {
+    match list_blobs(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        other => other,
+    }
+}
 
 fn list_blobs(dir: &Path) -> std::io::Result<HashSet<String>> {
     let mut out = HashSet::new();
@@ -376,7 +620,7 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<ObjectInfo> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
         self.committer
-            .write(move |tx| Catalog::update_attrs(tx, &b, &k, attrs, now_ms()))
+            .write(move |tx| Catalog::update_attrs(tx, &b, &k, attrs.clone(), now_ms()))
             .await
     }
 
@@ -565,6 +809,21 @@ mod tests {
         let (_, s, _) = store.read_object(b, k, range).await.unwrap();
         let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
         chunks.concat()
+    }
+
+    /// The bug: a blob's shard directory was created by the first write into it, and only
+    /// the shard (not its parent) was fsynced, so a power cut could lose the directory
+    /// entry of a shard a committed record points into.
+    #[tokio::test]
+    async fn every_shard_exists_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = open(dir.path()).await;
+        for shard in 0..=255u8 {
+            assert!(
+                dir.path().join(format!("blobs/{shard:02x}")).is_dir(),
+                "shard {shard:02x}"
+            );
+        }
     }
 
     #[tokio::test]
