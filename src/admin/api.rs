@@ -16,7 +16,7 @@ use super::auth::Login;
 use super::builder::BuildRequest;
 use super::catalog::StoredKey;
 use super::{AdminError, AdminState, Principal, SESSION_COOKIE};
-use crate::http::PeerAddr;
+use crate::server::PeerAddr;
 use crate::store::spool::ChecksumSet;
 use crate::store::{CompletedPart, ListQuery, ObjectAttrs, ObjectInfo};
 

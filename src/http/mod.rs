@@ -16,10 +16,6 @@ use axum::response::IntoResponse;
 
 use crate::admin::AdminState;
 
-/// The client's address, put into every request's extensions by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
 pub(crate) async fn health() -> impl IntoResponse {
     (
         StatusCode::OK,

@@ -17,6 +17,10 @@ use tokio::sync::{Semaphore, watch};
 
 use conn::{Busy, IdleIo, TimeoutBody};
 
+/// The client's address, put into every request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The request body every door's service receives: hyper's, with the body clock.
 pub type RequestBody = TimeoutBody<Incoming>;
 
@@ -85,7 +89,7 @@ impl Drop for Open {
 /// Accepts connections until `stop` and serves each with `svc`, within `limits`: past the
 /// connection cap a connection is answered 503 and closed at once, so one listener's crowd
 /// never takes the descriptors the others need. `tag_peer`: put the client's address into
-/// every request's extensions ([`crate::http::PeerAddr`]; the admin listener's login limit
+/// every request's extensions ([`PeerAddr`]; the admin listener's login limit
 /// needs it, and it costs an allocation per request).
 pub async fn accept_loop<S, B>(
     listener: TcpListener,
@@ -147,7 +151,7 @@ pub async fn accept_loop<S, B>(
                     let guard = busy.enter();
                     let mut req = req.map(|b| TimeoutBody::new(b, body_timeout));
                     if tag_peer {
-                        req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                        req.extensions_mut().insert(PeerAddr(peer));
                     }
                     let call = inner.call(req);
                     async move {
