@@ -637,23 +637,26 @@ impl Catalog {
     }
 
     /// Every blob some record names: object segments and uploaded parts.
-    pub fn referenced_blobs(&self) -> StoreResult<(usize, HashSet<String>)> {
+    /// Every blob a record names, with (bytes, objects) counted from the records (what the
+    /// running totals must agree with), in one pass.
+    pub fn referenced_blobs(&self) -> StoreResult<((u64, u64), HashSet<String>)> {
         let tx = self.db.begin_read()?;
         let mut set = HashSet::new();
-        let mut objects = 0;
+        let (mut bytes, mut objects) = (0u64, 0u64);
         for e in tx.open_table(OBJECTS)?.iter()? {
             let (_, v) = e?;
+            let record = decode::<ObjectRecord>(v.value())?;
+            bytes += record.info.size;
             objects += 1;
-            set.extend(decode::<ObjectRecord>(v.value())?.location.blobs());
+            set.extend(record.location.blobs());
         }
         for e in tx.open_table(PARTS)?.iter()? {
             let (_, v) = e?;
             set.insert(decode::<PartRecord>(v.value())?.blob);
         }
-        Ok((objects, set))
+        Ok(((bytes, objects), set))
     }
 
-    /// Total bytes and count of stored objects.
     /// (bytes, objects) stored, from the running totals.
     pub fn totals(&self) -> StoreResult<(u64, u64)> {
         let tx = self.db.begin_read()?;
@@ -661,19 +664,6 @@ impl Catalog {
             .open_table(TOTALS)?
             .get(ALL)?
             .map_or((0, 0), |v| v.value()))
-    }
-
-    /// (bytes, objects) counted by a scan of every record (fsck and tests check the running
-    /// totals against it).
-    pub fn counted_totals(&self) -> StoreResult<(u64, u64)> {
-        let tx = self.db.begin_read()?;
-        let (mut bytes, mut count) = (0u64, 0u64);
-        for e in tx.open_table(OBJECTS)?.iter()? {
-            let (_, v) = e?;
-            bytes += decode::<ObjectRecord>(v.value())?.info.size;
-            count += 1;
-        }
-        Ok((bytes, count))
     }
 }
 
@@ -916,7 +906,7 @@ mod tests {
             // The running totals (what /metrics reads) agree with a full count.
             let want_totals = (model.values().sum::<u64>(), model.len() as u64);
             assert_eq!(cat.totals().unwrap(), want_totals);
-            assert_eq!(cat.counted_totals().unwrap(), want_totals);
+            assert_eq!(cat.referenced_blobs().unwrap().0, want_totals);
             for (k, size) in &model {
                 let (_, data) = cat.get_object("b", k).unwrap();
                 assert_eq!(data.unwrap().len() as u64, *size);
