@@ -48,6 +48,8 @@ pub enum AppError {
     Cache(String),
     #[error("admin: {0}")]
     Admin(String),
+    #[error("tunnel: {0}")]
+    Tunnel(String),
 }
 
 /// Opens the derivative cache, or `None` when `[cache] enabled = false`. A corrupt or
@@ -411,7 +413,8 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
                 .unwrap_or_else(|_| config.admin.listen.clone()),
         },
     )?;
-    let admin = hyper_util::service::TowerToHyperService::new(crate::admin::router(admin_state));
+    let admin =
+        hyper_util::service::TowerToHyperService::new(crate::admin::router(admin_state.clone()));
 
     tracing::info!(
         s3 = %config.s3.listen, images = %config.images.listen, admin = %config.admin.listen,
@@ -419,9 +422,42 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         "pixelport {} listening", env!("CARGO_PKG_VERSION")
     );
 
+    // The tunnel reaches the same doors, with the edge's forwarded headers trusted.
+    let (tunnel_stop_tx, tunnel_stop_rx) = watch::channel(false);
+    let tunnel = crate::tunnel::connector::start(
+        &config.tunnel,
+        &config.server.data_dir,
+        config.server.shutdown_grace.0,
+        crate::tunnel::connector::Doors {
+            images: crate::server::tunnel_door(
+                images.clone(),
+                door("images", images_cap),
+                graceful.clone(),
+            ),
+            s3: crate::server::tunnel_door(s3_svc.clone(), door("s3", s3_cap), graceful.clone()),
+            admin: crate::server::tunnel_door(
+                admin.clone(),
+                door("admin", admin_cap),
+                graceful.clone(),
+            ),
+        },
+        metrics.clone(),
+        tunnel_stop_rx,
+    )
+    .map_err(|e| AppError::Tunnel(e.to_string()))?;
+    let tunnel_tasks = match tunnel {
+        Some((status, tasks)) => {
+            tracing::info!(links = tasks.len(), "tunnel: dialling the joined edges");
+            let _ = admin_state.tunnel.set(status);
+            tasks
+        }
+        None => Vec::new(),
+    };
+
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(accept_loop(
         admin_listener,
+        crate::server::Acceptor::Tcp,
         admin,
         door("admin", admin_cap),
         true,
@@ -430,6 +466,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     ));
     let s3_task = tokio::spawn(accept_loop(
         s3_listener,
+        crate::server::Acceptor::Tcp,
         s3_svc,
         door("s3", s3_cap),
         false,
@@ -457,8 +494,11 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
 
     wait_for_signal(signals).await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
-    // Listeners close one after another, S3 last, so that once the S3 listener refuses
-    // connections, none of the others accepts any more either.
+    // The tunnel drains first: each edge stops sending new requests while the appliance
+    // still serves those in flight. Then the listeners close one after another, S3 last,
+    // so that once the S3 listener refuses connections, none of the others accepts any
+    // more either.
+    let _ = tunnel_stop_tx.send(true);
     let _ = images_stop_tx.send(true);
     let mut image_threads = Vec::new();
     for (thread, accepting) in image_runtimes {
@@ -473,7 +513,16 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     for t in eager_tasks {
         let _ = t.await;
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    // Each link ends once its edge has closed the drained connection (or the grace ran out).
+    for t in tunnel_tasks {
+        let _ = t.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
+        // A bug, not a user's problem: something still holds the shutdown helper, and
+        // in-flight requests will not be waited for.
+        tracing::error!("shutdown helper still shared; in-flight requests are not waited for");
+        GracefulShutdown::new()
+    });
     match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed; bye"),
         Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
@@ -582,7 +631,18 @@ fn spawn_image_runtimes(
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_loop(l, svc, limits, false, stop, graceful).await,
+                        Ok(l) => {
+                            accept_loop(
+                                l,
+                                crate::server::Acceptor::Tcp,
+                                svc,
+                                limits,
+                                false,
+                                stop,
+                                graceful,
+                            )
+                            .await
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "image listener thread cannot accept")
                         }
@@ -680,6 +740,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         s3_url: p.s3_url,
         started: Instant::now(),
         started_at: time::OffsetDateTime::now_utc(),
+        tunnel: std::sync::OnceLock::new(),
     });
     state.load_public().map_err(|e| admin_err(e.to_string()))?;
     let n = state.load_keys().map_err(|e| admin_err(e.to_string()))?;
@@ -741,51 +802,89 @@ async fn flush_access(cache: crate::cache::DerivativeCache, warnings: &Throttle)
     }
 }
 
-/// SIGTERM and SIGINT, caught from the start of `serve`: a signal that arrives while the
-/// listeners are still being started must stop the daemon gracefully, not kill it.
+/// SIGTERM and SIGINT (and SIGHUP for the edge's certificate reload), caught from the
+/// start of a role: a signal that arrives while the listeners are still being started must
+/// stop the daemon gracefully, not kill it.
 #[cfg(unix)]
-type Signals = (
-    std::io::Result<tokio::signal::unix::Signal>,
-    std::io::Result<tokio::signal::unix::Signal>,
-);
+pub struct Signals {
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
 #[cfg(not(unix))]
-type Signals = ();
+pub struct Signals;
 
-fn catch_signals() -> Signals {
+/// What a caught signal asks for.
+pub enum Signal {
+    Stop,
+    Reload,
+}
+
+pub fn catch_signals() -> Signals {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        )
+        Signals {
+            term: signal(SignalKind::terminate()),
+            int: signal(SignalKind::interrupt()),
+            hup: None,
+        }
     }
+    #[cfg(not(unix))]
+    Signals
 }
 
-async fn wait_for_signal(signals: Signals) {
+/// As [`catch_signals`], and SIGHUP becomes [`Signal::Reload`] instead of ending the process.
+pub fn catch_signals_with_reload() -> Signals {
+    #[allow(unused_mut)]
+    let mut s = catch_signals();
     #[cfg(unix)]
     {
-        match signals {
-            (Ok(mut term), Ok(mut int)) => {
+        use tokio::signal::unix::{SignalKind, signal};
+        s.hup = signal(SignalKind::hangup()).ok();
+    }
+    s
+}
+
+/// The next signal (or an unrecoverable storage fault, as a stop).
+pub async fn next_signal(signals: &mut Signals) -> Signal {
+    #[cfg(unix)]
+    {
+        let hup = async {
+            match signals.hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        match (&mut signals.term, &mut signals.int) {
+            (Ok(term), Ok(int)) => {
                 tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                    _ = crate::fatal::wait() => {}
+                    _ = term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+                    _ = int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+                    _ = hup => { tracing::info!("SIGHUP received"); Signal::Reload }
+                    _ = crate::fatal::wait() => Signal::Stop,
                 }
             }
             _ => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = crate::fatal::wait() => {}
+                    _ = tokio::signal::ctrl_c() => Signal::Stop,
+                    _ = crate::fatal::wait() => Signal::Stop,
                 }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let () = signals;
+        let _ = signals;
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
+}
+
+async fn wait_for_signal(mut signals: Signals) {
+    while let Signal::Reload = next_signal(&mut signals).await {}
 }
 
 /// Checks the embedded store (the daemon must not be running). Without `recover` nothing is

@@ -182,6 +182,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub cache: CacheSection,
     pub limits: crate::server::limits::LimitsConfig,
+    pub tunnel: crate::tunnel::config::TunnelConfig,
+    pub edge: crate::edge::config::EdgeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,18 +201,23 @@ pub struct ServerConfig {
     pub min_free_space: ByteSize,
 }
 
+/// systemd's `$STATE_DIRECTORY` (`StateDirectory=`), else `fallback`: a role's default
+/// data dir.
+pub fn state_directory(fallback: &str) -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            // systemd may pass several colon-separated directories: the first one is ours.
+            let s = v.to_string_lossy().into_owned();
+            PathBuf::from(s.split(':').next().unwrap_or_default())
+        })
+        .unwrap_or_else(|| PathBuf::from(fallback))
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
-        let data_dir = std::env::var_os("STATE_DIRECTORY")
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                // systemd may pass several colon-separated directories: the first one is ours.
-                let s = v.to_string_lossy().into_owned();
-                PathBuf::from(s.split(':').next().unwrap_or_default())
-            })
-            .unwrap_or_else(|| PathBuf::from("./pixelport-data"));
         Self {
-            data_dir,
+            data_dir: state_directory("./pixelport-data"),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace: Seconds(Duration::from_secs(30)),
@@ -464,6 +471,12 @@ impl Config {
         self.limits
             .validate()
             .map_err(|e| invalid(&format!("limits.{}", e.key), e.message))?;
+        self.tunnel
+            .validate()
+            .map_err(|(key, message)| invalid(&format!("tunnel.{key}"), message))?;
+        self.edge
+            .validate()
+            .map_err(|(key, message)| invalid(&format!("edge.{key}"), message))?;
         if self.admin.user.is_empty() {
             return Err(invalid("admin.user", "must not be empty"));
         }

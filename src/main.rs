@@ -59,6 +59,21 @@ enum Command {
         #[arg(long)]
         recover: bool,
     },
+    /// Run the public edge: HTTPS for the world, the tunnel listener appliances dial into.
+    /// Subcommands pair and revoke appliances.
+    Edge {
+        #[command(subcommand)]
+        action: Option<EdgeCommand>,
+        #[arg(long, short, env = "PIXELPORT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The appliance's side of the tunnel: join an edge, show what was joined.
+    Tunnel {
+        #[command(subcommand)]
+        action: TunnelCommand,
+        #[arg(long, short, env = "PIXELPORT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Read a password from standard input (its first line) and print its argon2id hash for
     /// [admin] password_hash.
     HashPassword,
@@ -87,6 +102,188 @@ enum CacheCommand {
         #[arg(long, requires = "bucket")]
         key: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum EdgeCommand {
+    /// Print a one-line join token for an appliance (stdout carries the token only).
+    Pair {
+        /// A public hostname the appliance will serve (repeatable).
+        #[arg(long = "hostname", required = true)]
+        hostnames: Vec<String>,
+        /// The appliance listener these hostnames reach.
+        #[arg(long, default_value = "images", value_parser = ["images", "s3", "admin"])]
+        door: String,
+        /// The address appliances dial (host:port); default [edge] public_address, else the
+        /// first hostname with tunnel_listen's port.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Remove an appliance identity (pin prefix of 8+ hex digits, or its node name); its
+    /// live connections close.
+    Revoke { selector: String },
+    /// List the enrolled appliance identities (JSON).
+    List,
+}
+
+#[derive(Subcommand)]
+enum TunnelCommand {
+    /// Enrol this appliance with an edge, using the token from `pixelport edge pair`.
+    Join { token: String },
+    /// Print the joined edges and this appliance's identity (JSON).
+    Status,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("pixelport: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn edge_command(config: Config, action: Option<EdgeCommand>) -> ExitCode {
+    match action {
+        None => {
+            init_logs(&config);
+            let rt = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match rt.block_on(pixelport::edge::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("edge cannot start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(EdgeCommand::Pair {
+            hostnames,
+            door,
+            address,
+        }) => {
+            let door = door
+                .parse()
+                .unwrap_or(pixelport::tunnel::frame::Door::Images);
+            match pixelport::edge::pair::pair(&config.edge, &hostnames, door, address.as_deref()) {
+                Ok(token) => {
+                    println!("{token}");
+                    eprintln!(
+                        "pixelport: edge pair: on the appliance, run `pixelport tunnel join <token>` within {} (the token works once)",
+                        config.edge.pair_ttl
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pixelport: edge pair: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(EdgeCommand::Revoke { selector }) => {
+            match pixelport::edge::pair::revoke(&config.edge.data_dir, &selector) {
+                Ok(gone) if gone.is_empty() => {
+                    eprintln!("pixelport: edge revoke: no identity matches `{selector}`");
+                    ExitCode::from(1)
+                }
+                Ok(gone) => {
+                    for g in gone {
+                        println!("revoked {} ({})", g.node, g.pin);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pixelport: edge revoke: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(EdgeCommand::List) => match pixelport::edge::pair::list(&config.edge.data_dir) {
+            Ok(list) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pixelport: edge list: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn tunnel_command(config: Config, action: TunnelCommand) -> ExitCode {
+    let data_dir = config.server.data_dir.clone();
+    match action {
+        TunnelCommand::Join { token } => {
+            let rt = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match rt.block_on(pixelport::tunnel::join::join(
+                &token,
+                &config.tunnel,
+                &data_dir,
+            )) {
+                Ok(out) => {
+                    println!(
+                        "Joined {} (identity {}).",
+                        out.edge,
+                        &out.pin[..16.min(out.pin.len())]
+                    );
+                    for g in &out.grants {
+                        println!("  https://{}/ -> {} listener", g.hostname, g.door.as_str());
+                    }
+                    println!(
+                        "Saved to {}; `pixelport serve` now connects by itself.",
+                        pixelport::tunnel::config::Joined::path(&data_dir).display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pixelport: tunnel join: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        TunnelCommand::Status => {
+            let joined = match pixelport::tunnel::config::Joined::load(&data_dir) {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("pixelport: tunnel status: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let pin = pixelport::tunnel::identity::Identity::load(
+                &data_dir.join(pixelport::tunnel::config::CLIENT_IDENTITY),
+                None,
+            )
+            .map(|i| i.pin())
+            .ok();
+            let live = match runtime() {
+                Ok(rt) => match rt.block_on(pixelport::admin::cli::tunnel_links(&config)) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => serde_json::json!("the daemon is not running"),
+                    Err(e) => serde_json::json!(e.to_string()),
+                },
+                Err(code) => return code,
+            };
+            let out = serde_json::json!({
+                "live": live,
+                "enabled": config.tunnel.enabled,
+                "connections_per_edge": config.tunnel.connections,
+                "identity_pin": pin,
+                "edges": joined.edges,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn load(file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
@@ -203,6 +400,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Edge { action, config } => match load(config.as_deref()) {
+            Ok(c) => edge_command(c, action),
+            Err(code) => code,
+        },
+        Command::Tunnel { action, config } => match load(config.as_deref()) {
+            Ok(c) => tunnel_command(c, action),
+            Err(code) => code,
+        },
         Command::HashPassword => {
             let mut line = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut line) {

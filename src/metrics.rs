@@ -55,6 +55,12 @@ pub struct Metrics {
     pub connections: prometheus::IntGaugeVec,
     /// Connections turned away at a listener's cap, per listener.
     pub connections_refused: IntCounterVec,
+    /// Open tunnel connections to edges (`pixelport_tunnel_connections`).
+    pub tunnel_connections: IntGauge,
+    /// Requests that arrived through the tunnel, per door.
+    pub tunnel_requests: IntCounterVec,
+    /// Tunnel connections lost or refused and dialled again.
+    pub tunnel_reconnects: IntCounter,
     /// `imgproxy_status_codes_total{status="200"}`, made on first use.
     status_ok: std::sync::OnceLock<IntCounter>,
 }
@@ -201,7 +207,28 @@ impl Metrics {
         )?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
+        let tunnel_connections = IntGauge::new(
+            "pixelport_tunnel_connections",
+            "Open tunnel connections from this appliance to its edges.",
+        )?;
+        let tunnel_requests = IntCounterVec::new(
+            Opts::new(
+                "pixelport_tunnel_requests_total",
+                "Requests that arrived through the tunnel, per door.",
+            ),
+            &["door"],
+        )?;
+        let tunnel_reconnects = IntCounter::new(
+            "pixelport_tunnel_reconnects_total",
+            "Tunnel connections lost (or refused) and dialled again.",
+        )?;
+        registry.register(Box::new(tunnel_connections.clone()))?;
+        registry.register(Box::new(tunnel_requests.clone()))?;
+        registry.register(Box::new(tunnel_reconnects.clone()))?;
         Ok(Self {
+            tunnel_connections,
+            tunnel_requests,
+            tunnel_reconnects,
             connections,
             connections_refused,
             registry,

@@ -171,7 +171,18 @@ pub async fn overview(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Va
         "cache": cache_json(&state),
         "traffic": state.metrics.traffic.minutes(),
         "errors": state.metrics.traffic.errors(),
+        "tunnel": state.tunnel.get().map(|t| t.snapshot()),
     })))
+}
+
+/// The tunnel's links: edge, slot, state, reconnects, last error (`[]` when not joined).
+pub async fn tunnel(State(state): State<Arc<AdminState>>) -> Json<Value> {
+    let links = state.tunnel.get().map(|t| t.snapshot()).unwrap_or_default();
+    Json(json!({
+        "joined": state.tunnel.get().is_some(),
+        "ready": state.tunnel.get().is_none_or(|t| t.ready()),
+        "links": links,
+    }))
 }
 
 pub async fn cache_stats(State(state): State<Arc<AdminState>>) -> Json<Value> {

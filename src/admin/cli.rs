@@ -91,6 +91,24 @@ enum Api {
 }
 
 async fn via_api(config: &Config, action: &CacheAction) -> Result<Api, CliError> {
+    match action {
+        CacheAction::Stats => call(config, "/api/cache", None).await,
+        CacheAction::Purge { .. } => {
+            call(config, "/api/cache/purge", Some(action.purge_body())).await
+        }
+    }
+}
+
+/// The tunnel links of the running daemon (`GET /api/tunnel`); `None` when it is not running.
+pub async fn tunnel_links(config: &Config) -> Result<Option<Value>, CliError> {
+    Ok(match call(config, "/api/tunnel", None).await? {
+        Api::Answered(v) => Some(v),
+        Api::NotRunning => None,
+    })
+}
+
+/// GET `path` (or POST `body` as JSON) on the running daemon's admin API, with its token.
+async fn call(config: &Config, path: &str, body: Option<Value>) -> Result<Api, CliError> {
     let base = admin_base(config);
     let err = |message: String| CliError::Api {
         url: base.clone(),
@@ -101,12 +119,12 @@ async fn via_api(config: &Config, action: &CacheAction) -> Result<Api, CliError>
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| err(e.to_string()))?;
-    let req = match action {
-        CacheAction::Stats => client.get(format!("{base}/api/cache")),
-        CacheAction::Purge { .. } => client
-            .post(format!("{base}/api/cache/purge"))
+    let req = match body {
+        None => client.get(format!("{base}{path}")),
+        Some(body) => client
+            .post(format!("{base}{path}"))
             .header("content-type", "application/json")
-            .body(action.purge_body().to_string()),
+            .body(body.to_string()),
     };
     let req = match token(config) {
         Some(t) => req.bearer_auth(t),

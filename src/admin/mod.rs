@@ -180,6 +180,8 @@ pub struct AdminState {
     pub s3_url: String,
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
+    /// The tunnel connector's links, once it started (none when nothing was joined).
+    pub tunnel: std::sync::OnceLock<Arc<crate::tunnel::connector::Status>>,
 }
 
 impl AdminState {
@@ -351,6 +353,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/keys", get(api::list_keys).post(api::create_key))
         .route("/api/keys/{access_key}", delete(api::delete_key))
         .route("/api/settings", get(api::settings))
+        .route("/api/tunnel", get(api::tunnel))
         .route("/img/{*path}", get(api::image).head(api::image))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

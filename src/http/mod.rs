@@ -76,6 +76,11 @@ pub(crate) async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResp
             Err(e) => problems.push(format!("cache: {e}")),
         }
     }
+    if let Some(t) = state.tunnel.get()
+        && !t.ready()
+    {
+        problems.push("tunnel: not connected to every joined edge (see /api/tunnel)".into());
+    }
     let cache = if state.images.cache.is_some() {
         "enabled"
     } else {

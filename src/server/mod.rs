@@ -86,31 +86,67 @@ impl Drop for Open {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a door's service is: hyper's service over [`RequestBody`], cheap to clone per
+/// connection, its futures sendable to any worker.
+pub trait DoorService<B>:
+    hyper::service::Service<
+        hyper::Request<RequestBody>,
+        Response = hyper::Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> DoorService<B> for S where
+    S: hyper::service::Service<
+            hyper::Request<RequestBody>,
+            Response = hyper::Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// What a door's response body is.
+pub trait DoorBody: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> DoorBody for B where B: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static
+{}
+
+/// How a door's connections arrive: plain TCP, or TLS over TCP (rustls).
+#[derive(Clone)]
+pub enum Acceptor {
+    Tcp,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
 /// Accepts connections until `stop` and serves each with `svc`, within `limits`: past the
-/// connection cap a connection is answered 503 and closed at once, so one listener's crowd
-/// never takes the descriptors the others need. `tag_peer`: put the client's address into
-/// every request's extensions ([`PeerAddr`]; the admin listener's login limit
-/// needs it, and it costs an allocation per request).
+/// connection cap a connection is answered 503 (closed, over TLS) at once, so one listener's
+/// crowd never takes the descriptors the others need. `tag_peer`: put the client's address
+/// into every request's extensions ([`PeerAddr`]; the admin listener's login limit needs
+/// it, and it costs an allocation per request).
+#[allow(clippy::too_many_arguments)]
 pub async fn accept_loop<S, B>(
     listener: TcpListener,
+    acceptor: Acceptor,
     svc: S,
     limits: DoorLimits,
     tag_peer: bool,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
 ) where
-    S: hyper::service::Service<hyper::Request<RequestBody>, Response = hyper::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: DoorService<B>,
+    B: DoorBody,
 {
     let name = limits.name;
-    let builder = limits.builder();
+    let builder = Arc::new(limits.builder());
     let gauge = limits
         .metrics
         .as_ref()
@@ -135,7 +171,9 @@ pub async fn accept_loop<S, B>(
                         c.inc();
                     }
                     tracing::debug!(listener = name, %peer, "connection cap reached; answered 503");
-                    conn::refuse(stream);
+                    if matches!(acceptor, Acceptor::Tcp) {
+                        conn::refuse(stream);
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -147,9 +185,8 @@ pub async fn accept_loop<S, B>(
                 let io = IdleIo::new(stream, limits.idle_timeout, busy.clone());
                 let inner = svc.clone();
                 let body_timeout = limits.body_timeout;
-                let with_limits = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let guard = busy.enter();
-                    let mut req = req.map(|b| TimeoutBody::new(b, body_timeout));
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let (mut req, guard) = admit(req, &busy, body_timeout);
                     if tag_peer {
                         req.extensions_mut().insert(PeerAddr(peer));
                     }
@@ -160,10 +197,36 @@ pub async fn accept_loop<S, B>(
                         resp
                     }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), with_limits).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                // A watcher, not the Arc: shutdown takes the GracefulShutdown back while
+                // connections are still open.
+                let watcher = graceful.watcher();
+                let acceptor = acceptor.clone();
+                let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let served = match acceptor {
+                        Acceptor::Tcp => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Acceptor::Tls(tls) => {
+                            match tokio::time::timeout(handshake_timeout, tls.accept(io)).await {
+                                Ok(Ok(stream)) => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(listener = name, error = %e, "connection ended with an error");
                     }
                     drop((permit, open));
@@ -172,4 +235,81 @@ pub async fn accept_loop<S, B>(
             _ = stop.changed() => break,
         }
     }
+}
+
+/// A request as a door's service gets it: counted busy (the connection's idle clock
+/// waits while it is handled) until the guard drops, its body on the body clock.
+fn admit(
+    req: hyper::Request<Incoming>,
+    busy: &Busy,
+    body_timeout: Duration,
+) -> (hyper::Request<RequestBody>, conn::BusyGuard) {
+    (req.map(|b| TimeoutBody::new(b, body_timeout)), busy.enter())
+}
+
+/// Marks a request that came through the tunnel: its forwarded headers were set by the
+/// edge, and its [`PeerAddr`] is the public client the edge saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Tunneled;
+
+/// The client the edge reported: the last `X-Forwarded-For` entry (the edge appends its
+/// peer; anything before it is what the client claimed).
+pub fn forwarded_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|s| !s.is_empty())?;
+    last.parse().ok()
+}
+
+/// A door as the tunnel reaches it: each stream is one HTTP/1.1 connection served by `svc`
+/// under the door's header, idle and body clocks. The edge's forwarded headers are trusted
+/// here, and only here: the request's [`PeerAddr`] is the client the edge saw.
+pub fn tunnel_door<S, B>(
+    svc: S,
+    limits: DoorLimits,
+    graceful: Arc<GracefulShutdown>,
+) -> crate::tunnel::connector::StreamHandler
+where
+    S: DoorService<B> + Sync,
+    B: DoorBody,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_size)
+        .max_headers(128);
+    let builder = Arc::new(builder);
+    Arc::new(move |io: crate::tunnel::stream::TunnelIo| {
+        let busy = Busy::default();
+        let io = IdleIo::new(io, limits.idle_timeout, busy.clone());
+        let inner = svc.clone();
+        let body_timeout = limits.body_timeout;
+        let trusted = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let (mut req, guard) = admit(req, &busy, body_timeout);
+            let client =
+                forwarded_client(req.headers()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            req.extensions_mut()
+                .insert(PeerAddr(std::net::SocketAddr::new(client, 0)));
+            req.extensions_mut().insert(Tunneled);
+            let call = inner.call(req);
+            async move {
+                let resp = call.await;
+                drop(guard);
+                resp
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), trusted);
+        let conn = graceful.watch(conn);
+        let name = limits.name;
+        Box::pin(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = name, error = %e, "tunnel stream ended with an error");
+            }
+        })
+    })
 }

@@ -83,6 +83,21 @@ function errorsTable(errors) {
       h('td', { class: 'break' }, e.message || ''))))));
 }
 
+/** The tunnel's links to its edges (null when this appliance joined none). */
+function tunnelCard(links) {
+  if (!Array.isArray(links)) return null;
+  const up = links.filter((l) => l.state === 'connected').length;
+  return h('section', { class: 'card', id: 'dash-tunnel' },
+    h('h2', null, `Tunnel: ${up} of ${links.length} connections up`),
+    h('table', null,
+      h('thead', null, h('tr', null,
+        h('th', null, 'Edge'), h('th', null, 'Slot'), h('th', null, 'State'),
+        h('th', null, 'Reconnects'), h('th', null, 'Last error'))),
+      h('tbody', null, ...links.map((l) => h('tr', null,
+        h('td', null, l.edge), h('td', null, String(l.slot)), h('td', null, l.state),
+        h('td', null, fmtNumber(l.reconnects)), h('td', null, l.last_error || '—'))))));
+}
+
 function draw(box, o) {
   const store = o.store || {};
   const cache = o.cache || {};
@@ -97,6 +112,7 @@ function draw(box, o) {
         `${fmtBytes(cache.bytes)} of ${fmtBytes(cache.max_bytes)}`),
       stat('dash-hit-ratio', 'Cache hit ratio', pct(cache.hit_ratio),
         `${fmtNumber(cache.hits)} hits, ${fmtNumber(cache.misses)} misses`)),
+    tunnelCard(o.tunnel),
     h('section', { class: 'card' },
       h('h2', null, 'Traffic, last hour'),
       h('p', { class: 'legend' },

@@ -1,0 +1,136 @@
+//! The edge admin door: `/metrics` (requests, latency and errors by hostname; connections
+//! per appliance), `/health` (the process answers) and `/ready` (every granted hostname has
+//! at least one appliance connected).
+//!
+//! What must stay true: the `host` label only takes granted hostnames (or `other`), so a
+//! client cannot grow the number of series by sending made-up `Host` headers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+use super::EdgeState;
+use super::proxy::EdgeBody;
+
+pub struct EdgeMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    connections: IntGaugeVec,
+}
+
+impl EdgeMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "pixelport_edge_requests_total",
+                "Public requests by granted hostname and status.",
+            ),
+            &["host", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pixelport_edge_request_duration_seconds",
+                "Time to the response headers, by hostname.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["host"],
+        )?;
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "pixelport_edge_tunnel_connections",
+                "Open tunnel connections per appliance node.",
+            ),
+            &["node"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            connections,
+        })
+    }
+
+    pub fn observe(&self, state: &EdgeState, host: &str, status: StatusCode, took: Duration) {
+        let host = if state.is_granted(host) {
+            host
+        } else {
+            "other"
+        };
+        self.requests
+            .with_label_values(&[host, status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[host])
+            .observe(took.as_secs_f64());
+    }
+
+    fn render(&self, state: &EdgeState) -> String {
+        self.connections.reset();
+        for link in state.router.links() {
+            self.connections.with_label_values(&[&link.node]).inc();
+        }
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn text(status: StatusCode, body: String, kind: &'static str) -> Response<EdgeBody> {
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp
+}
+
+pub fn admin(state: &EdgeState, path: &str) -> Response<EdgeBody> {
+    match path {
+        "/health" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/ready" => {
+            let links = state.router.links();
+            let missing: Vec<String> = state
+                .granted_hosts()
+                .into_iter()
+                .filter(|h| {
+                    !links
+                        .iter()
+                        .any(|l| !l.is_draining() && l.door_for(h).is_some())
+                })
+                .collect();
+            let body = serde_json::json!({
+                "ready": missing.is_empty(),
+                "appliance_connections": links.len(),
+                "hostnames_without_appliance": missing,
+            })
+            .to_string();
+            let status = if missing.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, body, "application/json")
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            state.metrics.render(state),
+            "text/plain; version=0.0.4",
+        ),
+        _ => super::proxy::plain(StatusCode::NOT_FOUND, "no such edge admin path"),
+    }
+}

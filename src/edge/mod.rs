@@ -1,0 +1,314 @@
+//! `pixelport edge`: the public side. Its doors are public HTTPS (requests routed by `Host`
+//! through the tunnel), plain HTTP (redirects to HTTPS), the tunnel listener appliances dial
+//! into, and the edge admin door (`/metrics`, `/health`, `/ready`). `edge pair` and
+//! `edge revoke` edit its registry ([`registry`]).
+//!
+//! What must stay true: nothing reaches an appliance except through an authenticated link
+//! ([`appliances`]); a hostname with no appliance answers 503 at once; a revoked identity's
+//! connections close within a second of `edge revoke`.
+
+pub mod appliances;
+pub mod certs;
+pub mod config;
+pub mod metrics;
+pub mod pair;
+pub mod proxy;
+pub mod registry;
+pub mod router;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::server::{Acceptor, DoorLimits, PeerAddr, RequestBody, accept_loop};
+use crate::tunnel::identity::Identity;
+use registry::{Registry, RegistryFile};
+
+pub const IDENTITY_FILE: &str = "edge-identity.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{key}: {message}")]
+    Setup { key: &'static str, message: String },
+    #[error(transparent)]
+    Identity(#[from] crate::tunnel::identity::IdentityError),
+    #[error(transparent)]
+    Tls(#[from] crate::tunnel::tls::TlsError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct EdgeState {
+    pub router: router::Router,
+    pub name: String,
+    data_dir: std::path::PathBuf,
+    registry: RwLock<Registry>,
+    granted: RwLock<BTreeSet<String>>,
+    pub metrics: metrics::EdgeMetrics,
+    pub upstream_timeout: Duration,
+}
+
+impl EdgeState {
+    pub fn registry_file(&self) -> RegistryFile {
+        RegistryFile::new(&self.data_dir)
+    }
+
+    /// Reads the registry file again; closes the links of identities no longer in it.
+    pub fn reload_registry(&self) {
+        let fresh = match self.registry_file().read() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the edge registry; keeping the old copy");
+                return;
+            }
+        };
+        for link in self.router.links() {
+            if fresh.identity(&link.pin).is_err() {
+                tracing::warn!(node = link.node, pin = %registry::short(&link.pin), "identity revoked; closing its connection");
+                self.router.close_identity(
+                    &link.pin,
+                    crate::tunnel::frame::close::REVOKED,
+                    b"identity revoked",
+                );
+            }
+        }
+        if let Ok(mut g) = self.granted.write() {
+            *g = fresh.granted_hosts();
+        }
+        if let Ok(mut r) = self.registry.write() {
+            *r = fresh;
+        }
+    }
+
+    pub fn is_granted(&self, host: &str) -> bool {
+        self.granted.read().is_ok_and(|g| g.contains(host))
+    }
+
+    pub fn granted_hosts(&self) -> BTreeSet<String> {
+        self.granted.read().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+fn bind_tcp(key: &'static str, addr: &str) -> Result<tokio::net::TcpListener, EdgeError> {
+    let err = |source| EdgeError::Bind {
+        key,
+        addr: addr.to_owned(),
+        source,
+    };
+    let parsed: SocketAddr = addr.parse().map_err(|_| EdgeError::Setup {
+        key,
+        message: format!("`{addr}` is not an address"),
+    })?;
+    let std = std::net::TcpListener::bind(parsed).map_err(err)?;
+    std.set_nonblocking(true).map_err(err)?;
+    tokio::net::TcpListener::from_std(std).map_err(err)
+}
+
+/// The edge's own identity (made on first start, 0600).
+pub fn identity(data_dir: &Path) -> Result<(Identity, bool), EdgeError> {
+    crate::app::prepare_data_dir(data_dir).map_err(|e| EdgeError::Setup {
+        key: "edge.data_dir",
+        message: e.to_string(),
+    })?;
+    Ok(Identity::load_or_create(
+        &data_dir.join(IDENTITY_FILE),
+        "pixelport-edge",
+    )?)
+}
+
+pub async fn run(config: Config) -> Result<(), EdgeError> {
+    let mut signals = crate::app::catch_signals_with_reload();
+    crate::app::restrict_new_files();
+    let ec = config.edge.clone();
+    let (identity, made) = identity(&ec.data_dir)?;
+    if made {
+        tracing::info!(pin = %identity.pin(), "made the edge identity");
+    }
+    if ec.tls_cert.is_empty() {
+        return Err(EdgeError::Setup {
+            key: "edge.tls_cert",
+            message: "the public HTTPS listener needs a certificate: set [edge] tls_cert and tls_key (PEM files)".into(),
+        });
+    }
+    let certs = certs::FileCert::open(ec.tls_cert.clone().into(), ec.tls_key.clone().into())
+        .map_err(|message| EdgeError::Setup {
+            key: "edge.tls_cert",
+            message,
+        })?;
+    let public_tls = certs::public_config(certs.clone()).map_err(|e| EdgeError::Setup {
+        key: "edge.tls_cert",
+        message: e.to_string(),
+    })?;
+
+    let mut server = crate::tunnel::tls::quic_server(crate::tunnel::tls::edge_config(&identity)?)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(ec.keepalive.0))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(ec.idle_timeout.0).ok())
+        // Appliances open only their control stream.
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(2))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .enable_segmentation_offload(ec.gso);
+    server.transport_config(Arc::new(transport));
+    let tunnel_addr: SocketAddr = ec.tunnel_listen.parse().map_err(|_| EdgeError::Setup {
+        key: "edge.tunnel_listen",
+        message: format!("`{}` is not an address", ec.tunnel_listen),
+    })?;
+    let buffer = usize::try_from(ec.udp_buffer.0).unwrap_or(usize::MAX);
+    let endpoint =
+        crate::tunnel::udp::endpoint(tunnel_addr, buffer, Some(server)).map_err(|source| {
+            EdgeError::Bind {
+                key: "edge.tunnel_listen",
+                addr: ec.tunnel_listen.clone(),
+                source,
+            }
+        })?;
+    let https = bind_tcp("edge.https_listen", &ec.https_listen)?;
+    let http = if ec.http_listen.is_empty() {
+        None
+    } else {
+        Some(bind_tcp("edge.http_listen", &ec.http_listen)?)
+    };
+    let admin = bind_tcp("edge.admin_listen", &ec.admin_listen)?;
+    let https_port = https.local_addr().map(|a| a.port()).unwrap_or(443);
+
+    let state = Arc::new(EdgeState {
+        router: router::Router::default(),
+        name: format!("edge-{}", registry::short(&identity.pin())),
+        data_dir: ec.data_dir.clone(),
+        registry: RwLock::new(Registry::default()),
+        granted: RwLock::new(BTreeSet::new()),
+        metrics: metrics::EdgeMetrics::new().map_err(|e| EdgeError::Setup {
+            key: "metrics",
+            message: e.to_string(),
+        })?,
+        upstream_timeout: ec.upstream_timeout.0,
+    });
+    state.reload_registry();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let nofile = crate::server::conn::raise_nofile();
+    let caps = config.limits.caps(nofile.unwrap_or(1024));
+    let public_svc = {
+        let state = state.clone();
+        hyper::service::service_fn(move |req: hyper::Request<RequestBody>| {
+            let state = state.clone();
+            async move {
+                let client = req
+                    .extensions()
+                    .get::<PeerAddr>()
+                    .map(|p| p.0)
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                Ok::<_, Infallible>(proxy::handle(state, req, client).await)
+            }
+        })
+    };
+    let redirect_svc =
+        hyper::service::service_fn(move |req: hyper::Request<RequestBody>| async move {
+            Ok::<_, Infallible>(proxy::redirect(&req, https_port))
+        });
+    let admin_svc = {
+        let state = state.clone();
+        hyper::service::service_fn(move |req: hyper::Request<RequestBody>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(metrics::admin(&state, req.uri().path())) }
+        })
+    };
+
+    tracing::info!(
+        https = %ec.https_listen, http = %ec.http_listen, tunnel = %ec.tunnel_listen,
+        admin = %ec.admin_listen, pin = %identity.pin(),
+        "pixelport edge {} listening", env!("CARGO_PKG_VERSION")
+    );
+    let mut tasks = vec![
+        tokio::spawn(accept_loop(
+            https,
+            Acceptor::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(public_tls))),
+            public_svc,
+            DoorLimits::new("https", &config.limits, caps.images, None),
+            true,
+            stop_rx.clone(),
+            graceful.clone(),
+        )),
+        tokio::spawn(accept_loop(
+            admin,
+            Acceptor::Tcp,
+            admin_svc,
+            DoorLimits::new("edge-admin", &config.limits, caps.admin, None),
+            false,
+            stop_rx.clone(),
+            graceful.clone(),
+        )),
+        tokio::spawn(appliances::accept_forever(
+            endpoint.clone(),
+            state.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(watch_registry(state.clone(), stop_rx.clone())),
+    ];
+    if let Some(http) = http {
+        tasks.push(tokio::spawn(accept_loop(
+            http,
+            Acceptor::Tcp,
+            redirect_svc,
+            DoorLimits::new("http", &config.limits, caps.s3, None),
+            true,
+            stop_rx.clone(),
+            graceful.clone(),
+        )));
+    }
+
+    while let crate::app::Signal::Reload = crate::app::next_signal(&mut signals).await {
+        match certs.reload() {
+            Ok(()) => tracing::info!("SIGHUP: certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one")
+            }
+        }
+    }
+    tracing::info!(grace = ?config.server.shutdown_grace.0, "edge shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    let _ = tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await;
+    endpoint.close(
+        quinn::VarInt::from_u32(crate::tunnel::frame::close::DONE),
+        b"edge shut down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+/// Notices `edge pair` / `edge revoke` editing the registry (twice a second).
+async fn watch_registry(state: Arc<EdgeState>, mut stop: watch::Receiver<bool>) {
+    let file = state.registry_file();
+    let mut seen = file.modified();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => break,
+        }
+        let now = file.modified();
+        if now != seen {
+            seen = now;
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.reload_registry()).await;
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! A public request through the tunnel, as pingora's phases: find the hostname's door
+//! (request filter), choose the appliance link (upstream peer), open a stream and speak
+//! HTTP/1.1 over it (the proxy), clean the response (response filter).
+//!
+//! What must stay true: a request never waits on a hostname with no appliance (503 at once,
+//! with a small clear body); a link that fails to open a stream is skipped for the next one;
+//! bodies stream both ways and are never held whole; the forwarded headers name the client
+//! the edge saw, appended after anything the client sent.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::rt::TokioIo;
+
+use super::EdgeState;
+use super::router::{InFlight, request_host};
+use crate::server::RequestBody;
+use crate::tunnel::frame::StreamHead;
+use crate::tunnel::stream::TunnelIo;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type EdgeBody = BoxBody<Bytes, BoxError>;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on.
+const HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
+    let body = serde_json::json!({ "error": message, "status": status.as_u16() }).to_string();
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The response body from the appliance, holding the link's in-flight count until done.
+struct Counted {
+    inner: Incoming,
+    _inflight: InFlight,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Rewrites the request for the appliance: origin-form URI, a Host header, no hop-by-hop
+/// headers, the forwarded headers appended.
+fn to_upstream<B>(mut req: Request<B>, host: &str, client: SocketAddr) -> Request<B> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    let headers = req.headers_mut();
+    for h in HOP {
+        headers.remove(h);
+    }
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert(header::HOST, v);
+    }
+    let ip = client.ip();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    let node = match ip {
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    let fwd = format!("for={node};proto=https;host=\"{host}\"");
+    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {fwd}"),
+        None => fwd,
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert("forwarded", v);
+    }
+    req
+}
+
+pub async fn handle(
+    state: Arc<EdgeState>,
+    req: Request<RequestBody>,
+    client: SocketAddr,
+) -> Response<EdgeBody> {
+    let t0 = Instant::now();
+    let host = request_host(&req).unwrap_or_default();
+    let resp = route(&state, req, &host, client).await;
+    state
+        .metrics
+        .observe(&state, &host, resp.status(), t0.elapsed());
+    resp
+}
+
+/// Why a forward failed before the response head arrived.
+enum Failed {
+    /// The link failed (closed, reset, stale): another link may take a request that can be
+    /// sent again.
+    Link(String),
+    /// An answer for the client as it is (the appliance was too slow).
+    Answer(Response<EdgeBody>),
+}
+
+type UpstreamBody = BoxBody<Bytes, BoxError>;
+
+fn empty() -> UpstreamBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn route(
+    state: &Arc<EdgeState>,
+    req: Request<RequestBody>,
+    host: &str,
+    client: SocketAddr,
+) -> Response<EdgeBody> {
+    if !state.is_granted(host) {
+        return plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this edge serves no such hostname",
+        );
+    }
+    // A request without a body and with a safe method can be sent again on another link
+    // when the first fails before its response head: a killed appliance costs its clients
+    // a delay, not an error.
+    let again = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) && req.body().is_end_stream();
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut avoid = Vec::new();
+    let mut failure = None;
+    for _ in 0..4 {
+        let Some((link, door)) = state.router.pick(host, &avoid) else {
+            break;
+        };
+        avoid.push(link.id);
+        let inflight = link.enter();
+        let opened = tokio::time::timeout(Duration::from_secs(2), link.conn.open_bi()).await;
+        let (mut send, recv) = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(host, node = link.node, error = %e, "appliance link failed; trying another");
+                state.router.remove(link.id);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if send
+            .write_all(&StreamHead::Request(door).encode())
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let upstream_body = if again {
+            empty()
+        } else {
+            match body.take() {
+                Some(b) => b.map_err(BoxError::from).boxed(),
+                None => break,
+            }
+        };
+        let mut upstream = Request::new(upstream_body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = parts.uri.clone();
+        *upstream.headers_mut() = parts.headers.clone();
+        let upstream = to_upstream(upstream, host, client);
+        match forward(state, TunnelIo::new(send, recv), upstream, inflight, host).await {
+            Ok(resp) => return resp,
+            Err(Failed::Answer(resp)) => return resp,
+            Err(Failed::Link(why)) => {
+                tracing::warn!(
+                    host,
+                    node = link.node,
+                    why,
+                    retry = again,
+                    "request failed on its appliance link"
+                );
+                failure = Some(why);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    match failure {
+        Some(_) => plain(StatusCode::BAD_GATEWAY, "the appliance did not answer"),
+        None => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no appliance is connected for this hostname",
+        ),
+    }
+}
+
+async fn forward(
+    state: &Arc<EdgeState>,
+    io: TunnelIo,
+    req: Request<UpstreamBody>,
+    inflight: InFlight,
+    host: &str,
+) -> Result<Response<EdgeBody>, Failed> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failed::Link(e.to_string()))?;
+    let node = inflight.link().node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(node, error = %e, "tunnel stream ended with an error");
+        }
+    });
+    let link = inflight.link().clone();
+    let sent = tokio::select! {
+        r = tokio::time::timeout(state.upstream_timeout, sender.send_request(req)) => r,
+        _ = link.lost() => return Err(Failed::Link("the appliance link went silent".into())),
+    };
+    match sent {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in HOP {
+                parts.headers.remove(h);
+            }
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            let body = Counted {
+                inner: body,
+                _inflight: inflight,
+            }
+            .map_err(BoxError::from)
+            .boxed();
+            Ok(Response::from_parts(parts, body))
+        }
+        Ok(Err(e)) => Err(Failed::Link(e.to_string())),
+        Err(_) => {
+            tracing::warn!(
+                host,
+                node = link.node,
+                "the appliance did not answer in time"
+            );
+            Err(Failed::Answer(plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the appliance did not answer in time",
+            )))
+        }
+    }
+}
+
+/// Plain HTTP: everything moves to HTTPS (308 keeps the method), except ACME's HTTP-01 path.
+pub fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<EdgeBody> {
+    if req.uri().path().starts_with("/.well-known/acme-challenge/") {
+        return plain(StatusCode::NOT_FOUND, "no such ACME challenge");
+    }
+    let Some(host) = request_host(req) else {
+        return plain(StatusCode::BAD_REQUEST, "a Host header is required");
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut resp = plain(StatusCode::PERMANENT_REDIRECT, "use HTTPS");
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{port}{pq}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_append_the_real_client() {
+        let req = Request::builder()
+            .uri("https://images.example.com/a?b=1")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let out = to_upstream(req, "images.example.com", "192.0.2.7:5000".parse().unwrap());
+        assert_eq!(out.uri(), "/a?b=1");
+        let h = out.headers();
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["host"], "images.example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;proto=https;host=\"images.example.com\""
+        );
+        assert!(!h.contains_key("connection"));
+        assert_eq!(
+            crate::server::forwarded_client(h),
+            Some("192.0.2.7".parse().unwrap())
+        );
+    }
+}

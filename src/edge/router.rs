@@ -1,0 +1,206 @@
+//! Which appliance connection a public request goes to: the links serving its `Host`,
+//! least requests in flight first, skipping links that are draining.
+//!
+//! What must stay true: a link is only ever chosen for a hostname granted to its identity;
+//! a draining link gets no new request; a link is forgotten as soon as its connection ends.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::tunnel::frame::{Door, Grant};
+
+/// One appliance connection.
+#[derive(Debug)]
+pub struct Link {
+    pub id: u64,
+    pub pin: String,
+    pub node: String,
+    pub grants: Vec<Grant>,
+    pub conn: quinn::Connection,
+    inflight: AtomicUsize,
+    draining: AtomicBool,
+    /// When the appliance was last heard on the control stream, in ms since `born`.
+    seen_ms: AtomicU64,
+    born: Instant,
+}
+
+impl Link {
+    /// The appliance spoke (a heartbeat or any control frame).
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Nothing heard for [`STALE_AFTER`](crate::tunnel::frame::STALE_AFTER): presumed dead.
+    pub fn is_stale(&self) -> bool {
+        let seen = Duration::from_millis(self.seen_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(seen) > crate::tunnel::frame::STALE_AFTER
+    }
+
+    /// Resolves once the link is stale or its connection closed.
+    pub async fn lost(&self) {
+        loop {
+            if self.is_stale() || self.conn.close_reason().is_some() {
+                return;
+            }
+            tokio::time::sleep(crate::tunnel::frame::HEARTBEAT).await;
+        }
+    }
+
+    pub fn door_for(&self, host: &str) -> Option<Door> {
+        self.grants
+            .iter()
+            .find(|g| g.hostname.eq_ignore_ascii_case(host))
+            .map(|g| g.door)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request on this link until the guard drops (with its response body).
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+#[derive(Debug)]
+pub struct InFlight(Arc<Link>);
+
+impl InFlight {
+    pub fn link(&self) -> &Arc<Link> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let left = self.0.inflight.fetch_sub(1, Ordering::Relaxed) - 1;
+        // A draining link is closed by us once its last request is done.
+        if left == 0 && self.0.is_draining() {
+            self.0.conn.close(
+                quinn::VarInt::from_u32(crate::tunnel::frame::close::DONE),
+                b"drained",
+            );
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    links: RwLock<Vec<Arc<Link>>>,
+    next_id: AtomicU64,
+}
+
+impl Router {
+    pub fn add(
+        &self,
+        pin: String,
+        node: String,
+        grants: Vec<Grant>,
+        conn: quinn::Connection,
+    ) -> Arc<Link> {
+        let link = Arc::new(Link {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            pin,
+            node,
+            grants,
+            conn,
+            inflight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            seen_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        });
+        if let Ok(mut l) = self.links.write() {
+            l.push(link.clone());
+        }
+        link
+    }
+
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut l) = self.links.write() {
+            l.retain(|x| x.id != id);
+        }
+    }
+
+    /// The live link for `host` with the fewest requests in flight, skipping `avoid`.
+    pub fn pick(&self, host: &str, avoid: &[u64]) -> Option<(Arc<Link>, Door)> {
+        let links = self.links.read().ok()?;
+        links
+            .iter()
+            .filter(|l| !l.is_draining() && !l.is_stale() && !avoid.contains(&l.id))
+            .filter_map(|l| l.door_for(host).map(|d| (l, d)))
+            .min_by_key(|(l, _)| l.inflight())
+            .map(|(l, d)| (l.clone(), d))
+    }
+
+    pub fn links(&self) -> Vec<Arc<Link>> {
+        self.links.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Closes every link of an identity (revoked); returns how many.
+    pub fn close_identity(&self, pin: &str, code: u32, reason: &[u8]) -> usize {
+        let gone: Vec<Arc<Link>> = self.links().into_iter().filter(|l| l.pin == pin).collect();
+        for l in &gone {
+            l.conn.close(quinn::VarInt::from_u32(code), reason);
+            self.remove(l.id);
+        }
+        gone.len()
+    }
+}
+
+/// The hostname of a request: the `Host` header or the URI's authority, without port,
+/// lowercased.
+pub fn request_host(req: &http::Request<impl Sized>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    Some(strip_port(&raw).to_ascii_lowercase())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port_and_case() {
+        let req = http::Request::builder()
+            .header("host", "Images.Example.com:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("images.example.com"));
+        let req = http::Request::builder()
+            .uri("https://s3.example.com/b/k")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("s3.example.com"));
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("localhost"), "localhost");
+    }
+}

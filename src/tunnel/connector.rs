@@ -1,0 +1,411 @@
+//! The appliance's connector: keeps `[tunnel] connections` QUIC connections open to every
+//! joined edge, and hands each request stream the edge opens to the door it names.
+//!
+//! The supervisor ([`run_link`]) decides when to dial and how long to wait (full-jitter
+//! backoff, reset after a stable connection); [`one_connection`] only runs one connection
+//! from handshake to close. What must stay true: a lost network is retried forever without
+//! a restart; on shutdown each connection tells its edge to send nothing new (`Drain`) and
+//! keeps serving the streams already sent until the edge closes it or the grace runs out.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::backoff::Backoff;
+use super::config::{JoinedEdge, TunnelConfig};
+use super::frame::{Control, Door, StreamHead, close};
+use super::identity::Identity;
+use super::stream::TunnelIo;
+use super::{TunnelError, tls};
+
+/// Serves one request stream (HTTP/1.1) with a door's service.
+pub type StreamHandler = Arc<dyn Fn(TunnelIo) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The appliance's doors, as the tunnel reaches them.
+#[derive(Clone)]
+pub struct Doors {
+    pub images: StreamHandler,
+    pub s3: StreamHandler,
+    pub admin: StreamHandler,
+}
+
+impl Doors {
+    fn get(&self, door: Door) -> &StreamHandler {
+        match door {
+            Door::Images => &self.images,
+            Door::S3 => &self.s3,
+            Door::Admin => &self.admin,
+        }
+    }
+}
+
+/// What one link (one connection slot to one edge) is doing, for status and `/ready`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStatus {
+    pub edge: String,
+    pub slot: u32,
+    pub state: &'static str,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Status {
+    links: Mutex<Vec<LinkStatus>>,
+}
+
+impl Status {
+    pub fn snapshot(&self) -> Vec<LinkStatus> {
+        self.links.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// At least one connection is up to every joined edge.
+    pub fn ready(&self) -> bool {
+        let links = self.snapshot();
+        let mut edges: Vec<&str> = links.iter().map(|l| l.edge.as_str()).collect();
+        edges.dedup();
+        edges
+            .iter()
+            .all(|e| links.iter().any(|l| l.edge == *e && l.state == "connected"))
+    }
+
+    fn update(&self, index: usize, f: impl FnOnce(&mut LinkStatus)) {
+        if let Ok(mut l) = self.links.lock()
+            && let Some(s) = l.get_mut(index)
+        {
+            f(s);
+        }
+    }
+}
+
+struct Link {
+    index: usize,
+    edge: JoinedEdge,
+    node: String,
+    client: quinn::ClientConfig,
+    endpoint: quinn::Endpoint,
+    doors: Doors,
+    status: Arc<Status>,
+    metrics: Arc<crate::metrics::Metrics>,
+    backoff_max: Duration,
+    grace: Duration,
+}
+
+/// The connector's status and its link tasks.
+pub type Started = (Arc<Status>, Vec<JoinHandle<()>>);
+
+/// Starts a link per joined edge and connection slot. `None` when nothing was joined.
+pub fn start(
+    config: &TunnelConfig,
+    data_dir: &std::path::Path,
+    grace: Duration,
+    doors: Doors,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<Started>, TunnelError> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let joined = super::config::Joined::load(data_dir).map_err(TunnelError::Joined)?;
+    if joined.edges.is_empty() {
+        return Ok(None);
+    }
+    let identity = Identity::load(&data_dir.join(super::config::CLIENT_IDENTITY), None)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(config.keepalive.0))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(config.idle_timeout.0)
+                .map_err(|e| TunnelError::Config(e.to_string()))?,
+        ))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.max_streams))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .enable_segmentation_offload(config.gso);
+    let transport = Arc::new(transport);
+    let endpoint = client_endpoint(usize::try_from(config.udp_buffer.0).unwrap_or(usize::MAX))?;
+    let status = Arc::new(Status::default());
+    let node = config.node_name();
+    let mut tasks = Vec::new();
+    for edge in joined.edges {
+        let mut client = tls::quic_client(tls::appliance_config(&identity, &edge.pin)?)?;
+        client.transport_config(transport.clone());
+        for slot in 0..config.connections {
+            let index = {
+                let mut links = status
+                    .links
+                    .lock()
+                    .map_err(|_| TunnelError::Config("status lock".into()))?;
+                links.push(LinkStatus {
+                    edge: edge.addresses.join(","),
+                    slot,
+                    state: "connecting",
+                    reconnects: 0,
+                    last_error: None,
+                });
+                links.len() - 1
+            };
+            let link = Link {
+                index,
+                edge: edge.clone(),
+                node: node.clone(),
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                doors: doors.clone(),
+                status: status.clone(),
+                metrics: metrics.clone(),
+                backoff_max: config.backoff_max.0,
+                grace,
+            };
+            tasks.push(tokio::spawn(run_link(link, stop.clone())));
+        }
+    }
+    Ok(Some((status, tasks)))
+}
+
+/// One UDP socket for every outgoing connection, dual-stack where the system allows.
+pub fn client_endpoint(buffer: usize) -> Result<quinn::Endpoint, TunnelError> {
+    let v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    match super::udp::endpoint(v6, buffer, None) {
+        Ok(e) => Ok(e),
+        Err(_) => Ok(super::udp::endpoint(
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            buffer,
+            None,
+        )?),
+    }
+}
+
+/// How a connection ended.
+enum Ended {
+    /// Shutdown: drained and closed.
+    Stopped,
+    /// The connection went away (network, edge restart, idle timeout).
+    Lost(String),
+}
+
+async fn run_link(link: Link, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        link.backoff_max,
+        Duration::from_secs(30),
+    );
+    let edge = link.edge.addresses.join(",");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let started = Instant::now();
+        let outcome = one_connection(&link, &mut stop).await;
+        let reason = match outcome {
+            Ok(Ended::Stopped) => break,
+            Ok(Ended::Lost(reason)) => {
+                tracing::warn!(%edge, slot = link.index, %reason, "tunnel connection lost; dialling again");
+                reason
+            }
+            Err(TunnelError::Refused(reason)) => {
+                tracing::error!(%edge, %reason, "the edge refused this appliance");
+                format!("refused by the edge: {reason}")
+            }
+            Err(e) => {
+                tracing::warn!(%edge, slot = link.index, error = %e, "cannot connect to the edge");
+                e.to_string()
+            }
+        };
+        link.metrics.tunnel_reconnects.inc();
+        link.status.update(link.index, |s| {
+            s.state = "waiting";
+            s.reconnects += 1;
+            s.last_error = Some(reason);
+        });
+        backoff.ended_after(started.elapsed());
+        let wait = backoff.next_delay(rand::random::<f64>());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    link.status.update(link.index, |s| s.state = "stopped");
+}
+
+async fn resolve(addresses: &[String]) -> Result<SocketAddr, TunnelError> {
+    let mut last = None;
+    for a in addresses {
+        match tokio::net::lookup_host(a.as_str()).await {
+            Ok(mut it) => {
+                if let Some(addr) = it.next() {
+                    return Ok(addr);
+                }
+            }
+            Err(e) => last = Some(format!("{a}: {e}")),
+        }
+    }
+    Err(TunnelError::Resolve(
+        last.unwrap_or_else(|| addresses.join(",")),
+    ))
+}
+
+/// Reads one control frame.
+pub async fn read_control<R: tokio::io::AsyncRead + Unpin>(
+    recv: &mut R,
+) -> Result<Control, TunnelError> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await?;
+    let len = Control::frame_len(prefix)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(Control::decode(&body)?)
+}
+
+/// Dials, says hello (or enrols), and returns the connection with its control stream.
+pub async fn handshake(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    addresses: &[String],
+    hello: &Control,
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        Control,
+    ),
+    TunnelError,
+> {
+    let addr = resolve(addresses).await?;
+    let connecting = endpoint.connect_with(client, addr, "pixelport-edge")?;
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| TunnelError::Timeout("the QUIC handshake"))??;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut first = StreamHead::Control.encode().to_vec();
+    first.extend(hello.encode()?);
+    send.write_all(&first).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_control(&mut recv))
+        .await
+        .map_err(|_| TunnelError::Timeout("the edge's welcome"))?;
+    let reply = match reply {
+        Ok(r) => r,
+        // The edge closes at once after refusing; its reason is in the close frame.
+        Err(e) => match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                return Err(TunnelError::Refused(
+                    String::from_utf8_lossy(&c.reason).into_owned(),
+                ));
+            }
+            _ => return Err(e),
+        },
+    };
+    if let Control::Refused { reason } = reply {
+        return Err(TunnelError::Refused(reason));
+    }
+    Ok((conn, send, recv, reply))
+}
+
+async fn one_connection(
+    link: &Link,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Ended, TunnelError> {
+    let hello = Control::Hello {
+        node: link.node.clone(),
+        software: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let (conn, mut control, _control_recv, reply) = handshake(
+        &link.endpoint,
+        link.client.clone(),
+        &link.edge.addresses,
+        &hello,
+    )
+    .await?;
+    let Control::Welcome { edge, grants } = reply else {
+        return Err(TunnelError::Protocol(format!(
+            "expected a welcome, got {reply:?}"
+        )));
+    };
+    let hosts: Vec<String> = grants
+        .iter()
+        .map(|g| format!("{}→{}", g.hostname, g.door.as_str()))
+        .collect();
+    tracing::info!(%edge, addr = %conn.remote_address(), slot = link.index, hosts = ?hosts, "tunnel connected");
+    link.status.update(link.index, |s| {
+        s.state = "connected";
+        s.last_error = None;
+    });
+    link.metrics.tunnel_connections.inc();
+    let _gauge = GaugeGuard(link.metrics.tunnel_connections.clone());
+    let heartbeat = Control::Heartbeat.encode()?;
+    let mut beat = tokio::time::interval(super::frame::HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => spawn_stream(link, send, recv),
+                Err(e) => return Ok(Ended::Lost(e.to_string())),
+            },
+            _ = beat.tick() => {
+                if let Err(e) = control.write_all(&heartbeat).await {
+                    return Ok(Ended::Lost(format!("control stream: {e}")));
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    // Shutdown: ask for nothing new, serve what was already sent until the edge closes.
+    link.status.update(link.index, |s| s.state = "draining");
+    let _ = control.write_all(&Control::Drain.encode()?).await;
+    let deadline = tokio::time::sleep(link.grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => spawn_stream(link, send, recv),
+                Err(_) => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    conn.close(quinn::VarInt::from_u32(close::DONE), b"appliance shut down");
+    Ok(Ended::Stopped)
+}
+
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn spawn_stream(link: &Link, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let doors = link.doors.clone();
+    let metrics = link.metrics.clone();
+    tokio::spawn(async move {
+        let mut head = [0u8; StreamHead::LEN];
+        let read = tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut head)).await;
+        let io = TunnelIo::new(send, recv);
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        match StreamHead::decode(head) {
+            Ok(StreamHead::Request(door)) => {
+                metrics
+                    .tunnel_requests
+                    .with_label_values(&[door.as_str()])
+                    .inc();
+                // The doors (and the shutdown watcher they hold) are let go before the
+                // request runs, so shutdown can take the watcher back.
+                let serve = (doors.get(door))(io);
+                drop(doors);
+                serve.await;
+            }
+            Ok(StreamHead::Control) => {
+                tracing::debug!("the edge opened a second control stream; ignored");
+            }
+            Err(e) => tracing::warn!(error = %e, "a tunnel stream with a bad head; reset"),
+        }
+    });
+}
