@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::EdgeState;
 use super::registry::Refusal;
+use super::router::Carrier;
 use crate::tunnel::connector::read_control;
 use crate::tunnel::frame::{Control, StreamHead, close};
 use crate::tunnel::tls;
@@ -40,24 +41,122 @@ pub async fn accept_forever(
     }
 }
 
-async fn refuse(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    remote: SocketAddr,
-    reason: &str,
-) {
-    tracing::warn!(%remote, reason, "appliance refused");
-    if let Ok(frame) = (Control::Refused {
-        reason: reason.to_owned(),
-    })
-    .encode()
-    {
-        let _ = send.write_all(&frame).await;
-        let _ = send.finish();
+/// What the edge decided about a connection's first control frame.
+enum Decision {
+    /// `enroll` with a good secret: the grants; the connection then ends.
+    Enrolled(Vec<crate::tunnel::frame::Grant>),
+    /// `hello` from an enrolled identity: it may serve.
+    Serve(super::registry::Enrolled),
+    Refused(String),
+}
+
+async fn decide(state: &Arc<EdgeState>, pin: &str, remote: SocketAddr, first: Control) -> Decision {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match first {
+        Control::Enroll { secret, node } => {
+            let file = state.registry_file();
+            let (p, n) = (pin.to_owned(), node.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                file.update(|r| {
+                    r.prune(now - 86400);
+                    r.enroll(&secret, &p, &n, now)
+                })
+            })
+            .await;
+            match outcome {
+                Ok(Ok(Ok(grants))) => {
+                    state.reload_registry();
+                    tracing::info!(%remote, node, pin = %super::registry::short(pin), grants = ?grants, "appliance enrolled");
+                    Decision::Enrolled(grants)
+                }
+                Ok(Ok(Err(refusal))) => Decision::Refused(refusal.to_string()),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot update the edge registry");
+                    Decision::Refused("the edge cannot store the enrollment".into())
+                }
+                Err(e) => Decision::Refused(e.to_string()),
+            }
+        }
+        Control::Hello { .. } => match state.identity(pin) {
+            Ok(e) => Decision::Serve(e),
+            Err(refusal) => Decision::Refused(refusal.to_string()),
+        },
+        other => Decision::Refused(format!("expected hello or enroll, got {other:?}")),
     }
-    // Give the frame a moment to leave before the close overtakes it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    conn.close(quinn::VarInt::from_u32(close::REFUSED), reason.as_bytes());
+}
+
+/// Reads a control stream's head and first frame.
+async fn first_frame<R: tokio::io::AsyncRead + Unpin>(recv: &mut R) -> Result<Control, String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; StreamHead::LEN];
+    tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut head))
+        .await
+        .map_err(|_| "no stream head".to_string())?
+        .map_err(|e| e.to_string())?;
+    match StreamHead::decode(head) {
+        Ok(StreamHead::Control) => {}
+        Ok(other) => return Err(format!("expected the control stream first, got {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    }
+    tokio::time::timeout(Duration::from_secs(10), read_control(recv))
+        .await
+        .map_err(|_| "no hello".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    send: &mut W,
+    msg: &Control,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let frame = msg.encode().map_err(|e| e.to_string())?;
+    send.write_all(&frame).await.map_err(|e| e.to_string())?;
+    send.flush().await.map_err(|e| e.to_string())
+}
+
+/// Reads the first control frame, decides, and answers it: `Some` identity to serve,
+/// `None` after an enrollment (the connection then ends), or the refusal's reason (sent to
+/// the appliance and logged).
+async fn answer<R, W>(
+    state: &Arc<EdgeState>,
+    pin: &str,
+    remote: SocketAddr,
+    recv: &mut R,
+    send: &mut W,
+) -> Result<Option<super::registry::Enrolled>, String>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let decision = match first_frame(recv).await {
+        Ok(first) => decide(state, pin, remote, first).await,
+        Err(e) => Decision::Refused(e),
+    };
+    match decision {
+        Decision::Refused(reason) => {
+            tracing::warn!(%remote, reason, "appliance refused");
+            let refused = Control::Refused {
+                reason: reason.clone(),
+            };
+            let _ = write_frame(send, &refused).await;
+            Err(reason)
+        }
+        Decision::Enrolled(grants) => {
+            write_frame(send, &welcome(state, grants)).await?;
+            Ok(None)
+        }
+        Decision::Serve(e) => {
+            write_frame(send, &welcome(state, e.grants.clone())).await?;
+            Ok(Some(e))
+        }
+    }
+}
+
+fn welcome(state: &EdgeState, grants: Vec<crate::tunnel::frame::Grant>) -> Control {
+    Control::Welcome {
+        edge: state.name.clone(),
+        grants,
+    }
 }
 
 async fn serve(incoming: quinn::Incoming, state: Arc<EdgeState>) -> Result<(), String> {
@@ -75,114 +174,136 @@ async fn serve(incoming: quinn::Incoming, state: Arc<EdgeState>) -> Result<(), S
         .await
         .map_err(|_| "no control stream".to_string())?
         .map_err(|e| e.to_string())?;
-    let mut head = [0u8; StreamHead::LEN];
-    let head_read = tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut head)).await;
-    if !matches!(head_read, Ok(Ok(()))) {
-        return Err("no stream head".into());
-    }
-    match StreamHead::decode(head) {
-        Ok(StreamHead::Control) => {}
-        Ok(other) => {
-            let reason = format!("expected the control stream first, got {other:?}");
-            refuse(&conn, &mut send, remote, &reason).await;
+    let enrolled = match answer(&state, &pin, remote, &mut recv, &mut send).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            return Ok(());
+        }
+        Err(reason) => {
+            let _ = send.finish();
+            // Give the frame a moment to leave before the close overtakes it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(quinn::VarInt::from_u32(close::REFUSED), reason.as_bytes());
             return Err(reason);
         }
-        Err(e) => {
-            refuse(&conn, &mut send, remote, &e.to_string()).await;
+    };
+    let link = state.router.add(
+        pin.clone(),
+        enrolled.node.clone(),
+        enrolled.grants.clone(),
+        Carrier::Quic(conn.clone()),
+    );
+    let node = enrolled.node;
+    tracing::info!(%remote, node, link = link.id, transport = "quic", "appliance connected");
+    // The control stream: heartbeats and drain notices until the connection ends.
+    let why = loop {
+        tokio::select! {
+            msg = read_control(&mut recv) => match msg {
+                Ok(Control::Heartbeat) => link.touch(),
+                Ok(Control::Drain) => {
+                    link.touch();
+                    tracing::info!(%remote, node, link = link.id, "appliance draining; no new requests on this connection");
+                    link.drain();
+                    if link.inflight() == 0 {
+                        conn.close(quinn::VarInt::from_u32(close::DONE), b"drained");
+                    }
+                }
+                Ok(other) => tracing::debug!(?other, "unexpected control frame; ignored"),
+                Err(_) => break conn.closed().await.to_string(),
+            },
+            reason = conn.closed() => break reason.to_string(),
+        }
+    };
+    state.router.remove(link.id);
+    tracing::info!(%remote, node, link = link.id, reason = why, "appliance disconnected");
+    Ok(())
+}
+
+/// The TCP fallback: TLS on the tunnel port's TCP side, then HTTP/2 with the edge as client.
+pub async fn accept_tcp_forever(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<EdgeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, remote)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let (state, tls) = (state.clone(), tls.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_tcp(stream, remote, tls, state).await {
+                        tracing::debug!(%remote, error = %e, "appliance connection (TCP) ended");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<EdgeState>,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let mut tls = match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(%remote, error = %e, "tunnel handshake (TCP) failed");
             return Err(e.to_string());
         }
-    }
-    let first = tokio::time::timeout(Duration::from_secs(10), read_control(&mut recv))
+        Err(_) => return Err("handshake timed out".into()),
+    };
+    let pin = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(crate::tunnel::identity::pin_of)
+        .ok_or("no client certificate")?;
+    let (mut r, mut w) = tokio::io::split(&mut tls);
+    let enrolled = match answer(&state, &pin, remote, &mut r, &mut w).await? {
+        Some(e) => e,
+        None => return Ok(()),
+    };
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(crate::tunnel::frame::HEARTBEAT)
+        .keep_alive_timeout(crate::tunnel::frame::STALE_AFTER)
+        .keep_alive_while_idle(true);
+    let (sender, conn) = builder
+        .handshake(hyper_util::rt::TokioIo::new(tls))
         .await
-        .map_err(|_| "no hello".to_string())?
         .map_err(|e| e.to_string())?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    match first {
-        Control::Enroll { secret, node } => {
-            let file = state.registry_file();
-            let p = pin.clone();
-            let n = node.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                file.update(|r| {
-                    r.prune(now - 86400);
-                    r.enroll(&secret, &p, &n, now)
-                })
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-            match outcome {
-                Ok(grants) => {
-                    state.reload_registry();
-                    tracing::info!(%remote, node, pin = %super::registry::short(&pin), grants = ?grants, "appliance enrolled");
-                    let frame = Control::Welcome {
-                        edge: state.name.clone(),
-                        grants,
-                    }
-                    .encode()
-                    .map_err(|e| e.to_string())?;
-                    send.write_all(&frame).await.map_err(|e| e.to_string())?;
-                    let _ = send.finish();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-                    Ok(())
-                }
-                Err(refusal) => {
-                    refuse(&conn, &mut send, remote, &refusal.to_string()).await;
-                    Err(refusal.to_string())
-                }
-            }
-        }
-        Control::Hello { node, software } => {
-            let enrolled = match state.identity(&pin) {
-                Ok(e) => e,
-                Err(refusal) => {
-                    refuse(&conn, &mut send, remote, &refusal.to_string()).await;
-                    return Err(refusal.to_string());
-                }
-            };
-            let frame = Control::Welcome {
-                edge: state.name.clone(),
-                grants: enrolled.grants.clone(),
-            }
-            .encode()
-            .map_err(|e| e.to_string())?;
-            send.write_all(&frame).await.map_err(|e| e.to_string())?;
-            let link = state.router.add(
-                pin.clone(),
-                enrolled.node.clone(),
-                enrolled.grants.clone(),
-                conn.clone(),
-            );
-            tracing::info!(%remote, node, software, link = link.id, "appliance connected");
-            // The control stream: drain notices until the connection ends.
-            let why = loop {
-                tokio::select! {
-                    msg = read_control(&mut recv) => match msg {
-                        Ok(Control::Heartbeat) => link.touch(),
-                        Ok(Control::Drain) => {
-                            link.touch();
-                            tracing::info!(%remote, node, link = link.id, "appliance draining; no new requests on this connection");
-                            link.drain();
-                            if link.inflight() == 0 {
-                                conn.close(quinn::VarInt::from_u32(close::DONE), b"drained");
-                            }
-                        }
-                        Ok(other) => tracing::debug!(?other, "unexpected control frame; ignored"),
-                        Err(_) => break conn.closed().await.to_string(),
-                    },
-                    reason = conn.closed() => break reason.to_string(),
-                }
-            };
-            state.router.remove(link.id);
-            tracing::info!(%remote, node, link = link.id, reason = why, "appliance disconnected");
-            Ok(())
-        }
-        other => {
-            let reason = format!("expected hello or enroll, got {other:?}");
-            refuse(&conn, &mut send, remote, &reason).await;
-            Err(reason)
-        }
-    }
+    let (closer, mut closed) = watch::channel(false);
+    let link = state.router.add(
+        pin,
+        enrolled.node.clone(),
+        enrolled.grants.clone(),
+        Carrier::H2 { sender, closer },
+    );
+    let node = enrolled.node;
+    tracing::info!(%remote, node, link = link.id, transport = "tcp", "appliance connected");
+    let why = tokio::select! {
+        r = conn => match r {
+            Ok(()) => "closed".to_string(),
+            Err(e) => e.to_string(),
+        },
+        _ = closed.changed() => "closed by the edge".to_string(),
+    };
+    state.router.remove(link.id);
+    tracing::info!(%remote, node, link = link.id, reason = why, "appliance disconnected");
+    Ok(())
 }
 
 impl EdgeState {

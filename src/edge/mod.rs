@@ -153,7 +153,9 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         message: e.to_string(),
     })?;
 
-    let mut server = crate::tunnel::tls::quic_server(crate::tunnel::tls::edge_config(&identity)?)?;
+    let tunnel_tls = crate::tunnel::tls::edge_config(&identity)?;
+    let tunnel_tcp = tokio_rustls::TlsAcceptor::from(Arc::new(tunnel_tls.clone()));
+    let mut server = crate::tunnel::tls::quic_server(tunnel_tls)?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(ec.keepalive.0))
@@ -176,6 +178,8 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
                 source,
             }
         })?;
+    // The same port on TCP: the fallback for appliances whose UDP is blocked.
+    let tunnel_tcp_listener = bind_tcp("edge.tunnel_listen", &ec.tunnel_listen)?;
     let https = bind_tcp("edge.https_listen", &ec.https_listen)?;
     let http = if ec.http_listen.is_empty() {
         None
@@ -255,6 +259,12 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         )),
         tokio::spawn(appliances::accept_forever(
             endpoint.clone(),
+            state.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(appliances::accept_tcp_forever(
+            tunnel_tcp_listener,
+            tunnel_tcp,
             state.clone(),
             stop_rx.clone(),
         )),

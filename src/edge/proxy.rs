@@ -21,12 +21,12 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::EdgeState;
-use super::router::{InFlight, request_host};
+use super::router::{Carrier, InFlight, UpstreamBody, request_host};
 use crate::server::RequestBody;
 use crate::tunnel::frame::StreamHead;
 use crate::tunnel::stream::TunnelIo;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use super::router::BoxError;
 pub type EdgeBody = BoxBody<Bytes, BoxError>;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on.
@@ -155,8 +155,6 @@ enum Failed {
     Answer(Response<EdgeBody>),
 }
 
-type UpstreamBody = BoxBody<Bytes, BoxError>;
-
 fn empty() -> UpstreamBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
@@ -192,23 +190,39 @@ async fn route(
         };
         avoid.push(link.id);
         let inflight = link.enter();
-        let opened = tokio::time::timeout(Duration::from_secs(2), link.conn.open_bi()).await;
-        let (mut send, recv) = match opened {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(host, node = link.node, error = %e, "appliance link failed; trying another");
-                state.router.remove(link.id);
-                continue;
+        let carrier = match &link.carrier {
+            Carrier::Quic(conn) => {
+                let opened = tokio::time::timeout(Duration::from_secs(2), conn.open_bi()).await;
+                let (mut send, recv) = match opened {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(host, node = link.node, error = %e, "appliance link failed; trying another");
+                        state.router.remove(link.id);
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if send
+                    .write_all(&StreamHead::Request(door).encode())
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                Hop::Stream(TunnelIo::new(send, recv))
             }
-            Err(_) => continue,
+            Carrier::H2 { sender, .. } => {
+                let mut sender = sender.clone();
+                if tokio::time::timeout(Duration::from_secs(2), sender.ready())
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    state.router.remove(link.id);
+                    continue;
+                }
+                Hop::H2(sender, door)
+            }
         };
-        if send
-            .write_all(&StreamHead::Request(door).encode())
-            .await
-            .is_err()
-        {
-            continue;
-        }
         let upstream_body = if again {
             empty()
         } else {
@@ -222,7 +236,7 @@ async fn route(
         *upstream.uri_mut() = parts.uri.clone();
         *upstream.headers_mut() = parts.headers.clone();
         let upstream = to_upstream(upstream, host, client);
-        match forward(state, TunnelIo::new(send, recv), upstream, inflight, host).await {
+        match forward(state, carrier, upstream, inflight, host).await {
             Ok(resp) => return resp,
             Err(Failed::Answer(resp)) => return resp,
             Err(Failed::Link(why)) => {
@@ -249,25 +263,59 @@ async fn route(
     }
 }
 
+/// How a request reaches its appliance.
+enum Hop {
+    /// A QUIC stream: HTTP/1.1 over it.
+    Stream(TunnelIo),
+    /// The TCP fallback's HTTP/2 connection, and the door to name.
+    H2(
+        hyper::client::conn::http2::SendRequest<UpstreamBody>,
+        crate::tunnel::frame::Door,
+    ),
+}
+
 async fn forward(
     state: &Arc<EdgeState>,
-    io: TunnelIo,
+    hop: Hop,
     req: Request<UpstreamBody>,
     inflight: InFlight,
     host: &str,
 ) -> Result<Response<EdgeBody>, Failed> {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| Failed::Link(e.to_string()))?;
-    let node = inflight.link().node.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(node, error = %e, "tunnel stream ended with an error");
+    let exchange = match hop {
+        Hop::Stream(io) => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| Failed::Link(e.to_string()))?;
+            let node = inflight.link().node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(node, error = %e, "tunnel stream ended with an error");
+                }
+            });
+            futures::future::Either::Left(async move { sender.send_request(req).await })
         }
-    });
+        Hop::H2(mut sender, door) => {
+            let mut req = req;
+            // HTTP/2 carries the authority in the URI.
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into());
+            if let Ok(uri) = format!("https://{host}{pq}").parse() {
+                *req.uri_mut() = uri;
+            }
+            *req.version_mut() = http::Version::HTTP_2;
+            req.headers_mut().insert(
+                crate::tunnel::frame::DOOR_HEADER,
+                HeaderValue::from_static(door.as_str()),
+            );
+            futures::future::Either::Right(async move { sender.send_request(req).await })
+        }
+    };
     let link = inflight.link().clone();
     let sent = tokio::select! {
-        r = tokio::time::timeout(state.upstream_timeout, sender.send_request(req)) => r,
+        r = tokio::time::timeout(state.upstream_timeout, exchange) => r,
         _ = link.lost() => return Err(Failed::Link("the appliance link went silent".into())),
     };
     match sent {

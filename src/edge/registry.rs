@@ -102,7 +102,17 @@ impl Registry {
             return Err(Refusal::SecretExpired);
         }
         pending.used = Some(now);
-        let grants = pending.grants.clone();
+        let new = pending.grants.clone();
+        // Joining again with a known identity adds hostnames (a hostname named again takes
+        // its new door); `edge revoke` is how one goes away.
+        let mut grants: Vec<Grant> = self
+            .identities
+            .iter()
+            .find(|i| i.pin == pin)
+            .map(|i| i.grants.clone())
+            .unwrap_or_default();
+        grants.retain(|g| !new.iter().any(|n| n.hostname == g.hostname));
+        grants.extend(new);
         self.identities.retain(|i| i.pin != pin);
         self.identities.push(Enrolled {
             pin: pin.to_owned(),
@@ -234,6 +244,11 @@ mod tests {
         assert!(r.identity("p1").is_ok());
         assert!(matches!(r.identity("p2"), Err(Refusal::UnknownIdentity(_))));
         assert!(!r.enrollments.iter().any(|p| p.secret_sha256.contains(&s)));
+        // The same identity joining again for another hostname keeps the first.
+        let more = r.add_enrollment(grants("c.example"), 100);
+        let all = r.enroll(&more, "p1", "n", 20).unwrap();
+        let hosts: Vec<_> = all.iter().map(|g| g.hostname.as_str()).collect();
+        assert_eq!(hosts, ["a.example", "c.example"]);
     }
 
     #[test]

@@ -8,7 +8,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::tunnel::frame::{Door, Grant};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A request body on its way to an appliance.
+pub type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// What carries a link's requests.
+#[derive(Debug)]
+pub enum Carrier {
+    /// QUIC: a stream per request.
+    Quic(quinn::Connection),
+    /// The TCP fallback: HTTP/2 with the edge as client; `closer` ends the connection.
+    H2 {
+        sender: hyper::client::conn::http2::SendRequest<UpstreamBody>,
+        closer: tokio::sync::watch::Sender<bool>,
+    },
+}
 
 /// One appliance connection.
 #[derive(Debug)]
@@ -17,7 +35,7 @@ pub struct Link {
     pub pin: String,
     pub node: String,
     pub grants: Vec<Grant>,
-    pub conn: quinn::Connection,
+    pub carrier: Carrier,
     inflight: AtomicUsize,
     draining: AtomicBool,
     /// When the appliance was last heard on the control stream, in ms since `born`.
@@ -32,16 +50,45 @@ impl Link {
         self.seen_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Nothing heard for [`STALE_AFTER`](crate::tunnel::frame::STALE_AFTER): presumed dead.
+    /// Nothing heard for [`STALE_AFTER`](crate::tunnel::frame::STALE_AFTER) (QUIC
+    /// heartbeats), or the HTTP/2 connection failed its pings: presumed dead.
     pub fn is_stale(&self) -> bool {
-        let seen = Duration::from_millis(self.seen_ms.load(Ordering::Relaxed));
-        self.born.elapsed().saturating_sub(seen) > crate::tunnel::frame::STALE_AFTER
+        match &self.carrier {
+            Carrier::Quic(_) => {
+                let seen = Duration::from_millis(self.seen_ms.load(Ordering::Relaxed));
+                self.born.elapsed().saturating_sub(seen) > crate::tunnel::frame::STALE_AFTER
+            }
+            Carrier::H2 { sender, .. } => sender.is_closed(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match &self.carrier {
+            Carrier::Quic(c) => c.close_reason().is_some(),
+            Carrier::H2 { sender, .. } => sender.is_closed(),
+        }
+    }
+
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        match &self.carrier {
+            Carrier::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason),
+            Carrier::H2 { closer, .. } => {
+                let _ = closer.send(true);
+            }
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match &self.carrier {
+            Carrier::Quic(_) => "quic",
+            Carrier::H2 { .. } => "tcp",
+        }
     }
 
     /// Resolves once the link is stale or its connection closed.
     pub async fn lost(&self) {
         loop {
-            if self.is_stale() || self.conn.close_reason().is_some() {
+            if self.is_stale() || self.is_closed() {
                 return;
             }
             tokio::time::sleep(crate::tunnel::frame::HEARTBEAT).await;
@@ -88,10 +135,7 @@ impl Drop for InFlight {
         let left = self.0.inflight.fetch_sub(1, Ordering::Relaxed) - 1;
         // A draining link is closed by us once its last request is done.
         if left == 0 && self.0.is_draining() {
-            self.0.conn.close(
-                quinn::VarInt::from_u32(crate::tunnel::frame::close::DONE),
-                b"drained",
-            );
+            self.0.close(crate::tunnel::frame::close::DONE, b"drained");
         }
     }
 }
@@ -108,14 +152,14 @@ impl Router {
         pin: String,
         node: String,
         grants: Vec<Grant>,
-        conn: quinn::Connection,
+        carrier: Carrier,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             pin,
             node,
             grants,
-            conn,
+            carrier,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             seen_ms: AtomicU64::new(0),
@@ -152,7 +196,7 @@ impl Router {
     pub fn close_identity(&self, pin: &str, code: u32, reason: &[u8]) -> usize {
         let gone: Vec<Arc<Link>> = self.links().into_iter().filter(|l| l.pin == pin).collect();
         for l in &gone {
-            l.conn.close(quinn::VarInt::from_u32(code), reason);
+            l.close(code, reason);
             self.remove(l.id);
         }
         gone.len()

@@ -265,17 +265,27 @@ pub fn forwarded_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
     last.parse().ok()
 }
 
-/// A door as the tunnel reaches it: each stream is one HTTP/1.1 connection served by `svc`
-/// under the door's header, idle and body clocks. The edge's forwarded headers are trusted
-/// here, and only here: the request's [`PeerAddr`] is the client the edge saw.
+/// Puts the edge's view of the client on a tunnelled request: the last `X-Forwarded-For`
+/// entry becomes its [`PeerAddr`], and it is marked [`Tunneled`].
+fn trust_forwarded<B>(req: &mut hyper::Request<B>) {
+    let client = forwarded_client(req.headers()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    req.extensions_mut()
+        .insert(PeerAddr(std::net::SocketAddr::new(client, 0)));
+    req.extensions_mut().insert(Tunneled);
+}
+
+/// A door as the tunnel reaches it, under the door's header, idle and body clocks. The
+/// edge's forwarded headers are trusted here, and only here: the request's [`PeerAddr`] is
+/// the client the edge saw. Over QUIC each stream is one HTTP/1.1 connection (`stream`);
+/// over the TCP fallback each request arrives on the HTTP/2 connection (`request`).
 pub fn tunnel_door<S, B>(
     svc: S,
     limits: DoorLimits,
     graceful: Arc<GracefulShutdown>,
-) -> crate::tunnel::connector::StreamHandler
+) -> crate::tunnel::connector::DoorHandler
 where
     S: DoorService<B> + Sync,
-    B: DoorBody,
+    B: DoorBody + hyper::body::Body<Data = bytes::Bytes>,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -284,32 +294,44 @@ where
         .max_buf_size(limits.max_header_size)
         .max_headers(128);
     let builder = Arc::new(builder);
-    Arc::new(move |io: crate::tunnel::stream::TunnelIo| {
-        let busy = Busy::default();
-        let io = IdleIo::new(io, limits.idle_timeout, busy.clone());
-        let inner = svc.clone();
-        let body_timeout = limits.body_timeout;
-        let trusted = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let (mut req, guard) = admit(req, &busy, body_timeout);
-            let client =
-                forwarded_client(req.headers()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-            req.extensions_mut()
-                .insert(PeerAddr(std::net::SocketAddr::new(client, 0)));
-            req.extensions_mut().insert(Tunneled);
-            let call = inner.call(req);
-            async move {
-                let resp = call.await;
-                drop(guard);
-                resp
-            }
+    let body_timeout = limits.body_timeout;
+    let for_requests = svc.clone();
+    let request: crate::tunnel::connector::RequestHandler =
+        Arc::new(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(|b| TimeoutBody::new(b, body_timeout));
+            trust_forwarded(&mut req);
+            let call = for_requests.clone().call(req);
+            Box::pin(async move {
+                use http_body_util::BodyExt;
+                call.await
+                    .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                    .map_err(Into::into)
+            })
         });
-        let conn = builder.serve_connection(TokioIo::new(io), trusted);
-        let conn = graceful.watch(conn);
-        let name = limits.name;
-        Box::pin(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, error = %e, "tunnel stream ended with an error");
-            }
-        })
-    })
+    let stream: crate::tunnel::connector::StreamHandler = Arc::new(
+        move |io: crate::tunnel::stream::TunnelIo| {
+            let busy = Busy::default();
+            let io = IdleIo::new(io, limits.idle_timeout, busy.clone());
+            let inner = svc.clone();
+            let trusted = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let (mut req, guard) = admit(req, &busy, body_timeout);
+                trust_forwarded(&mut req);
+                let call = inner.call(req);
+                async move {
+                    let resp = call.await;
+                    drop(guard);
+                    resp
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(io), trusted);
+            let conn = graceful.watch(conn);
+            let name = limits.name;
+            Box::pin(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(listener = name, error = %e, "tunnel stream ended with an error");
+                }
+            })
+        },
+    );
+    crate::tunnel::connector::DoorHandler { stream, request }
 }

@@ -13,11 +13,24 @@ use serde::{Deserialize, Serialize};
 use super::frame::Grant;
 use crate::config::Seconds;
 
+/// How the appliance reaches its edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// QUIC, falling back to TLS over TCP when QUIC cannot connect (UDP blocked).
+    #[default]
+    Auto,
+    Quic,
+    Tcp,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TunnelConfig {
     /// Connect to the edges `tunnel join` stored (false: stay off the tunnel).
     pub enabled: bool,
+    /// `auto` (QUIC, else TLS over TCP), `quic` or `tcp`.
+    pub transport: Transport,
     /// Connections kept open to each edge (HA: the edge spreads requests over them).
     pub connections: u32,
     /// QUIC keep-alive; well below `idle_timeout` so NAT bindings stay open.
@@ -41,6 +54,7 @@ impl Default for TunnelConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            transport: Transport::Auto,
             connections: 2,
             keepalive: Seconds(Duration::from_secs(5)),
             idle_timeout: Seconds(Duration::from_secs(20)),

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
-use super::config::{JoinedEdge, TunnelConfig};
+use super::config::{JoinedEdge, Transport, TunnelConfig};
 use super::frame::{Control, Door, StreamHead, close};
 use super::identity::Identity;
 use super::stream::TunnelIo;
@@ -26,16 +26,35 @@ use super::{TunnelError, tls};
 /// Serves one request stream (HTTP/1.1) with a door's service.
 pub type StreamHandler = Arc<dyn Fn(TunnelIo) -> BoxFuture<'static, ()> + Send + Sync>;
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TunnelBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// Serves one request that arrived on the TCP fallback's HTTP/2 connection.
+pub type RequestHandler = Arc<
+    dyn Fn(
+            http::Request<hyper::body::Incoming>,
+        ) -> BoxFuture<'static, Result<http::Response<TunnelBody>, BoxError>>
+        + Send
+        + Sync,
+>;
+
+/// One door as the tunnel reaches it: by stream (QUIC) or by request (TCP fallback).
+#[derive(Clone)]
+pub struct DoorHandler {
+    pub stream: StreamHandler,
+    pub request: RequestHandler,
+}
+
 /// The appliance's doors, as the tunnel reaches them.
 #[derive(Clone)]
 pub struct Doors {
-    pub images: StreamHandler,
-    pub s3: StreamHandler,
-    pub admin: StreamHandler,
+    pub images: DoorHandler,
+    pub s3: DoorHandler,
+    pub admin: DoorHandler,
 }
 
 impl Doors {
-    fn get(&self, door: Door) -> &StreamHandler {
+    fn get(&self, door: Door) -> &DoorHandler {
         match door {
             Door::Images => &self.images,
             Door::S3 => &self.s3,
@@ -94,7 +113,16 @@ struct Link {
     metrics: Arc<crate::metrics::Metrics>,
     backoff_max: Duration,
     grace: Duration,
+    transport: Transport,
+    tcp: Arc<rustls::ClientConfig>,
+    /// When QUIC last failed to connect (auto: TCP until it is worth trying QUIC again).
+    quic_failed: Mutex<Option<Instant>>,
 }
+
+/// How long `auto` stays on TCP after QUIC failed before it tries QUIC again.
+const QUIC_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// In `auto`, how long a QUIC handshake may take before TCP is tried (UDP dropped).
+const AUTO_QUIC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The connector's status and its link tasks.
 pub type Started = (Arc<Status>, Vec<JoinHandle<()>>);
@@ -132,7 +160,9 @@ pub fn start(
     let node = config.node_name();
     let mut tasks = Vec::new();
     for edge in joined.edges {
-        let mut client = tls::quic_client(tls::appliance_config(&identity, &edge.pin)?)?;
+        let rustls_config = tls::appliance_config(&identity, &edge.pin)?;
+        let tcp = Arc::new(rustls_config.clone());
+        let mut client = tls::quic_client(rustls_config)?;
         client.transport_config(transport.clone());
         for slot in 0..config.connections {
             let index = {
@@ -160,6 +190,9 @@ pub fn start(
                 metrics: metrics.clone(),
                 backoff_max: config.backoff_max.0,
                 grace,
+                transport: config.transport,
+                tcp: tcp.clone(),
+                quic_failed: Mutex::new(None),
             };
             tasks.push(tokio::spawn(run_link(link, stop.clone())));
         }
@@ -261,54 +294,235 @@ pub async fn read_control<R: tokio::io::AsyncRead + Unpin>(
     Ok(Control::decode(&body)?)
 }
 
-/// Dials, says hello (or enrols), and returns the connection with its control stream.
+/// Sends the control head and `hello` (or `enroll`), and reads the edge's answer: a
+/// refusal becomes [`TunnelError::Refused`] with the edge's reason.
+async fn exchange<W, R>(send: &mut W, recv: &mut R, hello: &Control) -> Result<Control, TunnelError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut first = StreamHead::Control.encode().to_vec();
+    first.extend(hello.encode()?);
+    send.write_all(&first).await?;
+    send.flush().await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_control(recv))
+        .await
+        .map_err(|_| TunnelError::Timeout("the edge's welcome"))??;
+    match reply {
+        Control::Refused { reason } => Err(TunnelError::Refused(reason)),
+        other => Ok(other),
+    }
+}
+
+/// The QUIC connection to an edge, after hello: the connection, its control stream, and
+/// the edge's welcome.
+pub type QuicJoined = (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    Control,
+);
+
+/// Dials over QUIC, says hello (or enrols), and returns the connection with its control
+/// stream.
 pub async fn handshake(
     endpoint: &quinn::Endpoint,
     client: quinn::ClientConfig,
     addresses: &[String],
     hello: &Control,
-) -> Result<
-    (
-        quinn::Connection,
-        quinn::SendStream,
-        quinn::RecvStream,
-        Control,
-    ),
-    TunnelError,
-> {
+    timeout: Duration,
+) -> Result<QuicJoined, TunnelError> {
     let addr = resolve(addresses).await?;
     let connecting = endpoint.connect_with(client, addr, "pixelport-edge")?;
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| TunnelError::Timeout("the QUIC handshake"))??;
     let (mut send, mut recv) = conn.open_bi().await?;
-    let mut first = StreamHead::Control.encode().to_vec();
-    first.extend(hello.encode()?);
-    send.write_all(&first).await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), read_control(&mut recv))
-        .await
-        .map_err(|_| TunnelError::Timeout("the edge's welcome"))?;
-    let reply = match reply {
-        Ok(r) => r,
+    match exchange(&mut send, &mut recv, hello).await {
+        Ok(reply) => Ok((conn, send, recv, reply)),
         // The edge closes at once after refusing; its reason is in the close frame.
-        Err(e) => match conn.close_reason() {
-            Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-                return Err(TunnelError::Refused(
+        Err(TunnelError::Io(_)) | Err(TunnelError::Timeout(_))
+            if matches!(
+                conn.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(_))
+            ) =>
+        {
+            match conn.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(c)) => Err(TunnelError::Refused(
                     String::from_utf8_lossy(&c.reason).into_owned(),
-                ));
+                )),
+                _ => Err(TunnelError::Protocol("closed".into())),
             }
-            _ => return Err(e),
-        },
-    };
-    if let Control::Refused { reason } = reply {
-        return Err(TunnelError::Refused(reason));
+        }
+        Err(e) => Err(e),
     }
-    Ok((conn, send, recv, reply))
+}
+
+pub type TcpTunnel = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Dials over TLS on TCP (the fallback when UDP is blocked) and says hello (or enrols).
+pub async fn tcp_handshake(
+    config: Arc<rustls::ClientConfig>,
+    addresses: &[String],
+    hello: &Control,
+) -> Result<(TcpTunnel, Control), TunnelError> {
+    let addr = resolve(addresses).await?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| TunnelError::Timeout("the TCP connection"))??;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls_pki_types::ServerName::try_from("pixelport-edge")
+        .map_err(|e| TunnelError::Config(e.to_string()))?;
+    let mut tls = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| TunnelError::Timeout("the TLS handshake"))??;
+    let (mut r, mut w) = tokio::io::split(&mut tls);
+    let reply = exchange(&mut w, &mut r, hello).await?;
+    Ok((tls, reply))
+}
+
+/// The TCP fallback's HTTP/2 service: each request to the door its header names.
+#[derive(Clone)]
+struct Dispatch {
+    doors: Doors,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch {
+    type Response = http::Response<TunnelBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<http::Response<TunnelBody>, BoxError>>;
+
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let door = req
+            .headers_mut()
+            .remove(super::frame::DOOR_HEADER)
+            .and_then(|v| v.to_str().ok().and_then(|d| d.parse::<Door>().ok()));
+        match door {
+            Some(d) => {
+                self.metrics
+                    .tunnel_requests
+                    .with_label_values(&[d.as_str()])
+                    .inc();
+                (self.doors.get(d).request)(req)
+            }
+            None => Box::pin(async {
+                use http_body_util::BodyExt;
+                let mut resp = http::Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"a tunnel request must name its door",
+                    ))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+                );
+                *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+                Ok(resp)
+            }),
+        }
+    }
+}
+
+/// Whether a failure to connect over QUIC suggests UDP is blocked (then `auto` tries TCP).
+fn quic_unreachable(e: &TunnelError) -> bool {
+    matches!(
+        e,
+        TunnelError::Timeout(_) | TunnelError::Connection(_) | TunnelError::Io(_)
+    )
 }
 
 async fn one_connection(
     link: &Link,
     stop: &mut watch::Receiver<bool>,
+) -> Result<Ended, TunnelError> {
+    match link.transport {
+        Transport::Quic => quic_connection(link, stop, Duration::from_secs(10)).await,
+        Transport::Tcp => tcp_connection(link, stop).await,
+        Transport::Auto => {
+            let recently_failed = link
+                .quic_failed
+                .lock()
+                .ok()
+                .and_then(|f| *f)
+                .is_some_and(|t| t.elapsed() < QUIC_RETRY_AFTER);
+            if !recently_failed {
+                match quic_connection(link, stop, AUTO_QUIC_TIMEOUT).await {
+                    Err(e) if quic_unreachable(&e) => {
+                        tracing::warn!(edge = %link.edge.addresses.join(","), error = %e, "QUIC unreachable (UDP blocked?); falling back to TLS over TCP");
+                        if let Ok(mut f) = link.quic_failed.lock() {
+                            *f = Some(Instant::now());
+                        }
+                    }
+                    other => return other,
+                }
+            }
+            tcp_connection(link, stop).await
+        }
+    }
+}
+
+/// The TCP fallback: after hello, the appliance serves HTTP/2 on the TLS connection and
+/// the edge is its client; each request names its door in `pixelport-door`.
+async fn tcp_connection(
+    link: &Link,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Ended, TunnelError> {
+    let hello = Control::Hello {
+        node: link.node.clone(),
+        software: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let (tls, reply) = tcp_handshake(link.tcp.clone(), &link.edge.addresses, &hello).await?;
+    let Control::Welcome { edge, .. } = reply else {
+        return Err(TunnelError::Protocol(format!(
+            "expected a welcome, got {reply:?}"
+        )));
+    };
+    tracing::info!(%edge, slot = link.index, transport = "tcp", "tunnel connected");
+    link.status.update(link.index, |s| {
+        s.state = "connected";
+        s.last_error = None;
+    });
+    link.metrics.tunnel_connections.inc();
+    let _gauge = GaugeGuard(link.metrics.tunnel_connections.clone());
+    let svc = Dispatch {
+        doors: link.doors.clone(),
+        metrics: link.metrics.clone(),
+    };
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(super::frame::HEARTBEAT * 4)
+        .keep_alive_timeout(super::frame::STALE_AFTER * 4)
+        .max_concurrent_streams(1024);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            return Ok(Ended::Lost(match r {
+                Ok(()) => "the edge closed the connection".into(),
+                Err(e) => e.to_string(),
+            }));
+        }
+        _ = stop.changed() => {}
+    }
+    // Shutdown: GOAWAY (the edge sends nothing new), then the requests in flight finish.
+    link.status.update(link.index, |s| s.state = "draining");
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(link.grace, conn).await;
+    Ok(Ended::Stopped)
+}
+
+async fn quic_connection(
+    link: &Link,
+    stop: &mut watch::Receiver<bool>,
+    timeout: Duration,
 ) -> Result<Ended, TunnelError> {
     let hello = Control::Hello {
         node: link.node.clone(),
@@ -319,6 +533,7 @@ async fn one_connection(
         link.client.clone(),
         &link.edge.addresses,
         &hello,
+        timeout,
     )
     .await?;
     let Control::Welcome { edge, grants } = reply else {
@@ -398,7 +613,7 @@ fn spawn_stream(link: &Link, send: quinn::SendStream, mut recv: quinn::RecvStrea
                     .inc();
                 // The doors (and the shutdown watcher they hold) are let go before the
                 // request runs, so shutdown can take the watcher back.
-                let serve = (doors.get(door))(io);
+                let serve = (doors.get(door).stream)(io);
                 drop(doors);
                 serve.await;
             }

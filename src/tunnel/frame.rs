@@ -16,6 +16,9 @@ pub const MAGIC: [u8; 2] = *b"PX";
 /// A control frame's largest body (its JSON).
 pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 
+/// On the TCP fallback (HTTP/2, edge as client), the request header naming the door.
+pub const DOOR_HEADER: &str = "pixelport-door";
+
 /// How often the appliance sends a heartbeat on each connection's control stream.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
 /// A connection the edge has heard nothing from for this long is stale: it gets no new

@@ -6,8 +6,10 @@
 //! expired token is refused before anything is sent.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::config::{CLIENT_IDENTITY, Joined, JoinedEdge, TunnelConfig};
+use super::config::{CLIENT_IDENTITY, Joined, JoinedEdge, Transport, TunnelConfig};
 use super::connector::handshake;
 use super::frame::{Control, Grant, close};
 use super::identity::Identity;
@@ -39,20 +41,45 @@ pub async fn join(
     crate::app::prepare_data_dir(data_dir).map_err(|e| TunnelError::Config(e.to_string()))?;
     let (identity, made) =
         Identity::load_or_create(&data_dir.join(CLIENT_IDENTITY), "pixelport-appliance")?;
-    let client = tls::quic_client(tls::appliance_config(&identity, &token.pin)?)?;
-    let endpoint = super::connector::client_endpoint(0)?;
+    let rustls_config = tls::appliance_config(&identity, &token.pin)?;
     let enroll = Control::Enroll {
         secret: token.secret.clone(),
         node: config.node_name(),
     };
-    let (conn, _send, _recv, reply) = handshake(&endpoint, client, &token.edges, &enroll).await?;
+    let reply = match config.transport {
+        Transport::Tcp => {
+            super::connector::tcp_handshake(Arc::new(rustls_config), &token.edges, &enroll)
+                .await?
+                .1
+        }
+        transport => {
+            let client = tls::quic_client(rustls_config.clone())?;
+            let endpoint = super::connector::client_endpoint(0)?;
+            let timeout = if transport == Transport::Auto {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(10)
+            };
+            match handshake(&endpoint, client, &token.edges, &enroll, timeout).await {
+                Ok((conn, _send, _recv, reply)) => {
+                    conn.close(quinn::VarInt::from_u32(close::DONE), b"enrolled");
+                    endpoint.wait_idle().await;
+                    reply
+                }
+                Err(TunnelError::Timeout(_)) if transport == Transport::Auto => {
+                    super::connector::tcp_handshake(Arc::new(rustls_config), &token.edges, &enroll)
+                        .await?
+                        .1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
     let Control::Welcome { edge, grants } = reply else {
         return Err(TunnelError::Protocol(format!(
             "expected a welcome, got {reply:?}"
         )));
     };
-    conn.close(quinn::VarInt::from_u32(close::DONE), b"enrolled");
-    endpoint.wait_idle().await;
     let mut joined = Joined::load(data_dir).map_err(TunnelError::Joined)?;
     joined.add(JoinedEdge {
         addresses: token.edges.clone(),

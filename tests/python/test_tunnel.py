@@ -17,8 +17,8 @@ import pytest
 import requests
 
 import harness
-from tunnel_harness import (FAST_TUNNEL, IMAGES_HOST, S3_HOST, Edge, join, wait_connected,
-                            wait_until)
+from tunnel_harness import (FAST_TUNNEL, IMAGES_HOST, S3_HOST, Edge, TcpOnlyProxy, join,
+                            wait_connected, wait_until)
 
 PHOTO = harness.REPO_ROOT.parent / "shared" / "images" / "rocket-640x427.jpg"
 IMAGE_PATH = f"/unsafe/rs:fit:200:150/plain/s3://{harness.PUBLIC_BUCKET}/rocket.jpg@webp"
@@ -258,6 +258,48 @@ def test_the_admin_ui_is_not_reachable_through_the_edge_by_default(edge, make_da
     assert "pixelport_tunnel" not in r.text
 
 
+def aws_round_trip(edge, src, tmp_path, endpoint=None):
+    """`aws s3 cp` up and down through the edge's S3 hostname (or `endpoint`); returns the
+    copy."""
+    aws = harness.AwsCli(endpoint or edge.url(S3_HOST, ""))
+    aws.env["AWS_CA_BUNDLE"] = str(edge.cert)
+    bucket = harness.unique_name("tun")
+    aws("s3", "mb", f"s3://{bucket}")
+    aws("s3", "cp", str(src), f"s3://{bucket}/{src.name}")
+    back = tmp_path / f"back-{src.name}"
+    aws("s3", "cp", f"s3://{bucket}/{src.name}", str(back))
+    return back
+
+
+def rss_mib(d) -> float:
+    for line in open(f"/proc/{d.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssPeak:
+    """The largest RSS a daemon reaches while the block runs (sampled every 50 ms)."""
+
+    def __init__(self, d):
+        import threading
+        self.d, self.mib, self.done = d, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self):
+        while not self.done.is_set():
+            self.mib = max(self.mib, rss_mib(self.d))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
 def test_s3_on_its_own_hostname_with_the_aws_cli(edge, make_daemon, tmp_path):
     d = appliance(make_daemon)
     paired(edge, d, S3_HOST, door="s3")
@@ -267,14 +309,20 @@ def test_s3_on_its_own_hostname_with_the_aws_cli(edge, make_daemon, tmp_path):
     with open(big, "wb") as f:
         for i in range(100):
             f.write(hashlib.sha256(str(i).encode()).digest() * (1 << 15))
-    aws = harness.AwsCli(edge.url(S3_HOST, ""))
-    aws.env["AWS_CA_BUNDLE"] = str(edge.cert)
-    bucket = harness.unique_name("tun")
-    aws("s3", "mb", f"s3://{bucket}")
-    aws("s3", "cp", str(big), f"s3://{bucket}/big.bin")
-    back = tmp_path / "back.bin"
-    aws("s3", "cp", f"s3://{bucket}/big.bin", str(back))
+    # The same copy straight to the S3 listener first: the aws cli's 10 parallel 8 MiB
+    # parts cost the daemon some memory whatever the path.
+    base = rss_mib(d)
+    with RssPeak(d) as direct:
+        aws_round_trip(edge, big, tmp_path, endpoint=d.endpoint)
+    direct_growth = direct.mib - base
+    base = rss_mib(d)
+    with RssPeak(d) as peak:
+        back = aws_round_trip(edge, big, tmp_path)
     assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+    # The body streams through the tunnel: holding the 100 MiB object (or its parts) whole
+    # would add at least 80 MiB over the direct copy.
+    tunnel_growth = peak.mib - base
+    assert tunnel_growth < direct_growth + 32, (direct_growth, tunnel_growth)
 
 
 class Load:
@@ -353,3 +401,46 @@ def test_a_group_of_two_appliances_survives_sigterm_and_kill(edge, make_daemon):
         wait_until(lambda: load.count() > before + 300, 30, what="load continuing after kill")
         assert load.failures() == [], load.failures()[:10]
     assert links(edge) == 2 or "appliance disconnected" in edge.logs()
+
+
+def test_tcp_fallback_when_udp_is_blocked(edge, make_daemon, tmp_path):
+    # The appliance dials a port where only TCP reaches the edge (UDP goes nowhere, as on a
+    # network that drops it): `transport = "auto"` gives up on QUIC after 3 s and runs the
+    # same tunnel over TLS on TCP, both doors working, bodies both ways.
+    proxy = TcpOnlyProxy(edge.tunnel_port)
+    try:
+        d = appliance(make_daemon)
+        paired(edge, d, IMAGES_HOST)
+        paired(edge, d, S3_HOST, door="s3")
+        joined = d.data_dir / "tunnel.toml"
+        joined.write_text(joined.read_text().replace(edge.tunnel_address,
+                                                     f"127.0.0.1:{proxy.port}"))
+        d.start()
+        upload_photo(d)
+        wait_until(lambda: edge.ready()[0] == 200, 20, what="the appliance connected over TCP")
+        assert 'transport="tcp"' in edge.logs() and 'transport="quic"' not in edge.logs()
+        assert "falling back to TLS over TCP" in d.logs()
+        direct = requests.get(d.images_url + IMAGE_PATH, headers={"Accept": "image/webp"},
+                              timeout=30)
+        through = edge.get(IMAGES_HOST, IMAGE_PATH, headers={"Accept": "image/webp"})
+        assert through.status_code == 200, through.text
+        assert through.content == direct.content
+        assert through.headers["ETag"] == direct.headers["ETag"]
+        data = tmp_path / "up.bin"
+        data.write_bytes(os.urandom(3 << 20))
+        assert aws_round_trip(edge, data, tmp_path).read_bytes() == data.read_bytes()
+    finally:
+        proxy.close()
+
+
+def test_transport_tcp_is_used_when_asked(edge, make_daemon):
+    d = appliance(make_daemon, extra='transport = "tcp"\n')
+    paired(edge, d, IMAGES_HOST)
+    d.start()
+    wait_connected(edge)
+    assert edge.get(IMAGES_HOST, "/health").status_code == 200
+    assert 'transport="tcp"' in edge.logs() and 'transport="quic"' not in edge.logs()
+    # SIGTERM over TCP: the appliance says GOAWAY, exits 0, and the edge answers 503.
+    assert d.stop() == 0
+    wait_until(lambda: edge.get(IMAGES_HOST, "/health").status_code == 503, 5,
+               what="503 once the appliance left")
