@@ -9,7 +9,8 @@
 #     no s3s-fs reporting 0.14.1 is found;
 #   - the build's Debian packages through scripts/install-build-deps.sh (libdav1d-dev,
 #     pkg-config, nasm), and the tests' own, only when missing: chromium and
-#     chromium-driver for the admin UI's browser tests;
+#     chromium-driver for the admin UI's browser tests, pebble (a real ACME server) and
+#     openssl (test certificates) for the tunnel and edge tests;
 #   - tests/browser/node_modules through `npm ci` (playwright-core, pinned in its
 #     package-lock.json; it drives /usr/bin/chromium and downloads no browser), skipped
 #     when the stamp in node_modules holds the sha256 of package-lock.json.
@@ -38,7 +39,7 @@ mkdir -p "$CACHE"
 # admin UI's browser tests), through the project's one apt installer. Each is
 # checked with dpkg -s first; `apt-get update` runs only when something is missing.
 # --------------------------------------------------------------------------
-bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver
+bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl
 
 # --------------------------------------------------------------------------
 # Python venv

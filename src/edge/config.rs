@@ -43,6 +43,9 @@ pub struct EdgeConfig {
     pub udp_buffer: crate::config::ByteSize,
     /// UDP generic segmentation offload on the tunnel socket.
     pub gso: bool,
+    /// Certificates from ACME instead of `tls_cert` / `tls_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme: Option<super::acme::AcmeConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +65,7 @@ impl Default for EdgeConfig {
             upstream_timeout: Seconds(Duration::from_secs(60)),
             udp_buffer: crate::config::ByteSize(4 << 20),
             gso: true,
+            acme: None,
         }
     }
 }
@@ -85,6 +89,15 @@ impl EdgeConfig {
                 "tls_key",
                 "tls_cert and tls_key must be set together".into(),
             ));
+        }
+        if let Some(acme) = &self.acme {
+            if !self.tls_cert.is_empty() {
+                return Err((
+                    "acme",
+                    "set either tls_cert/tls_key or [edge.acme], not both".into(),
+                ));
+            }
+            acme.validate()?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir", "must not be empty".into()));

@@ -7,6 +7,7 @@
 //! ([`appliances`]); a hostname with no appliance answers 503 at once; a revoked identity's
 //! connections close within a second of `edge revoke`.
 
+pub mod acme;
 pub mod appliances;
 pub mod certs;
 pub mod config;
@@ -137,17 +138,27 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
     if made {
         tracing::info!(pin = %identity.pin(), "made the edge identity");
     }
-    if ec.tls_cert.is_empty() {
-        return Err(EdgeError::Setup {
-            key: "edge.tls_cert",
-            message: "the public HTTPS listener needs a certificate: set [edge] tls_cert and tls_key (PEM files)".into(),
-        });
-    }
-    let certs = certs::FileCert::open(ec.tls_cert.clone().into(), ec.tls_key.clone().into())
-        .map_err(|message| EdgeError::Setup {
-            key: "edge.tls_cert",
-            message,
-        })?;
+    let certs = match (&ec.acme, ec.tls_cert.is_empty()) {
+        (Some(_), _) => {
+            let store = certs::CertStore::for_acme();
+            acme::load_stored(&ec.data_dir, &store);
+            store
+        }
+        (None, false) => {
+            certs::CertStore::from_files(ec.tls_cert.clone().into(), ec.tls_key.clone().into())
+                .map_err(|message| EdgeError::Setup {
+                    key: "edge.tls_cert",
+                    message,
+                })?
+        }
+        (None, true) => {
+            return Err(EdgeError::Setup {
+                key: "edge.tls_cert",
+                message: "the public HTTPS listener needs a certificate: set [edge] tls_cert and tls_key (PEM files), or an [edge.acme] table".into(),
+            });
+        }
+    };
+    let http01: acme::Http01 = Arc::default();
     let public_tls = certs::public_config(certs.clone()).map_err(|e| EdgeError::Setup {
         key: "edge.tls_cert",
         message: e.to_string(),
@@ -221,10 +232,13 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
             }
         })
     };
-    let redirect_svc =
-        hyper::service::service_fn(move |req: hyper::Request<RequestBody>| async move {
-            Ok::<_, Infallible>(proxy::redirect(&req, https_port))
-        });
+    let redirect_svc = {
+        let http01 = http01.clone();
+        hyper::service::service_fn(move |req: hyper::Request<RequestBody>| {
+            let resp = proxy::redirect(&req, https_port, &http01);
+            async move { Ok::<_, Infallible>(resp) }
+        })
+    };
     let admin_svc = {
         let state = state.clone();
         hyper::service::service_fn(move |req: hyper::Request<RequestBody>| {
@@ -270,6 +284,15 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         )),
         tokio::spawn(watch_registry(state.clone(), stop_rx.clone())),
     ];
+    if let Some(acme_config) = ec.acme.clone() {
+        tasks.push(tokio::spawn(acme::run(
+            acme_config,
+            state.clone(),
+            certs.clone(),
+            http01.clone(),
+            stop_rx.clone(),
+        )));
+    }
     if let Some(http) = http {
         tasks.push(tokio::spawn(accept_loop(
             http,
@@ -284,7 +307,8 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
 
     while let crate::app::Signal::Reload = crate::app::next_signal(&mut signals).await {
         match certs.reload() {
-            Ok(()) => tracing::info!("SIGHUP: certificate reloaded"),
+            Ok(true) => tracing::info!("SIGHUP: certificate reloaded"),
+            Ok(false) => tracing::info!("SIGHUP: certificates come from ACME; nothing to reload"),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one")
             }

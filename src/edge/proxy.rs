@@ -349,9 +349,32 @@ async fn forward(
 }
 
 /// Plain HTTP: everything moves to HTTPS (308 keeps the method), except ACME's HTTP-01 path.
-pub fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<EdgeBody> {
-    if req.uri().path().starts_with("/.well-known/acme-challenge/") {
-        return plain(StatusCode::NOT_FOUND, "no such ACME challenge");
+pub fn redirect<B>(
+    req: &Request<B>,
+    https_port: u16,
+    http01: &super::acme::Http01,
+) -> Response<EdgeBody> {
+    if let Some(token) = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")
+    {
+        let answer = http01.read().ok().and_then(|m| m.get(token).cloned());
+        return match answer {
+            Some(key_auth) => {
+                let mut resp = Response::new(
+                    http_body_util::Full::new(Bytes::from(key_auth))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                resp
+            }
+            None => plain(StatusCode::NOT_FOUND, "no such ACME challenge"),
+        };
     }
     let Some(host) = request_host(req) else {
         return plain(StatusCode::BAD_REQUEST, "a Host header is required");

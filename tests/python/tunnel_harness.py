@@ -46,7 +46,7 @@ def make_cert(base: Path) -> tuple[Path, Path]:
 class Edge:
     """One `pixelport edge` with its own config, data dir and log."""
 
-    def __init__(self, base: Path, extra: str = ""):
+    def __init__(self, base: Path, extra: str = "", acme: str | None = None):
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base / "edge-data"
@@ -58,6 +58,8 @@ class Edge:
         self.tunnel_port = harness.free_port()
         self.admin_port = harness.free_port()
         self.extra = extra
+        # An [edge.acme] table instead of the certificate files.
+        self.acme = acme
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -83,13 +85,18 @@ https_listen = "127.0.0.1:{self.https_port}"
 http_listen = "127.0.0.1:{self.http_port}"
 tunnel_listen = "127.0.0.1:{self.tunnel_port}"
 admin_listen = "127.0.0.1:{self.admin_port}"
-tls_cert = {json.dumps(str(self.cert))}
-tls_key = {json.dumps(str(self.key))}
+{self.tls_lines()}
 public_address = "{self.tunnel_address}"
 keepalive = "1s"
 idle_timeout = "3s"
 {self.extra}
+{self.acme or ""}
 """)
+
+    def tls_lines(self) -> str:
+        if self.acme is not None:
+            return ""
+        return f"tls_cert = {json.dumps(str(self.cert))}\ntls_key = {json.dumps(str(self.key))}"
 
     def start(self) -> "Edge":
         self.write_config()
