@@ -362,7 +362,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
             }
             let status = resp.status().as_u16();
             let elapsed = t0.elapsed().as_secs_f64();
-            metrics.traffic.record(&crate::admin::traffic::Sample {
+            metrics.traffic.record(&crate::metrics::traffic::Sample {
                 listener: "s3",
                 status,
                 method: method.as_str(),

@@ -13,7 +13,6 @@ pub mod builder;
 pub mod catalog;
 pub mod cli;
 pub mod purge;
-pub mod traffic;
 
 use std::collections::HashSet;
 use std::sync::Arc;

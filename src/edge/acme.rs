@@ -355,7 +355,10 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["a.example".into(), "B.example".into()])
             .unwrap();
         let (not_after, names) = describe(ck.cert.der()).unwrap();
-        assert!(not_after > 4_000_000_000, "rcgen's default validity runs to 4096");
+        assert!(
+            not_after > 4_000_000_000,
+            "rcgen's default validity runs to 4096"
+        );
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),
             ["a.example", "b.example"]

@@ -311,7 +311,7 @@ pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -
         resp.headers_mut().insert("x-request-id", v);
     }
     m.count_status(resp.status());
-    m.traffic.record(&crate::admin::traffic::Sample {
+    m.traffic.record(&crate::metrics::traffic::Sample {
         listener: "images",
         status: resp.status().as_u16(),
         method: method.as_str(),

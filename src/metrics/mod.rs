@@ -6,6 +6,8 @@
 //! What must stay true: label values come from small closed sets (status codes, error kinds,
 //! S3 operation names), never from request paths or keys, so the number of series is bounded.
 
+pub mod traffic;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -47,7 +49,7 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     pub images_processed: IntCounter,
     /// The dashboard's last hour and recent errors (not exported to Prometheus).
-    pub traffic: crate::admin::traffic::Traffic,
+    pub traffic: crate::metrics::traffic::Traffic,
     pub cache_write_failures: IntCounter,
     /// Eager preset renders by result: `ok`, `skipped`, `dropped`, `error`.
     pub eager_renders: IntCounterVec,
@@ -249,7 +251,7 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             images_processed,
-            traffic: crate::admin::traffic::Traffic::new(),
+            traffic: crate::metrics::traffic::Traffic::new(),
             cache_write_failures,
             eager_renders,
             status_ok: std::sync::OnceLock::new(),
