@@ -6,8 +6,9 @@ connections, and a 256 MiB download, through four paths in one run on loopback:
   nginx       nginx as a TLS reverse proxy to the same listeners (no tunnel hop)
   rathole     rathole 0.5 with its noise transport, plain HTTP through it
 
-The edge path runs with 2 appliances x 4 connections (both serving the hostname), and
-the edge's peak RSS over the whole run is reported. Run through scripts/bench-tunnel.sh.
+The comparison runs with one appliance (4 connections), as nginx and rathole proxy to one;
+then a second appliance joins (2 appliances x 4 connections, both serving the hostname),
+the edge path is measured again, and the edge's peak RSS over the whole run is reported. Run through scripts/bench-tunnel.sh.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ http {{
     return conf
 
 
+def edge_links(edge) -> int:
+    return sum(int(float(line.split()[-1])) for line in requests.get(
+        edge.admin_url + "/metrics", timeout=5).text.splitlines()
+        if line.startswith("pixelport_edge_tunnel_connections{"))
+
+
 def rathole_keys() -> tuple[str, str]:
     out = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True,
                          check=True).stdout.split()
@@ -160,10 +167,7 @@ def main() -> None:
             d.client().upload_file(str(big), harness.PUBLIC_BUCKET, BIG_KEY)
         big.unlink()
         wait_until(lambda: edge.ready()[0] == 200, 20, what="the appliances connected")
-        links = sum(int(float(line.split()[-1])) for line in requests.get(
-            edge.admin_url + "/metrics", timeout=5).text.splitlines()
-            if line.startswith("pixelport_edge_tunnel_connections{"))
-        log(f"edge has {links} appliance connections")
+        log(f"edge has {edge_links(edge)} appliance connections")
         for d in appliances:
             for _ in range(2):
                 r = requests.get(d.images_url + IMAGE_PATH, timeout=60)
@@ -220,6 +224,11 @@ local_addr = "127.0.0.1:{first.s3_port}"
         host = {"Host": IMAGES_HOST}
         wait_until(lambda: requests.get(urls["nginx"], verify=str(edge.cert), headers=host,
                                         timeout=5).status_code == 200, 20, what="nginx up")
+        # The comparison runs with one appliance, as nginx and rathole proxy to one; the
+        # second joins afterwards for the RSS figure (2 appliances x 4 connections).
+        second = appliances[1]
+        assert second.stop() == 0
+        wait_until(lambda: edge_links(edge) == 4, 20, what="only the first appliance left")
         for name, url in urls.items():
             r = requests.get(url, verify=str(edge.cert), headers=host, timeout=30)
             assert r.status_code == 200 and r.headers.get("X-Cache") == "HIT", (name, r.headers)
@@ -228,16 +237,13 @@ local_addr = "127.0.0.1:{first.s3_port}"
         for rnd in range(ROUNDS):
             order = list(urls) if rnd % 2 == 0 else list(reversed(urls))
             for name in order:
-                pids = {"edge": edge.proc.pid, "appliances": None}
-                before = {"edge": cpu_seconds(edge.proc.pid),
-                          "appliances": sum(cpu_seconds(d.proc.pid) for d in appliances)}
+                before = (cpu_seconds(edge.proc.pid), cpu_seconds(first.proc.pid))
                 res = wrk(urls[name])
                 if name == "edge":
                     n = res["rps"] * float(DURATION.rstrip("s"))
-                    for who in pids:
-                        now = (cpu_seconds(edge.proc.pid) if who == "edge"
-                               else sum(cpu_seconds(d.proc.pid) for d in appliances))
-                        log(f"  {who}: {1e6 * (now - before[who]) / n:.0f} µs CPU per request")
+                    after = (cpu_seconds(edge.proc.pid), cpu_seconds(first.proc.pid))
+                    log(f"  CPU per request: edge {1e6 * (after[0] - before[0]) / n:.0f} µs, "
+                        f"appliance {1e6 * (after[1] - before[1]) / n:.0f} µs")
                 results[name].append(res)
                 log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms")
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms")}
@@ -249,6 +255,11 @@ local_addr = "127.0.0.1:{first.s3_port}"
             "nginx": download_mib_s(f"https://{S3_HOST}:{nginx_s3}{big_path}", str(edge.cert)),
             "rathole": download_mib_s(f"http://127.0.0.1:{rh_s3}{big_path}"),
         }
+        second.start()
+        wait_until(lambda: edge_links(edge) == 8, 20, what="both appliances connected")
+        both = wrk(urls["edge"])
+        log(f"edge with 2 appliances x 4 connections: {both['rps']:.0f} req/s, "
+            f"p50 {both['p50_ms']:.2f} ms")
         edge_rss = vm_hwm_mib(edge.proc.pid)
         ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
         rows = [
@@ -260,6 +271,8 @@ local_addr = "127.0.0.1:{first.s3_port}"
         for label, key, fmt in rows:
             lines.append(f"| {label} | " + " | ".join(fmt.format(med[k][key]) for k in urls)
                          + " |")
+        lines.append(f"| edge with 2 appliances × 4 connections: req/s, p50 (ms) | | "
+                     f"{both['rps']:.0f}, {both['p50_ms']:.2f} | | |")
         lines.append(f"| {BIG_MIB} MiB download (MiB/s) | "
                      + " | ".join(f"{downloads[k]:.0f}" for k in urls) + " |")
         targets = [

@@ -22,6 +22,7 @@ pub struct EdgeMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     connections: IntGaugeVec,
+    bytes: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -51,6 +52,14 @@ impl EdgeMetrics {
             ),
             &["node"],
         )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "pixelport_edge_response_bytes_total",
+                "Response body bytes sent from appliances to clients, by hostname.",
+            ),
+            &["host"],
+        )?;
+        registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections.clone()))?;
@@ -59,7 +68,18 @@ impl EdgeMetrics {
             requests,
             duration,
             connections,
+            bytes,
         })
+    }
+
+    /// The byte counter a response body adds to.
+    pub fn response_bytes(&self, state: &EdgeState, host: &str) -> prometheus::IntCounter {
+        let host = if state.is_granted(host) {
+            host
+        } else {
+            "other"
+        };
+        self.bytes.with_label_values(&[host])
     }
 
     pub fn observe(&self, state: &EdgeState, host: &str, status: StatusCode, took: Duration) {

@@ -58,10 +58,12 @@ pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
     resp
 }
 
-/// The response body from the appliance, holding the link's in-flight count until done.
+/// The response body from the appliance, holding the link's in-flight count until done
+/// and counting its bytes for the hostname.
 struct Counted {
     inner: Incoming,
     _inflight: InFlight,
+    bytes: prometheus::IntCounter,
 }
 
 impl Body for Counted {
@@ -72,7 +74,13 @@ impl Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes.inc_by(data.len() as u64);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -328,6 +336,7 @@ async fn forward(
             let body = Counted {
                 inner: body,
                 _inflight: inflight,
+                bytes: state.metrics.response_bytes(state, host),
             }
             .map_err(BoxError::from)
             .boxed();

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import ssl
-import socket
 import subprocess
 import time
 
@@ -17,7 +15,7 @@ import pytest
 import requests
 
 import harness
-from tunnel_harness import IMAGES_HOST, Edge, wait_until
+from tunnel_harness import IMAGES_HOST, Edge, served_cert, wait_until
 
 # No skip when pebble is missing: scripts/setup-test-deps.sh installs it, and an ACME test
 # that quietly skips in CI would guard nothing.
@@ -79,19 +77,6 @@ class Pebble:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
         self.log.close()
-
-
-def served_cert(edge) -> dict:
-    """The certificate the edge serves for IMAGES_HOST, as Python's ssl sees it."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", edge.https_port), timeout=5) as s:
-        with ctx.wrap_socket(s, server_hostname=IMAGES_HOST) as t:
-            der = t.getpeercert(binary_form=True)
-    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial", "-enddate",
-                          "-issuer"], input=der, capture_output=True, check=True).stdout.decode()
-    return dict(line.split("=", 1) for line in out.strip().splitlines())
 
 
 def acme_table(pebble, challenge: str, renew_before: str) -> str:

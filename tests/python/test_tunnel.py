@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -18,7 +19,7 @@ import requests
 
 import harness
 from tunnel_harness import (FAST_TUNNEL, IMAGES_HOST, S3_HOST, Edge, TcpOnlyProxy, join,
-                            wait_connected, wait_until)
+                            make_cert, served_cert, wait_connected, wait_until)
 
 PHOTO = harness.REPO_ROOT.parent / "shared" / "images" / "rocket-640x427.jpg"
 IMAGE_PATH = f"/unsafe/rs:fit:200:150/plain/s3://{harness.PUBLIC_BUCKET}/rocket.jpg@webp"
@@ -78,6 +79,14 @@ def test_pair_join_and_fetch_an_image_over_https(edge, make_daemon):
     st = subprocess.run([str(harness.pixelport_bin()), "tunnel", "status", "--config",
                          str(d.config_path)], capture_output=True, text=True, timeout=30)
     assert st.returncode == 0 and edge.tunnel_address in st.stdout, st.stdout + st.stderr
+    live = json.loads(st.stdout)["live"]
+    assert live["ready"] is True and [l["state"] for l in live["links"]] == ["connected"] * 2, live
+    # The edge's metrics count the request and the bytes by hostname.
+    em = requests.get(edge.admin_url + "/metrics", timeout=10).text
+    assert f'pixelport_edge_requests_total{{host="{IMAGES_HOST}",status="200"}}' in em, em
+    sent = [l for l in em.splitlines()
+            if l.startswith(f'pixelport_edge_response_bytes_total{{host="{IMAGES_HOST}"}}')]
+    assert sent and float(sent[0].split()[-1]) >= len(through.content), sent
     # The appliance's metrics count the connection and the requests.
     m = requests.get(d.admin_url + "/metrics", timeout=10).text
     assert "pixelport_tunnel_connections 2" in m, m
@@ -136,11 +145,16 @@ def test_edge_restart_the_appliance_reconnects_by_itself(edge, make_daemon):
     paired(edge, d, IMAGES_HOST)
     d.start()
     wait_connected(edge)
+    assert requests.get(d.admin_url + "/ready", timeout=5).status_code == 200
     edge.kill9()
-    time.sleep(1.0)
+    # The appliance's /ready includes the tunnel: not ready while its edge is gone.
+    wait_until(lambda: requests.get(d.admin_url + "/ready", timeout=5).status_code == 503, 10,
+               what="the appliance's /ready reporting the lost tunnel")
     edge.start()
     wait_until(lambda: edge.get(IMAGES_HOST, "/health").status_code == 200, 20,
                what="the appliance reconnected after the edge restarted")
+    wait_until(lambda: requests.get(d.admin_url + "/ready", timeout=5).status_code == 200, 10,
+               what="the appliance ready again")
     m = requests.get(d.admin_url + "/metrics", timeout=10).text
     reconnects = [l for l in m.splitlines() if l.startswith("pixelport_tunnel_reconnects_total")]
     assert reconnects and float(reconnects[0].split()[-1]) >= 1, reconnects
@@ -444,3 +458,30 @@ def test_transport_tcp_is_used_when_asked(edge, make_daemon):
     assert d.stop() == 0
     wait_until(lambda: edge.get(IMAGES_HOST, "/health").status_code == 503, 5,
                what="503 once the appliance left")
+
+
+def test_http2_to_clients_and_certificates_reloaded_on_sighup(edge, make_daemon, tmp_path):
+    d = appliance(make_daemon)
+    paired(edge, d, IMAGES_HOST)
+    d.start()
+    wait_connected(edge)
+    cp = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(edge.cert), "-o", "/dev/null",
+                         "-w", "%{http_version} %{http_code}", edge.url(IMAGES_HOST, "/health")],
+                        capture_output=True, text=True, timeout=30)
+    assert cp.stdout == "2 200", cp.stdout + cp.stderr
+    first = served_cert(edge)
+    # A bad certificate file: SIGHUP keeps the old certificate and says why.
+    edge.cert.write_text("not a certificate")
+    edge.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "certificate not reloaded" in edge.logs(), 5, what="the reload refusal")
+    assert served_cert(edge)["serial"] == first["serial"]
+    # A new certificate: served to new handshakes without a restart; the process stays.
+    newer = make_cert(tmp_path / "newer")
+    edge.cert.write_text(newer[0].read_text())
+    edge.key.write_text(newer[1].read_text())
+    edge.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: served_cert(edge)["serial"] != first["serial"], 5,
+               what="the new certificate served")
+    assert edge.alive()
+    r = requests.get(edge.url(IMAGES_HOST, "/health"), verify=str(edge.cert), timeout=10)
+    assert r.status_code == 200

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ backoff_max = "2s"
 
 
 def make_cert(base: Path) -> tuple[Path, Path]:
+    base.mkdir(parents=True, exist_ok=True)
     cert, key = base / "edge-cert.pem", base / "edge-key.pem"
     if not cert.exists():
         subprocess.run(
@@ -176,6 +179,19 @@ idle_timeout = "3s"
     def get(self, host: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", 10)
         return requests.get(self.url(host, path), verify=str(self.cert), **kw)
+
+
+def served_cert(edge, host: str = IMAGES_HOST) -> dict:
+    """The certificate the edge serves for `host`, as Python's ssl sees it."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", edge.https_port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname=host) as t:
+            der = t.getpeercert(binary_form=True)
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial", "-enddate",
+                          "-issuer"], input=der, capture_output=True, check=True).stdout.decode()
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
 
 
 def join(daemon: harness.Daemon, token: str) -> subprocess.CompletedProcess:
