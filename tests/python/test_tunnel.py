@@ -183,6 +183,16 @@ def test_refusals(edge, make_daemon):
     # An expired token is refused on the appliance before dialling.
     cp = join(d, rewrite_token(token, expires=int(time.time()) - 5))
     assert cp.returncode != 0 and "expired" in cp.stderr, cp.stderr
+    # The edge checks the expiry too (the appliance's clock may be wrong): the same secret,
+    # expired in the edge's registry, is refused there.
+    late = edge.pair(IMAGES_HOST)
+    reg_path = edge.data_dir / "edge-registry.json"
+    reg = json.loads(reg_path.read_text())
+    reg["enrollments"][-1]["expires"] = int(time.time()) - 5
+    reg_path.write_text(json.dumps(reg))
+    cp = join(d, late)
+    assert cp.returncode != 0 and "expired" in cp.stderr, cp.stderr
+    assert "this join token expired" in edge.logs()
     # The real token works once; a reused secret is refused with a clear reason.
     assert join(d, token).returncode == 0
     other = appliance(make_daemon)
