@@ -328,6 +328,9 @@ async fn forward(
     };
     match sent {
         Ok(Ok(resp)) => {
+            // A response is as good a sign of life as a heartbeat (which a busy appliance
+            // may send late).
+            link.touch();
             let (mut parts, body) = resp.into_parts();
             for h in HOP {
                 parts.headers.remove(h);

@@ -44,7 +44,7 @@ pub struct Link {
 }
 
 impl Link {
-    /// The appliance spoke (a heartbeat or any control frame).
+    /// The appliance spoke (a heartbeat, any control frame, or a response head).
     pub fn touch(&self) {
         let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.seen_ms.store(ms, Ordering::Relaxed);
