@@ -172,25 +172,7 @@ fn bind(key: &'static str, addr: &str, shared: bool) -> Result<TcpListener, AppE
             format!("{e}"),
         ))
     })?;
-    listen_on(parsed, shared).map_err(fail)
-}
-
-fn listen_on(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // As `TcpListener::bind` does on unix: a restart may bind while old connections linger
-    // in TIME_WAIT.
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    if shared {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(1024)
+    crate::server::runtimes::listen_on(parsed, shared).map_err(fail)
 }
 
 fn request_id() -> String {
@@ -475,14 +457,19 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     ));
     let (drained_tx, drained_rx) = watch::channel(false);
     let (images_stop_tx, images_stop_rx) = watch::channel(false);
-    let image_runtimes = spawn_image_runtimes(
+    let image_runtimes = crate::server::runtimes::per_core(
         images_listener,
         images,
         door("images", images_cap),
         images_stop_rx,
         graceful.clone(),
         drained_rx,
-    )?;
+    )
+    .map_err(|source| AppError::Listen {
+        key: "images.listen",
+        addr: config.images.listen.clone(),
+        source,
+    })?;
     let janitor = tokio::spawn(expire_uploads_forever(
         store.clone(),
         config.s3.multipart_expiry.0,
@@ -572,97 +559,6 @@ fn report_image_key(config: &Config, origin: Option<&Origin>, addr: Option<Socke
         Some(Origin::Config) => tracing::info!("image URL-signing key from the configuration"),
         None => {}
     }
-}
-
-/// An image listener thread, and what says its accept loop has ended.
-type ImageRuntime = (
-    std::thread::JoinHandle<()>,
-    tokio::sync::oneshot::Receiver<()>,
-);
-
-/// Serves the image listener from one single-threaded runtime per core, each accepting on
-/// the same socket (as nginx runs a worker process per core): a cache hit is then served
-/// start to end on one thread, without the cross-thread wake-ups of a work-stealing
-/// runtime, which were a quarter of a hit's cost under load (docs/cache.md, Benchmark).
-/// Renders still go to the shared worker pool. After `stop`, each thread reports that it no
-/// longer accepts and keeps driving its open connections until `drained`.
-fn spawn_image_runtimes(
-    listener: TcpListener,
-    svc: crate::http::ImagesService,
-    limits: DoorLimits,
-    stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
-    drained: watch::Receiver<bool>,
-) -> Result<Vec<ImageRuntime>, AppError> {
-    let addr = listener_addr(&listener);
-    let listen_err = |source: std::io::Error| AppError::Listen {
-        key: "images.listen",
-        addr: addr.clone(),
-        source,
-    };
-    let local = listener.local_addr().map_err(listen_err)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // One socket per thread (the first is the one bound at start), so the kernel balances
-    // connections between the threads; one shared socket let one thread take most of them.
-    let mut sockets = vec![listener.into_std().map_err(listen_err)?];
-    for _ in 1..threads {
-        sockets.push(
-            listen_on(local, true)
-                .and_then(|l| l.into_std())
-                .map_err(listen_err)?,
-        );
-    }
-    let mut out = Vec::with_capacity(threads);
-    for (i, socket) in sockets.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| AppError::Listen {
-                key: "images.listen",
-                addr: addr.clone(),
-                source,
-            })?;
-        let (svc, stop, graceful, mut drained) =
-            (svc.clone(), stop.clone(), graceful.clone(), drained.clone());
-        let limits = limits.clone();
-        let (accepting_tx, accepting_rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("images-{i}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match TcpListener::from_std(socket) {
-                        Ok(l) => {
-                            accept_loop(
-                                l,
-                                crate::server::Acceptor::Tcp,
-                                svc,
-                                limits,
-                                false,
-                                stop,
-                                graceful,
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "image listener thread cannot accept")
-                        }
-                    }
-                    let _ = accepting_tx.send(());
-                    while !*drained.borrow() {
-                        if drained.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            })
-            .map_err(listen_err)?;
-        out.push((thread, accepting_rx));
-    }
-    Ok(out)
-}
-
-fn listener_addr(l: &TcpListener) -> String {
-    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// What the admin listener needs from `serve`.

@@ -113,9 +113,7 @@ fn bind_tcp(key: &'static str, addr: &str) -> Result<tokio::net::TcpListener, Ed
         key,
         message: format!("`{addr}` is not an address"),
     })?;
-    let std = std::net::TcpListener::bind(parsed).map_err(err)?;
-    std.set_nonblocking(true).map_err(err)?;
-    tokio::net::TcpListener::from_std(std).map_err(err)
+    crate::server::runtimes::listen_on(parsed, false).map_err(err)
 }
 
 /// The edge's own identity (made on first start, 0600).

@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod limits;
+pub mod runtimes;
 
 use std::sync::Arc;
 use std::time::Duration;
