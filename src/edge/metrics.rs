@@ -2,20 +2,20 @@
 //! per appliance), `/health` (the process answers) and `/ready` (every granted hostname has
 //! at least one appliance connected).
 //!
-//! What must stay true: the `host` label only takes granted hostnames (or `other`), so a
-//! client cannot grow the number of series by sending made-up `Host` headers.
+//! What must stay true: the `host` label only takes granted hostnames (or `other`, decided
+//! once per request in `proxy::handle`), so a client cannot grow the number of series by
+//! sending made-up `Host` headers.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Response, StatusCode};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 use super::EdgeState;
-use super::proxy::EdgeBody;
+use super::proxy::{EdgeBody, full};
 
 pub struct EdgeMetrics {
     registry: Registry,
@@ -72,27 +72,18 @@ impl EdgeMetrics {
         })
     }
 
-    /// The byte counter a response body adds to.
-    pub fn response_bytes(&self, state: &EdgeState, host: &str) -> prometheus::IntCounter {
-        let host = if state.is_granted(host) {
-            host
-        } else {
-            "other"
-        };
-        self.bytes.with_label_values(&[host])
+    /// The byte counter a response body adds to; `label` is a granted hostname or `other`.
+    pub fn response_bytes(&self, label: &str) -> prometheus::IntCounter {
+        self.bytes.with_label_values(&[label])
     }
 
-    pub fn observe(&self, state: &EdgeState, host: &str, status: StatusCode, took: Duration) {
-        let host = if state.is_granted(host) {
-            host
-        } else {
-            "other"
-        };
+    /// Counts a request; `label` is a granted hostname or `other`.
+    pub fn observe(&self, label: &str, status: StatusCode, took: Duration) {
         self.requests
-            .with_label_values(&[host, status.as_str()])
+            .with_label_values(&[label, status.as_str()])
             .inc();
         self.duration
-            .with_label_values(&[host])
+            .with_label_values(&[label])
             .observe(took.as_secs_f64());
     }
 
@@ -107,21 +98,9 @@ impl EdgeMetrics {
     }
 }
 
-fn text(status: StatusCode, body: String, kind: &'static str) -> Response<EdgeBody> {
-    let mut resp = Response::new(
-        http_body_util::Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    resp
-}
-
 pub fn admin(state: &EdgeState, path: &str) -> Response<EdgeBody> {
     match path {
-        "/health" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/health" => full(StatusCode::OK, "ok\n", "text/plain"),
         "/ready" => {
             let links = state.router.links();
             let missing: Vec<String> = state
@@ -144,9 +123,9 @@ pub fn admin(state: &EdgeState, path: &str) -> Response<EdgeBody> {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            text(status, body, "application/json")
+            full(status, body, "application/json")
         }
-        "/metrics" => text(
+        "/metrics" => full(
             StatusCode::OK,
             state.metrics.render(state),
             "text/plain; version=0.0.4",

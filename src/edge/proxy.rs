@@ -41,18 +41,23 @@ const HOP: [&str; 8] = [
     "upgrade",
 ];
 
-pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
-    let body = serde_json::json!({ "error": message, "status": status.as_u16() }).to_string();
+/// A whole response the edge answers itself.
+pub fn full(status: StatusCode, body: impl Into<Bytes>, kind: &'static str) -> Response<EdgeBody> {
     let mut resp = Response::new(
-        http_body_util::Full::new(Bytes::from(body))
+        http_body_util::Full::new(body.into())
             .map_err(|never| match never {})
             .boxed(),
     );
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp
+}
+
+/// The edge's own error answer: a small JSON body naming the problem, never cached.
+pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
+    let body = serde_json::json!({ "error": message, "status": status.as_u16() }).to_string();
+    let mut resp = full(status, body, "application/json");
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -147,10 +152,18 @@ pub async fn handle(
 ) -> Response<EdgeBody> {
     let t0 = Instant::now();
     let host = request_host(&req).unwrap_or_default();
+    // The registry is consulted once; past here `host` is a granted hostname, and it is
+    // the metrics label.
+    if !state.is_granted(&host) {
+        let resp = plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this edge serves no such hostname",
+        );
+        state.metrics.observe("other", resp.status(), t0.elapsed());
+        return resp;
+    }
     let resp = route(&state, req, &host, client).await;
-    state
-        .metrics
-        .observe(&state, &host, resp.status(), t0.elapsed());
+    state.metrics.observe(&host, resp.status(), t0.elapsed());
     resp
 }
 
@@ -169,18 +182,13 @@ fn empty() -> UpstreamBody {
         .boxed()
 }
 
+/// Sends a request for a granted `host` to one of its appliances.
 async fn route(
     state: &Arc<EdgeState>,
     req: Request<RequestBody>,
     host: &str,
     client: SocketAddr,
 ) -> Response<EdgeBody> {
-    if !state.is_granted(host) {
-        return plain(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this edge serves no such hostname",
-        );
-    }
     // A request without a body and with a safe method can be sent again on another link
     // when the first fails before its response head: a killed appliance costs its clients
     // a delay, not an error.
@@ -188,7 +196,7 @@ async fn route(
         *req.method(),
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     ) && req.body().is_end_stream();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let mut body = Some(body);
     let mut avoid = Vec::new();
     let mut failure = None;
@@ -240,9 +248,17 @@ async fn route(
             }
         };
         let mut upstream = Request::new(upstream_body);
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = parts.uri.clone();
-        *upstream.headers_mut() = parts.headers.clone();
+        if again {
+            // Kept for a retry on another link.
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = parts.uri.clone();
+            *upstream.headers_mut() = parts.headers.clone();
+        } else {
+            // The body goes with this attempt: there is no other, so no copy.
+            *upstream.method_mut() = std::mem::take(&mut parts.method);
+            *upstream.uri_mut() = std::mem::take(&mut parts.uri);
+            *upstream.headers_mut() = std::mem::take(&mut parts.headers);
+        }
         let upstream = to_upstream(upstream, host, client);
         match forward(state, carrier, upstream, inflight, host).await {
             Ok(resp) => return resp,
@@ -339,7 +355,7 @@ async fn forward(
             let body = Counted {
                 inner: body,
                 _inflight: inflight,
-                bytes: state.metrics.response_bytes(state, host),
+                bytes: state.metrics.response_bytes(host),
             }
             .map_err(BoxError::from)
             .boxed();
@@ -373,18 +389,7 @@ pub fn redirect<B>(
     {
         let answer = http01.read().ok().and_then(|m| m.get(token).cloned());
         return match answer {
-            Some(key_auth) => {
-                let mut resp = Response::new(
-                    http_body_util::Full::new(Bytes::from(key_auth))
-                        .map_err(|never| match never {})
-                        .boxed(),
-                );
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                resp
-            }
+            Some(key_auth) => full(StatusCode::OK, key_auth, "application/octet-stream"),
             None => plain(StatusCode::NOT_FOUND, "no such ACME challenge"),
         };
     }
