@@ -280,7 +280,8 @@ async fn serve_tcp(
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(crate::tunnel::frame::HEARTBEAT)
         .keep_alive_timeout(crate::tunnel::frame::STALE_AFTER)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .max_frame_size(crate::tunnel::frame::H2_MAX_FRAME);
     let (sender, conn) = builder
         .handshake(hyper_util::rt::TokioIo::new(tls))
         .await

@@ -500,7 +500,8 @@ async fn tcp_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(super::frame::HEARTBEAT * 4)
         .keep_alive_timeout(super::frame::STALE_AFTER * 4)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        .max_frame_size(super::frame::H2_MAX_FRAME);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -26,6 +26,10 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250)
 /// timeout, so a killed appliance is noticed within about a second rather than 20.
 pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The largest HTTP/2 DATA frame each side of the TCP fallback accepts: a cached image
+/// crosses in one or two frames instead of a frame per 16 KiB (the protocol's default).
+pub const H2_MAX_FRAME: u32 = 256 * 1024;
+
 /// QUIC application close codes, so each side can log why the other hung up.
 pub mod close {
     /// Normal close (shutdown).
