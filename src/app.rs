@@ -2,13 +2,11 @@
 //! anything starts), opens the store, then serves S3, images and admin until SIGTERM/SIGINT,
 //! when it stops accepting and gives in-flight requests `shutdown_grace` to finish.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::server::graceful::GracefulShutdown;
 use opendal::Operator;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,9 +16,8 @@ use crate::credentials::{self, Origin};
 use crate::http::throttle::Throttle;
 use crate::s3::PixelportS3;
 use crate::s3::access::{BucketSet, KeyAuth, KeyRing, PublicRead};
-use crate::s3::errors::RequestId;
 use crate::server::limits::Caps;
-use crate::server::{DoorLimits, RequestBody, accept_loop};
+use crate::server::{DoorLimits, accept_loop};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::FsckReport;
 use crate::store::remote::RemoteStore;
@@ -175,10 +172,6 @@ fn bind(key: &'static str, addr: &str, shared: bool) -> Result<TcpListener, AppE
     crate::server::runtimes::listen_on(parsed, shared).map_err(fail)
 }
 
-fn request_id() -> String {
-    crate::credentials::random_hex(8).to_uppercase()
-}
-
 pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let signals = catch_signals();
     restrict_new_files();
@@ -203,7 +196,15 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
         crate::http::images::Invalidator::new(cache.clone(), versions.clone()),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Shutdown order: the tunnel drains first (each edge stops sending new requests while
+    // the appliance still serves those in flight), then the listeners close one after
+    // another, S3 last, so that once the S3 listener refuses connections none of the
+    // others accepts any more either.
+    let mut shutdown = crate::server::Shutdown::new();
+    let tunnel_stop_rx = shutdown.door("tunnel");
+    let images_stop_rx = shutdown.door("images");
+    let admin_stop_rx = shutdown.door("admin");
+    let stop_rx = shutdown.door("s3");
     let metrics =
         Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Images(e.to_string()))?);
     let nofile = crate::server::conn::raise_nofile();
@@ -291,86 +292,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     builder.set_access(PublicRead::new(public.clone()));
     let s3_service = builder.build();
 
-    let graceful = Arc::new(GracefulShutdown::new());
-
-    let s3_metrics = metrics.clone();
-    let v2_keys = key_ring.clone();
-    let s3_svc = hyper::service::service_fn(move |mut req: hyper::Request<RequestBody>| {
-        let svc = s3_service.clone();
-        let v2_keys = v2_keys.clone();
-        let metrics = s3_metrics.clone();
-        async move {
-            let rid = request_id();
-            req.extensions_mut().insert(RequestId(rid.clone()));
-            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-            let op = crate::metrics::s3_operation(
-                method.as_str(),
-                &path,
-                req.uri().query().unwrap_or_default(),
-                req.headers().contains_key("x-amz-copy-source"),
-            );
-            let expects_continue = req
-                .headers()
-                .get(hyper::header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            let t0 = Instant::now();
-            // SigV2 (header and presigned) is checked here first: its date window and a
-            // constant-time signature compare, which s3s 0.14 does not give V2.
-            let mut resp = match crate::s3::sigv2::refusal(&req, &v2_keys) {
-                Some(refused) => refused,
-                None => match svc.call(req.map(s3s::Body::http_body)).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(request_id = %rid, error = ?e, "S3 request failed");
-                        let mut r =
-                            hyper::Response::new(s3s::Body::from("internal error".to_owned()));
-                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                        r
-                    }
-                },
-            };
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
-                resp.headers_mut().insert("x-amz-request-id", v);
-            }
-            // A client that asked `Expect: 100-continue` and gets a final error answer
-            // instead does not send its body (botocore then reuses the connection), while
-            // hyper would read the next request's first bytes as that body. Closing the
-            // connection keeps the two in step, as nginx does.
-            if expects_continue && resp.status().as_u16() >= 400 {
-                resp.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-            }
-            let status = resp.status().as_u16();
-            let elapsed = t0.elapsed().as_secs_f64();
-            metrics.traffic.record(&crate::metrics::traffic::Sample {
-                listener: "s3",
-                status,
-                method: method.as_str(),
-                path: &path,
-                elapsed_ms: elapsed * 1000.0,
-                message: op,
-            });
-            metrics
-                .s3_requests_total
-                .with_label_values(&[op, resp.status().as_str()])
-                .inc();
-            metrics
-                .s3_request_duration
-                .with_label_values(&[op])
-                .observe(elapsed);
-            let ms = elapsed * 1000.0;
-            if status >= 500 {
-                tracing::error!(request_id = %rid, %method, path, status, ms, "s3");
-            } else if status >= 400 {
-                tracing::info!(request_id = %rid, %method, path, status, ms, "s3");
-            } else {
-                tracing::debug!(request_id = %rid, %method, path, status, ms, "s3");
-            }
-            Ok::<_, Infallible>(resp)
-        }
-    });
+    let s3_svc = crate::s3::door::service(s3_service, key_ring.clone(), metrics.clone());
 
     let images = crate::http::ImagesService(images_state.clone());
     let admin_state = admin_state(
@@ -405,7 +327,6 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     );
 
     // The tunnel reaches the same doors, with the edge's forwarded headers trusted.
-    let (tunnel_stop_tx, tunnel_stop_rx) = watch::channel(false);
     let tunnel = crate::tunnel::connector::start(
         &config.tunnel,
         &config.server.data_dir,
@@ -414,29 +335,29 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
             images: crate::server::tunnel_door(
                 images.clone(),
                 door("images", images_cap),
-                graceful.clone(),
+                shutdown.drain(),
             ),
-            s3: crate::server::tunnel_door(s3_svc.clone(), door("s3", s3_cap), graceful.clone()),
+            s3: crate::server::tunnel_door(s3_svc.clone(), door("s3", s3_cap), shutdown.drain()),
             admin: crate::server::tunnel_door(
                 admin.clone(),
                 door("admin", admin_cap),
-                graceful.clone(),
+                shutdown.drain(),
             ),
         },
         metrics.clone(),
         tunnel_stop_rx,
     )
     .map_err(|e| AppError::Tunnel(e.to_string()))?;
-    let tunnel_tasks = match tunnel {
-        Some((status, tasks)) => {
-            tracing::info!(links = tasks.len(), "tunnel: dialling the joined edges");
-            let _ = admin_state.tunnel.set(status);
-            tasks
+    if let Some((status, tasks)) = tunnel {
+        tracing::info!(links = tasks.len(), "tunnel: dialling the joined edges");
+        let _ = admin_state.tunnel.set(status);
+        // Each link ends once its edge has closed the drained connection (or the grace ran
+        // out); the listeners close meanwhile.
+        for t in tasks {
+            shutdown.finished_when(crate::server::shutdown::joined(t));
         }
-        None => Vec::new(),
-    };
+    }
 
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(accept_loop(
         admin_listener,
         crate::server::Acceptor::Tcp,
@@ -444,8 +365,9 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         door("admin", admin_cap),
         true,
         admin_stop_rx,
-        graceful.clone(),
+        shutdown.drain(),
     ));
+    shutdown.closed_when("admin", crate::server::shutdown::joined(admin_task));
     let s3_task = tokio::spawn(accept_loop(
         s3_listener,
         crate::server::Acceptor::Tcp,
@@ -453,16 +375,16 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         door("s3", s3_cap),
         false,
         stop_rx.clone(),
-        graceful.clone(),
+        shutdown.drain(),
     ));
+    shutdown.closed_when("s3", crate::server::shutdown::joined(s3_task));
     let (drained_tx, drained_rx) = watch::channel(false);
-    let (images_stop_tx, images_stop_rx) = watch::channel(false);
     let image_runtimes = crate::server::runtimes::per_core(
         images_listener,
         images,
         door("images", images_cap),
         images_stop_rx,
-        graceful.clone(),
+        shutdown.drain(),
         drained_rx,
     )
     .map_err(|source| AppError::Listen {
@@ -470,49 +392,32 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         addr: config.images.listen.clone(),
         source,
     })?;
+    let mut image_threads = Vec::new();
+    for (thread, accepting) in image_runtimes {
+        shutdown.closed_when("images", async move {
+            let _ = accepting.await;
+        });
+        image_threads.push(thread);
+    }
     let janitor = tokio::spawn(expire_uploads_forever(
         store.clone(),
         config.s3.multipart_expiry.0,
         stop_rx.clone(),
     ));
+    shutdown.closed_when("s3", async move { janitor.abort() });
+    for t in eager_tasks {
+        shutdown.finished_when(crate::server::shutdown::joined(t));
+    }
     let flusher = cache
         .clone()
         .map(|c| tokio::spawn(flush_access_forever(c, stop_rx.clone())));
 
     wait_for_signal(signals).await;
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
-    // The tunnel drains first: each edge stops sending new requests while the appliance
-    // still serves those in flight. Then the listeners close one after another, S3 last,
-    // so that once the S3 listener refuses connections, none of the others accepts any
-    // more either.
-    let _ = tunnel_stop_tx.send(true);
-    let _ = images_stop_tx.send(true);
-    let mut image_threads = Vec::new();
-    for (thread, accepting) in image_runtimes {
-        let _ = accepting.await;
-        image_threads.push(thread);
-    }
-    let _ = admin_stop_tx.send(true);
-    let _ = admin_task.await;
-    let _ = stop_tx.send(true);
-    let _ = s3_task.await;
-    janitor.abort();
-    for t in eager_tasks {
-        let _ = t.await;
-    }
-    // Each link ends once its edge has closed the drained connection (or the grace ran out).
-    for t in tunnel_tasks {
-        let _ = t.await;
-    }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
-        // A bug, not a user's problem: something still holds the shutdown helper, and
-        // in-flight requests will not be waited for.
-        tracing::error!("shutdown helper still shared; in-flight requests are not waited for");
-        GracefulShutdown::new()
-    });
-    match tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed; bye"),
-        Err(_) => tracing::warn!("shutdown grace period over; dropping the remaining connections"),
+    if shutdown.run(config.server.shutdown_grace.0).await {
+        tracing::info!("all connections closed; bye");
+    } else {
+        tracing::warn!("shutdown grace period over; dropping the remaining connections");
     }
     let _ = drained_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || {

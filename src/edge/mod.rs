@@ -24,7 +24,6 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -212,8 +211,14 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
     });
     state.reload_registry();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Shutdown order: the public doors first, then the tunnel's (appliances keep their
+    // connections until the requests in flight are done), the admin door last so /health
+    // answers to the end.
+    let mut shutdown = crate::server::Shutdown::new();
+    let http_stop = shutdown.door("http");
+    let https_stop = shutdown.door("https");
+    let tunnel_stop = shutdown.door("tunnel");
+    let admin_stop = shutdown.door("edge-admin");
     let nofile = crate::server::conn::raise_nofile();
     let caps = config.limits.caps(nofile.unwrap_or(1024));
     let public_svc = {
@@ -250,57 +255,72 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         admin = %ec.admin_listen, pin = %identity.pin(),
         "pixelport edge {} listening", env!("CARGO_PKG_VERSION")
     );
-    let mut tasks = vec![
-        tokio::spawn(accept_loop(
+    let joined = crate::server::shutdown::joined;
+    shutdown.closed_when(
+        "https",
+        joined(tokio::spawn(accept_loop(
             https,
             Acceptor::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(public_tls))),
             public_svc,
             DoorLimits::new("https", &config.limits, caps.images, None),
             true,
-            stop_rx.clone(),
-            graceful.clone(),
-        )),
-        tokio::spawn(accept_loop(
+            https_stop,
+            shutdown.drain(),
+        ))),
+    );
+    shutdown.closed_when(
+        "edge-admin",
+        joined(tokio::spawn(accept_loop(
             admin,
             Acceptor::Tcp,
             admin_svc,
             DoorLimits::new("edge-admin", &config.limits, caps.admin, None),
             false,
-            stop_rx.clone(),
-            graceful.clone(),
-        )),
+            admin_stop,
+            shutdown.drain(),
+        ))),
+    );
+    for task in [
         tokio::spawn(appliances::accept_forever(
             endpoint.clone(),
             state.clone(),
-            stop_rx.clone(),
+            tunnel_stop.clone(),
         )),
         tokio::spawn(appliances::accept_tcp_forever(
             tunnel_tcp_listener,
             tunnel_tcp,
             state.clone(),
-            stop_rx.clone(),
+            tunnel_stop.clone(),
         )),
-        tokio::spawn(watch_registry(state.clone(), stop_rx.clone())),
-    ];
+        tokio::spawn(watch_registry(state.clone(), tunnel_stop.clone())),
+    ] {
+        shutdown.closed_when("tunnel", joined(task));
+    }
     if let Some(acme_config) = ec.acme.clone() {
-        tasks.push(tokio::spawn(acme::run(
-            acme_config,
-            state.clone(),
-            certs.clone(),
-            http01.clone(),
-            stop_rx.clone(),
-        )));
+        shutdown.closed_when(
+            "tunnel",
+            joined(tokio::spawn(acme::run(
+                acme_config,
+                state.clone(),
+                certs.clone(),
+                http01.clone(),
+                tunnel_stop.clone(),
+            ))),
+        );
     }
     if let Some(http) = http {
-        tasks.push(tokio::spawn(accept_loop(
-            http,
-            Acceptor::Tcp,
-            redirect_svc,
-            DoorLimits::new("http", &config.limits, caps.s3, None),
-            true,
-            stop_rx.clone(),
-            graceful.clone(),
-        )));
+        shutdown.closed_when(
+            "http",
+            joined(tokio::spawn(accept_loop(
+                http,
+                Acceptor::Tcp,
+                redirect_svc,
+                DoorLimits::new("http", &config.limits, caps.s3, None),
+                true,
+                http_stop,
+                shutdown.drain(),
+            ))),
+        );
     }
 
     while let crate::app::Signal::Reload = crate::app::next_signal(&mut signals).await {
@@ -313,12 +333,9 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         }
     }
     tracing::info!(grace = ?config.server.shutdown_grace.0, "edge shutting down");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
+    if !shutdown.run(config.server.shutdown_grace.0).await {
+        tracing::warn!("shutdown grace period over; dropping the remaining connections");
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    let _ = tokio::time::timeout(config.server.shutdown_grace.0, graceful.shutdown()).await;
     endpoint.close(
         quinn::VarInt::from_u32(crate::tunnel::frame::close::DONE),
         b"edge shut down",

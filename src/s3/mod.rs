@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod bucket;
+pub mod door;
 pub mod errors;
 pub mod get;
 pub mod list;

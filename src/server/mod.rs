@@ -6,17 +6,18 @@
 pub mod conn;
 pub mod limits;
 pub mod runtimes;
+pub mod shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use conn::{Busy, IdleIo, TimeoutBody};
+pub use shutdown::{Drain, Shutdown};
 
 /// The client's address, put into every request's extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -141,7 +142,7 @@ pub async fn accept_loop<S, B>(
     limits: DoorLimits,
     tag_peer: bool,
     mut stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Drain,
 ) where
     S: DoorService<B>,
     B: DoorBody,
@@ -199,9 +200,7 @@ pub async fn accept_loop<S, B>(
                     }
                 });
                 let builder = builder.clone();
-                // A watcher, not the Arc: shutdown takes the GracefulShutdown back while
-                // connections are still open.
-                let watcher = graceful.watcher();
+                let watcher = drain.clone();
                 let acceptor = acceptor.clone();
                 let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
@@ -282,7 +281,7 @@ fn trust_forwarded<B>(req: &mut hyper::Request<B>) {
 pub fn tunnel_door<S, B>(
     svc: S,
     limits: DoorLimits,
-    graceful: Arc<GracefulShutdown>,
+    drain: Drain,
 ) -> crate::tunnel::connector::DoorHandler
 where
     S: DoorService<B> + Sync,
@@ -325,7 +324,7 @@ where
                 }
             });
             let conn = builder.serve_connection(TokioIo::new(io), trusted);
-            let conn = graceful.watch(conn);
+            let conn = drain.clone().watch(conn);
             let name = limits.name;
             Box::pin(async move {
                 if let Err(e) = conn.await {

@@ -6,13 +6,11 @@
 //! shutdown's grace covers them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{Acceptor, DoorBody, DoorLimits, DoorService, accept_loop};
+use super::{Acceptor, DoorBody, DoorLimits, DoorService, Drain, accept_loop};
 
 /// Binds `addr`; `shared` sets `SO_REUSEPORT` (unix) so that more sockets of this process
 /// can listen on the same address and the kernel spreads new connections over them.
@@ -51,7 +49,7 @@ pub fn per_core<S, B>(
     svc: S,
     limits: DoorLimits,
     stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Drain,
     drained: watch::Receiver<bool>,
 ) -> std::io::Result<Vec<CoreRuntime>>
 where
@@ -71,8 +69,8 @@ where
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (svc, stop, graceful, mut drained) =
-            (svc.clone(), stop.clone(), graceful.clone(), drained.clone());
+        let (svc, stop, drain, mut drained) =
+            (svc.clone(), stop.clone(), drain.clone(), drained.clone());
         let limits = limits.clone();
         let (accepting_tx, accepting_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -81,7 +79,7 @@ where
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
                         Ok(l) => {
-                            accept_loop(l, Acceptor::Tcp, svc, limits, false, stop, graceful).await
+                            accept_loop(l, Acceptor::Tcp, svc, limits, false, stop, drain).await
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "listener thread cannot accept")

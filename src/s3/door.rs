@@ -1,0 +1,105 @@
+//! The S3 door's request layer, in front of s3s: a request id on every request and
+//! response (`x-amz-request-id`), the SigV2 check, per-operation metrics, the traffic
+//! record and one log line per request; and the `Expect: 100-continue` rule.
+//!
+//! What must stay true: every response carries the request id its log line names, and a
+//! refused `100-continue` request closes its connection.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use s3s::service::S3Service;
+
+use super::errors::RequestId;
+use crate::metrics::Metrics;
+use crate::s3::access::KeyRing;
+use crate::server::RequestBody;
+
+fn request_id() -> String {
+    crate::credentials::random_hex(8).to_uppercase()
+}
+
+/// The S3 listener's service (also the tunnel's S3 door).
+pub fn service(
+    s3: S3Service,
+    keys: Arc<KeyRing>,
+    metrics: Arc<Metrics>,
+) -> impl crate::server::DoorService<s3s::Body> + Sync {
+    hyper::service::service_fn(move |mut req: hyper::Request<RequestBody>| {
+        let svc = s3.clone();
+        let v2_keys = keys.clone();
+        let metrics = metrics.clone();
+        async move {
+            let rid = request_id();
+            req.extensions_mut().insert(RequestId(rid.clone()));
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let op = crate::metrics::s3_operation(
+                method.as_str(),
+                &path,
+                req.uri().query().unwrap_or_default(),
+                req.headers().contains_key("x-amz-copy-source"),
+            );
+            let expects_continue = req
+                .headers()
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let t0 = Instant::now();
+            // SigV2 (header and presigned) is checked here first: its date window and a
+            // constant-time signature compare, which s3s 0.14 does not give V2.
+            let mut resp = match crate::s3::sigv2::refusal(&req, &v2_keys) {
+                Some(refused) => refused,
+                None => match svc.call(req.map(s3s::Body::http_body)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(request_id = %rid, error = ?e, "S3 request failed");
+                        let mut r =
+                            hyper::Response::new(s3s::Body::from("internal error".to_owned()));
+                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }
+                },
+            };
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            // A client that asked `Expect: 100-continue` and gets a final error answer
+            // instead does not send its body (botocore then reuses the connection), while
+            // hyper would read the next request's first bytes as that body. Closing the
+            // connection keeps the two in step, as nginx does.
+            if expects_continue && resp.status().as_u16() >= 400 {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            let status = resp.status().as_u16();
+            let elapsed = t0.elapsed().as_secs_f64();
+            metrics.traffic.record(&crate::metrics::traffic::Sample {
+                listener: "s3",
+                status,
+                method: method.as_str(),
+                path: &path,
+                elapsed_ms: elapsed * 1000.0,
+                message: op,
+            });
+            metrics
+                .s3_requests_total
+                .with_label_values(&[op, resp.status().as_str()])
+                .inc();
+            metrics
+                .s3_request_duration
+                .with_label_values(&[op])
+                .observe(elapsed);
+            let ms = elapsed * 1000.0;
+            if status >= 500 {
+                tracing::error!(request_id = %rid, %method, path, status, ms, "s3");
+            } else if status >= 400 {
+                tracing::info!(request_id = %rid, %method, path, status, ms, "s3");
+            } else {
+                tracing::debug!(request_id = %rid, %method, path, status, ms, "s3");
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
