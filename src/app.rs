@@ -13,7 +13,6 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
-use crate::http::throttle::Throttle;
 use crate::s3::PixelportS3;
 use crate::s3::access::{BucketSet, KeyAuth, KeyRing, PublicRead};
 use crate::server::limits::Caps;
@@ -22,6 +21,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::FsckReport;
 use crate::store::remote::RemoteStore;
 use crate::store::{DynStore, Spool, StoreError};
+use crate::throttle::Throttle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -194,7 +194,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     };
     let versions = Arc::new(crate::imaging::source::SourceVersions::new(trust));
     let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
-        crate::http::images::Invalidator::new(cache.clone(), versions.clone()),
+        crate::image_service::Invalidator::new(cache.clone(), versions.clone()),
     );
     // Shutdown order: the tunnel drains first (each edge stops sending new requests while
     // the appliance still serves those in flight), then the listeners close one after
@@ -223,7 +223,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         admin: admin_cap,
     } = caps;
     let images_state = Arc::new(
-        crate::http::images::ImagesState::new(
+        crate::image_service::ImagesState::new(
             config.images.clone(),
             store.clone(),
             metrics.clone(),
@@ -236,7 +236,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let mut listeners = vec![invalidator];
     let mut eager_tasks = Vec::new();
     if let Some((eager, tasks)) =
-        crate::http::eager::EagerRenderer::start(images_state.clone(), stop_rx.clone())
+        crate::image_service::eager::EagerRenderer::start(images_state.clone(), stop_rx.clone())
     {
         listeners.push(eager);
         eager_tasks = tasks;
@@ -469,7 +469,7 @@ fn report_image_key(config: &Config, origin: Option<&Origin>, addr: Option<Socke
 /// What the admin listener needs from `serve`.
 struct AdminParts {
     store: DynStore,
-    images: Arc<crate::http::images::ImagesState>,
+    images: Arc<crate::image_service::ImagesState>,
     metrics: Arc<crate::metrics::Metrics>,
     keys: Arc<KeyRing>,
     root_access_key: String,
@@ -541,7 +541,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         s3_url: p.s3_url,
         started: Instant::now(),
         started_at: time::OffsetDateTime::now_utc(),
-        tunnel: std::sync::OnceLock::new(),
+        tunnel: Arc::default(),
     });
     state.load_public().map_err(|e| admin_err(e.to_string()))?;
     let n = state.load_keys().map_err(|e| admin_err(e.to_string()))?;

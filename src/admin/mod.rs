@@ -12,6 +12,7 @@ pub mod auth;
 pub mod builder;
 pub mod catalog;
 pub mod cli;
+pub mod ops;
 pub mod purge;
 
 use std::collections::HashSet;
@@ -25,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
-use crate::http::images::ImagesState;
+use crate::image_service::ImagesState;
 use crate::metrics::Metrics;
 use crate::s3::ChangeListener;
 use crate::s3::access::{BucketSet, KeyRing};
@@ -180,7 +181,7 @@ pub struct AdminState {
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     /// The tunnel connector's links, once it started (none when nothing was joined).
-    pub tunnel: std::sync::OnceLock<Arc<crate::tunnel::connector::Status>>,
+    pub tunnel: Arc<std::sync::OnceLock<Arc<crate::tunnel::connector::Status>>>,
 }
 
 impl AdminState {
@@ -363,8 +364,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/ui/{*path}", get(ui_file))
         .route("/api/login", post(api::login))
         .route("/health", get(crate::http::health))
-        .route("/ready", get(crate::http::ready))
-        .route("/metrics", get(crate::http::metrics))
+        .merge(ops::router(Arc::new(ops::Ops {
+            store: state.store.clone(),
+            images: state.images.clone(),
+            metrics: state.metrics.clone(),
+            tunnel: state.tunnel.clone(),
+        })))
         .merge(protected)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(security_headers))

@@ -1,11 +1,8 @@
 //! The HTTP side that is not S3: the image listener (`images`: imgproxy-style URLs, plus
-//! `/health`) and the admin listener's health, readiness and metrics handlers (the rest of
-//! the admin listener is `crate::admin`).
+//! `/health`). The admin listener (`crate::admin`, with its ops handlers in `admin::ops`)
+//! calls into this module; nothing here reaches back into `admin`.
 
-pub mod eager;
 pub mod images;
-pub mod resolved;
-pub mod throttle;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,8 +11,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use crate::admin::AdminState;
-
 pub(crate) async fn health() -> impl IntoResponse {
     (
         StatusCode::OK,
@@ -23,92 +18,11 @@ pub(crate) async fn health() -> impl IntoResponse {
     )
 }
 
-/// `GET /metrics`: Prometheus text format. Gauges that describe the present (workers,
-/// images in progress, store usage) are read when scraped.
-pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let pool = state.images.pool.stats();
-    let m = &state.metrics;
-    m.workers
-        .set(i64::try_from(pool.workers).unwrap_or(i64::MAX));
-    m.images_in_progress
-        .set(i64::try_from(pool.processing).unwrap_or(i64::MAX));
-    if let Some(cache) = &state.images.cache {
-        let stats = cache.stats();
-        m.cache_entries
-            .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
-        m.cache_bytes
-            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-        let seen = m.cache_evictions.get();
-        if stats.evictions > seen {
-            m.cache_evictions.inc_by(stats.evictions - seen);
-        }
-    }
-    match state.store.usage().await {
-        Ok(Some((bytes, objects))) => {
-            m.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-            m.store_objects
-                .set(i64::try_from(objects).unwrap_or(i64::MAX));
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read store usage for metrics"),
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        m.render(),
-    )
-}
-
-/// `GET /ready`: 200 when the store answers a listing and the derivative cache a read.
-pub(crate) async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let store = &state.store;
-    let mut problems = Vec::new();
-    if let Err(e) = store.list_buckets().await {
-        problems.push(format!("store: {e}"));
-    }
-    if let Some(cache) = state.images.cache.clone() {
-        let probe = crate::cache::CacheKey::new("pixelport:ready", "", "", "");
-        match tokio::task::spawn_blocking(move || cache.get(&probe)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => problems.push(format!("cache: {e}")),
-            Err(e) => problems.push(format!("cache: {e}")),
-        }
-    }
-    if let Some(t) = state.tunnel.get()
-        && !t.ready()
-    {
-        problems.push("tunnel: not connected to every joined edge (see /api/tunnel)".into());
-    }
-    let cache = if state.images.cache.is_some() {
-        "enabled"
-    } else {
-        "disabled"
-    };
-    if problems.is_empty() {
-        (
-            StatusCode::OK,
-            axum::Json(
-                serde_json::json!({ "status": "ready", "store": store.kind(), "cache": cache }),
-            ),
-        )
-    } else {
-        tracing::warn!(?problems, "readiness check failed");
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({
-                "status": "unavailable", "store": store.kind(), "cache": cache, "errors": problems,
-            })),
-        )
-    }
-}
-
 /// The image listener's service: `GET`/`HEAD /health`, else the image handler. Plain hyper
 /// rather than a router: a cache hit costs a few microseconds, and routing and boxing were a
 /// measurable part of them (docs/cache.md, Benchmark).
 #[derive(Clone)]
-pub struct ImagesService(pub Arc<images::ImagesState>);
+pub struct ImagesService(pub Arc<crate::image_service::ImagesState>);
 
 type ImagesFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<axum::response::Response, Infallible>> + Send>,

@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::images::{Caller, ImageError, ImagesState, Render};
-use super::throttle::Throttle;
+use super::{Caller, ImageError, ImagesState, Render};
 use crate::imaging::options::{self, ImageFormat};
 use crate::imaging::pool::Ticket;
 use crate::imaging::source::SourceError;
 use crate::s3::ChangeListener;
 use crate::store::{ObjectInfo, StoreError};
+use crate::throttle::Throttle;
 
 /// One eager preset's name and filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
