@@ -22,6 +22,7 @@ pub struct EdgeMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     connections: IntGaugeVec,
+    in_flight: IntGaugeVec,
     bytes: IntCounterVec,
 }
 
@@ -52,6 +53,14 @@ impl EdgeMetrics {
             ),
             &["node"],
         )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "pixelport_edge_upstream_in_flight",
+                "Requests sent to each appliance node and not yet finished (their response \
+                 body still streaming); back to 0 once clients finish or hang up.",
+            ),
+            &["node"],
+        )?;
         let bytes = IntCounterVec::new(
             Opts::new(
                 "pixelport_edge_response_bytes_total",
@@ -63,11 +72,13 @@ impl EdgeMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
             registry,
             requests,
             duration,
             connections,
+            in_flight,
             bytes,
         })
     }
@@ -89,8 +100,12 @@ impl EdgeMetrics {
 
     fn render(&self, state: &EdgeState) -> String {
         self.connections.reset();
+        self.in_flight.reset();
         for link in state.router.links() {
             self.connections.with_label_values(&[&link.node]).inc();
+            self.in_flight
+                .with_label_values(&[&link.node])
+                .add(i64::try_from(link.inflight()).unwrap_or(i64::MAX));
         }
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub tunnel_requests: IntCounterVec,
     /// Tunnel connections lost or refused and dialled again.
     pub tunnel_reconnects: IntCounter,
+    /// Tunnel requests being served (`pixelport_tunnel_requests_in_flight`): a stream the
+    /// edge reset (its client hung up) leaves it at once.
+    pub tunnel_in_flight: IntGauge,
     /// `imgproxy_status_codes_total{status="200"}`, made on first use.
     status_ok: std::sync::OnceLock<IntCounter>,
 }
@@ -224,6 +227,11 @@ impl Metrics {
             "pixelport_tunnel_reconnects_total",
             "Tunnel connections lost (or refused) and dialled again.",
         )?;
+        let tunnel_in_flight = IntGauge::new(
+            "pixelport_tunnel_requests_in_flight",
+            "Requests through the tunnel being served now.",
+        )?;
+        registry.register(Box::new(tunnel_in_flight.clone()))?;
         registry.register(Box::new(tunnel_connections.clone()))?;
         registry.register(Box::new(tunnel_requests.clone()))?;
         registry.register(Box::new(tunnel_reconnects.clone()))?;
@@ -231,6 +239,7 @@ impl Metrics {
             tunnel_connections,
             tunnel_requests,
             tunnel_reconnects,
+            tunnel_in_flight,
             connections,
             connections_refused,
             registry,

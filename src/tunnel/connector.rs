@@ -411,7 +411,20 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
                     .tunnel_requests
                     .with_label_values(&[d.as_str()])
                     .inc();
-                (self.doors.get(d).request)(req)
+                // In flight until the response body is done or dropped (the edge reset it).
+                let guard = GaugeGuard::enter(&self.metrics.tunnel_in_flight);
+                let call = (self.doors.get(d).request)(req);
+                Box::pin(async move {
+                    use http_body_util::BodyExt;
+                    let resp = call.await?;
+                    Ok(resp.map(|body| {
+                        Guarded {
+                            body,
+                            _guard: guard,
+                        }
+                        .boxed_unsync()
+                    }))
+                })
             }
             None => Box::pin(async {
                 use http_body_util::BodyExt;
@@ -590,6 +603,39 @@ async fn quic_connection(
 
 struct GaugeGuard(prometheus::IntGauge);
 
+impl GaugeGuard {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+/// A response body that holds a guard until it ends or is dropped.
+struct Guarded<B> {
+    body: B,
+    _guard: GaugeGuard,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
@@ -612,6 +658,7 @@ fn spawn_stream(link: &Link, send: quinn::SendStream, mut recv: quinn::RecvStrea
                     .tunnel_requests
                     .with_label_values(&[door.as_str()])
                     .inc();
+                let _in_flight = GaugeGuard::enter(&metrics.tunnel_in_flight);
                 // The doors (and the shutdown watcher they hold) are let go before the
                 // request runs, so shutdown can take the watcher back.
                 let serve = (doors.get(door).stream)(io);

@@ -495,3 +495,77 @@ def test_http2_to_clients_and_certificates_reloaded_on_sighup(edge, make_daemon,
     assert edge.alive()
     r = requests.get(edge.url(IMAGES_HOST, "/health"), verify=str(edge.cert), timeout=10)
     assert r.status_code == 200
+
+
+def gauge(url: str, name: str) -> float:
+    """The sum of a gauge's series on a /metrics page."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.startswith(name + "{") or l.startswith(name + " "))
+
+
+@pytest.mark.parametrize("transport", ["quic", "tcp"])
+def test_a_client_hanging_up_mid_download_cancels_the_request_on_the_appliance(
+        edge, make_daemon, transport):
+    # The bug this guards: a client that hangs up must not leave its request running
+    # through the tunnel. Without the reset travelling to the appliance, the response
+    # stays open there, blocked on flow control, holding the object open and a stream
+    # slot, until the connection itself dies.
+    d = appliance(make_daemon, f'transport = "{transport}"\n')
+    paired(edge, d, S3_HOST, door="s3")
+    d.start()
+    wait_connected(edge)
+    s3 = d.client()
+    s3.create_bucket(Bucket=harness.PUBLIC_BUCKET)
+    s3.put_object(Bucket=harness.PUBLIC_BUCKET, Key="big.bin", Body=os.urandom(1 << 20) * 64)
+    url = edge.url(S3_HOST, f"/{harness.PUBLIC_BUCKET}/big.bin")
+    r = requests.get(url, verify=str(edge.cert), stream=True, timeout=30)
+    assert r.status_code == 200, r.text
+    assert int(r.headers["Content-Length"]) == 64 << 20
+    first = r.raw.read(1 << 20)
+    assert len(first) == 1 << 20
+    # While the body streams, both sides count the request in flight.
+    assert gauge(edge.admin_url, "pixelport_edge_upstream_in_flight") == 1
+    assert gauge(d.admin_url, "pixelport_tunnel_requests_in_flight") == 1
+    r.close()
+    wait_until(lambda: gauge(edge.admin_url, "pixelport_edge_upstream_in_flight") == 0, 5,
+               what="the edge forgetting the cancelled request")
+    wait_until(lambda: gauge(d.admin_url, "pixelport_tunnel_requests_in_flight") == 0, 5,
+               what="the appliance cancelling the request the client hung up on")
+    # The connection stays usable: the next request is served in full.
+    small = requests.get(edge.url(S3_HOST, "/health"), verify=str(edge.cert), timeout=10)
+    assert small.status_code in (200, 403, 404), small.text
+
+
+def test_an_appliance_joined_to_two_edges_serves_through_both(tmp_path, edge, make_daemon):
+    second = Edge(tmp_path / "edge2").start()
+    try:
+        d = appliance(make_daemon)
+        paired(edge, d, IMAGES_HOST)
+        paired(second, d, IMAGES_HOST)
+        d.start()
+        wait_connected(edge)
+        wait_connected(second)
+        upload_photo(d)
+        direct = requests.get(d.images_url + IMAGE_PATH, timeout=30)
+        assert direct.status_code == 200, direct.text
+        for e in (edge, second):
+            r = e.get(IMAGES_HOST, IMAGE_PATH)
+            assert r.status_code == 200, r.text
+            assert r.content == direct.content
+        st = subprocess.run([str(harness.pixelport_bin()), "tunnel", "status", "--config",
+                             str(d.config_path)], capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0, st.stderr
+        live = json.loads(st.stdout)["live"]
+        edges = {link["edge"] for link in live["links"] if link["state"] == "connected"}
+        assert edges == {edge.tunnel_address, second.tunnel_address}, live
+        # One edge gone: the other keeps serving, and the first is dialled again when back.
+        edge.kill9()
+        r = second.get(IMAGES_HOST, IMAGE_PATH)
+        assert r.status_code == 200 and r.content == direct.content
+        edge.start()
+        wait_until(lambda: edge.get(IMAGES_HOST, IMAGE_PATH).status_code == 200, 20,
+                   what="the appliance dialling the restarted edge again")
+        assert second.get(IMAGES_HOST, IMAGE_PATH).status_code == 200
+    finally:
+        second.stop()
