@@ -63,12 +63,37 @@ pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
     resp
 }
 
+/// The HTTP/1.1 connection over a QUIC stream, driven by the request's own task (first
+/// while the response head is awaited, then by the body) rather than a task of its own:
+/// a task per request and the wake-ups between it and the request were a visible part of
+/// the edge's cost per request. In a mutex only because a response body must be `Sync`;
+/// it is never contended.
+type Driver = std::sync::Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
 /// The response body from the appliance, holding the link's in-flight count until done
-/// and counting its bytes for the hostname.
+/// and counting its bytes for the hostname. Over QUIC it also drives the stream's HTTP/1.1
+/// connection; dropping the body (the client hung up) drops the connection, which resets
+/// the stream, so the appliance stops too.
 struct Counted {
     inner: Incoming,
     _inflight: InFlight,
     bytes: prometheus::IntCounter,
+    driver: Option<Driver>,
+}
+
+impl Counted {
+    /// Polls the connection; forgets it once it has ended (it must not be polled again).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(d) = &self.driver {
+            let done = d
+                .lock()
+                .map(|mut f| f.as_mut().poll(cx).is_ready())
+                .unwrap_or(true);
+            if done {
+                self.driver = None;
+            }
+        }
+    }
 }
 
 impl Body for Counted {
@@ -79,11 +104,25 @@ impl Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.drive(cx);
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes.inc_by(data.len() as u64);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes.inc_by(data.len() as u64);
+                }
+            }
+            Poll::Ready(None) => {
+                // The body is complete: the connection closes its stream cleanly, usually
+                // within this poll; if not, it finishes on its own.
+                self.drive(cx);
+                if let Some(d) = self.driver.take()
+                    && let Ok(rest) = d.into_inner()
+                {
+                    tokio::spawn(rest);
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -305,36 +344,47 @@ async fn forward(
     inflight: InFlight,
     host: &str,
 ) -> Result<Response<EdgeBody>, Failed> {
-    let exchange = match hop {
-        Hop::Stream(io) => {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| Failed::Link(e.to_string()))?;
-            let node = inflight.link().node.clone();
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(node, error = %e, "tunnel stream ended with an error");
+    let mut driver: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    let node = inflight.link().node.clone();
+    let exchange = async {
+        match hop {
+            Hop::Stream(io) => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+                let conn = driver.insert(Box::pin(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(node, error = %e, "tunnel stream ended with an error");
+                    }
+                }));
+                let send = sender.send_request(req);
+                tokio::pin!(send);
+                tokio::select! {
+                    biased;
+                    r = &mut send => return r,
+                    () = conn.as_mut() => {}
                 }
-            });
-            futures::future::Either::Left(async move { sender.send_request(req).await })
-        }
-        Hop::H2(mut sender, door) => {
-            let mut req = req;
-            // HTTP/2 carries the authority in the URI.
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| "/".into());
-            if let Ok(uri) = format!("https://{host}{pq}").parse() {
-                *req.uri_mut() = uri;
+                // The connection ended before the response head: the request says why.
+                driver = None;
+                send.await
             }
-            *req.version_mut() = http::Version::HTTP_2;
-            req.headers_mut().insert(
-                crate::tunnel::frame::DOOR_HEADER,
-                HeaderValue::from_static(door.as_str()),
-            );
-            futures::future::Either::Right(async move { sender.send_request(req).await })
+            Hop::H2(mut sender, door) => {
+                let mut req = req;
+                // HTTP/2 carries the authority in the URI.
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "/".into());
+                if let Ok(uri) = format!("https://{host}{pq}").parse() {
+                    *req.uri_mut() = uri;
+                }
+                *req.version_mut() = http::Version::HTTP_2;
+                req.headers_mut().insert(
+                    crate::tunnel::frame::DOOR_HEADER,
+                    HeaderValue::from_static(door.as_str()),
+                );
+                sender.send_request(req).await
+            }
         }
     };
     let link = inflight.link().clone();
@@ -356,6 +406,7 @@ async fn forward(
                 inner: body,
                 _inflight: inflight,
                 bytes: state.metrics.response_bytes(host),
+                driver: driver.map(std::sync::Mutex::new),
             }
             .map_err(BoxError::from)
             .boxed();
