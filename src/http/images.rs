@@ -87,7 +87,7 @@ fn error_response(e: &ImageError, request_id: &str) -> Response {
 /// The handler for every image request (every path but `/health`). The body is not read.
 pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -> Response {
     let started = Instant::now();
-    let request_id = format!("{:016X}", rand::random::<u64>());
+    let request_id = crate::server::RequestId::of(&req).0;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let m = &state.metrics;

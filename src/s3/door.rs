@@ -1,5 +1,5 @@
-//! The S3 door's request layer, in front of s3s: a request id on every request and
-//! response (`x-amz-request-id`), the SigV2 check, per-operation metrics, the traffic
+//! The S3 door's request layer, in front of s3s: the request id the server admitted the
+//! request with, answered as `x-amz-request-id`, the SigV2 check, per-operation metrics, the traffic
 //! record and one log line per request; and the `Expect: 100-continue` rule.
 //!
 //! What must stay true: every response carries the request id its log line names, and a
@@ -16,10 +16,6 @@ use crate::metrics::Metrics;
 use crate::s3::access::KeyRing;
 use crate::server::RequestBody;
 
-fn request_id() -> String {
-    crate::credentials::random_hex(8).to_uppercase()
-}
-
 /// The S3 listener's service (also the tunnel's S3 door).
 pub fn service(
     s3: S3Service,
@@ -31,8 +27,9 @@ pub fn service(
         let v2_keys = keys.clone();
         let metrics = metrics.clone();
         async move {
-            let rid = request_id();
-            req.extensions_mut().insert(RequestId(rid.clone()));
+            let id = RequestId::of(&req);
+            let rid = id.0.clone();
+            req.extensions_mut().insert(id);
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let op = crate::metrics::s3_operation(
                 method.as_str(),

@@ -5,9 +5,7 @@ use s3s::{S3Error, S3ErrorCode, s3_error};
 
 use crate::store::StoreError;
 
-/// The id the HTTP layer gave this request (an extension on every request).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub use crate::server::RequestId;
 
 pub fn request_id(ext: &http::Extensions) -> &str {
     ext.get::<RequestId>().map_or("-", |r| r.0.as_str())

@@ -19,6 +19,32 @@ use tokio::sync::{Semaphore, watch};
 use conn::{Busy, IdleIo, TimeoutBody};
 pub use shutdown::{Drain, Shutdown};
 
+/// The request's id, put into every request's extensions as it is admitted (listener or
+/// tunnel): the services answer it (`x-amz-request-id`, `x-request-id`) and log under it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// 16 uppercase hex digits, as S3 request ids look.
+    pub fn new() -> Self {
+        Self(format!("{:016X}", rand::random::<u64>()))
+    }
+
+    /// The id the request was admitted with, or a new one (a service called directly).
+    pub fn of<B>(req: &hyper::Request<B>) -> Self {
+        req.extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(Self::new)
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The client's address, put into every request's extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
@@ -244,7 +270,9 @@ fn admit(
     busy: &Busy,
     body_timeout: Duration,
 ) -> (hyper::Request<RequestBody>, conn::BusyGuard) {
-    (req.map(|b| TimeoutBody::new(b, body_timeout)), busy.enter())
+    let mut req = req.map(|b| TimeoutBody::new(b, body_timeout));
+    req.extensions_mut().insert(RequestId::new());
+    (req, busy.enter())
 }
 
 /// Marks a request that came through the tunnel: its forwarded headers were set by the
@@ -299,6 +327,7 @@ where
     let request: crate::tunnel::connector::RequestHandler =
         Arc::new(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(|b| TimeoutBody::new(b, body_timeout));
+            req.extensions_mut().insert(RequestId::new());
             trust_forwarded(&mut req);
             let call = for_requests.clone().call(req);
             Box::pin(async move {
