@@ -76,6 +76,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
 def vm_hwm_mib(pid: int) -> float:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
@@ -233,20 +256,27 @@ local_addr = "127.0.0.1:{first.s3_port}"
             r = requests.get(url, verify=str(edge.cert), headers=host, timeout=30)
             assert r.status_code == 200 and r.headers.get("X-Cache") == "HIT", (name, r.headers)
             wrk(url, "2s")  # warm-up
+        # The processes between wrk and the appliance on each path (nginx: master and
+        # workers; rathole: server and client), for CPU per request.
+        nginx_pids = [procs[0].pid] + children(procs[0].pid)
+        proxies = {"direct": [], "edge": [edge.proc.pid], "nginx": nginx_pids,
+                   "rathole": [p.pid for p in procs[1:]]}
         results: dict[str, list[dict]] = {k: [] for k in urls}
         for rnd in range(ROUNDS):
             order = list(urls) if rnd % 2 == 0 else list(reversed(urls))
             for name in order:
-                before = (cpu_seconds(edge.proc.pid), cpu_seconds(first.proc.pid))
+                before = (cpu_of(proxies[name]), cpu_seconds(first.proc.pid))
                 res = wrk(urls[name])
-                if name == "edge":
-                    n = res["rps"] * float(DURATION.rstrip("s"))
-                    after = (cpu_seconds(edge.proc.pid), cpu_seconds(first.proc.pid))
-                    log(f"  CPU per request: edge {1e6 * (after[0] - before[0]) / n:.0f} µs, "
-                        f"appliance {1e6 * (after[1] - before[1]) / n:.0f} µs")
+                n = res["rps"] * float(DURATION.rstrip("s"))
+                after = (cpu_of(proxies[name]), cpu_seconds(first.proc.pid))
+                res["proxy_us"] = 1e6 * (after[0] - before[0]) / n
+                res["appliance_us"] = 1e6 * (after[1] - before[1]) / n
+                log(f"  CPU per request on {name}: proxy {res['proxy_us']:.0f} µs, "
+                    f"appliance {res['appliance_us']:.0f} µs")
                 results[name].append(res)
                 log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms")
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms")}
+        med = {k: {m: statistics.median(r[m] for r in v)
+                   for m in ("rps", "p50_ms", "proxy_us", "appliance_us")}
                for k, v in results.items()}
         big_path = f"/{harness.PUBLIC_BUCKET}/{BIG_KEY}"
         downloads = {
@@ -265,6 +295,8 @@ local_addr = "127.0.0.1:{first.s3_port}"
         rows = [
             ("cache-hit req/s (64 conns)", "rps", "{:.0f}"),
             ("cache-hit p50 (ms)", "p50_ms", "{:.2f}"),
+            ("CPU per request: edge / nginx / rathole (µs)", "proxy_us", "{:.0f}"),
+            ("CPU per request: the appliance (µs)", "appliance_us", "{:.0f}"),
         ]
         lines = ["| metric | direct | edge + tunnel | nginx TLS proxy | rathole (noise) |",
                  "|---|---|---|---|---|"]
