@@ -1858,3 +1858,99 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The edge cache's header logic (issue "The edge as a CDN")
+// ---------------------------------------------------------------------------------------
+
+fn header_token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        select(
+            &[
+                "Accept",
+                "accept",
+                "ACCEPT",
+                "Cookie",
+                "*",
+                "User-Agent",
+                "",
+                " "
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        "[ -~]{0,12}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    /// `Vary`: cached per class when every named field is `Accept`, not cached when any
+    /// other is named, cached whole when none is.
+    #[test]
+    fn edge_vary_is_read_by_its_field_names(
+        values in prop::collection::vec(
+            prop::collection::vec(header_token(), 0..4).prop_map(|t| t.join(",")), 0..3),
+    ) {
+        use pixelport::edge::cache::key::Vary;
+        let names: Vec<String> = values.iter().flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+        let got = Vary::read(values.iter().map(String::as_str));
+        let expected = if names.is_empty() {
+            Vary::Nothing
+        } else if names.iter().all(|n| n.eq_ignore_ascii_case("accept")) {
+            Vary::AcceptClass
+        } else {
+            Vary::Uncacheable
+        };
+        prop_assert_eq!(got, expected);
+    }
+
+    /// `Cache-Control` staleness: what is allowed is exactly the last well-formed value
+    /// given, and nothing at all once a revalidation directive is present.
+    #[test]
+    fn edge_stale_directives_allow_only_what_is_written(
+        swr in prop::option::of(prop_oneof![(0u64..1_000_000).prop_map(|n| n.to_string()),
+                                             "[ -~]{0,6}"]),
+        sie in prop::option::of(0u64..1_000_000),
+        strict in prop::option::of(select(&["no-cache", "must-revalidate", "no-store"][..])),
+        noise in "[ -~]{0,20}",
+    ) {
+        use pixelport::edge::cache::directives::stale;
+        let mut parts = vec![noise.replace(['=', ','], "")];
+        if let Some(v) = &swr { parts.push(format!("stale-while-revalidate={v}")); }
+        if let Some(v) = sie { parts.push(format!("stale-if-error={v}")); }
+        if let Some(s) = strict { parts.push(s.to_owned()); }
+        let got = stale([parts.join(", ").as_str()]);
+        let noise_strict = ["no-cache", "must-revalidate", "no-store", "proxy-revalidate"]
+            .iter().any(|s| parts[0].trim().eq_ignore_ascii_case(s));
+        if strict.is_some() || noise_strict {
+            prop_assert_eq!(got, Default::default());
+        } else {
+            let swr_secs = swr.as_deref().and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
+            prop_assert_eq!(got.while_revalidate.map(|d| d.as_secs()), swr_secs);
+            prop_assert_eq!(got.if_error.map(|d| d.as_secs()), sie);
+        }
+    }
+
+    /// Accept classes: two bits, unchanged by wildcard entries, and cache keys are 64 hex
+    /// digits that ignore the host's case and separate everything else.
+    #[test]
+    fn edge_keys_and_accept_classes(
+        accept in "[ -~]{0,60}",
+        host in "[A-Za-z0-9.-]{1,20}",
+        path in "/[ -~]{0,30}",
+        class in prop::option::of(0u8..4),
+    ) {
+        use pixelport::edge::cache::key::{accept_class, entry_key};
+        let c = accept_class(Some(&accept));
+        prop_assert!(c < 4);
+        prop_assert_eq!(accept_class(Some(&format!("{accept},*/*,image/*"))), c);
+        let k = entry_key(&host, &path, class);
+        prop_assert_eq!(k.len(), 64);
+        prop_assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
+        prop_assert_eq!(&k, &entry_key(&host.to_ascii_uppercase(), &path, class));
+        prop_assert_ne!(&k, &entry_key(&host, &format!("{path}x"), class));
+        prop_assert_ne!(&k, &entry_key(&host, &path, Some(class.map_or(0, |c| (c + 1) % 4))));
+    }
+}

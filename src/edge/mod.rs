@@ -9,6 +9,7 @@
 
 pub mod acme;
 pub mod appliances;
+pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod metrics;

@@ -1,0 +1,14 @@
+//! The edge's HTTP cache (issue "The edge as a CDN"). This first part is the pure logic the
+//! cache is built on, kept apart from I/O so it can be tested and fuzzed alone:
+//! - [`key`]: what a cached response is filed under (host, path and query, and for
+//!   `Vary: Accept` the image endpoint's own Accept class, never the raw header);
+//! - [`directives`]: the `Cache-Control` extensions RFC 5861 adds
+//!   (`stale-while-revalidate`, `stale-if-error`), which the RFC 9111 crate leaves out;
+//! - [`policy`]: RFC 9111 for a shared cache (through `http-cache-semantics`), by Accept
+//!   class, with the staleness extensions;
+//! - [`status`]: the RFC 9211 `Cache-Status` header every edge response carries.
+
+pub mod directives;
+pub mod key;
+pub mod policy;
+pub mod status;
