@@ -155,26 +155,10 @@ pub fn start(
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .enable_segmentation_offload(config.gso);
     let transport = Arc::new(transport);
-    // The links run on single-threaded runtimes, one per core at most (as the image door's
-    // connections do): a request's QUIC or HTTP/2 work, its handler and a cache hit then
-    // stay on one thread, without a work-stealing runtime's cross-thread wake-ups. Each
-    // runtime has its own UDP socket, so the QUIC endpoint's driver runs there too.
-    let total = joined.edges.len() * usize::try_from(config.connections).unwrap_or(1);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut cores_used = Vec::new();
-    for i in 0..cores.min(total).max(1) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let endpoint = {
-            let _inside = runtime.enter();
-            client_endpoint(usize::try_from(config.udp_buffer.0).unwrap_or(usize::MAX))?
-        };
-        cores_used.push((i, runtime, endpoint, Vec::new()));
-    }
+    let endpoint = client_endpoint(usize::try_from(config.udp_buffer.0).unwrap_or(usize::MAX))?;
     let status = Arc::new(Status::default());
     let node = config.node_name();
-    let mut next = 0usize;
+    let mut tasks = Vec::new();
     for edge in joined.edges {
         let rustls_config = tls::appliance_config(&identity, &edge.pin)?;
         let tcp = Arc::new(rustls_config.clone());
@@ -195,14 +179,12 @@ pub fn start(
                 });
                 links.len() - 1
             };
-            let core = next % cores_used.len();
-            next += 1;
             let link = Link {
                 index,
                 edge: edge.clone(),
                 node: node.clone(),
                 client: client.clone(),
-                endpoint: cores_used[core].2.clone(),
+                endpoint: endpoint.clone(),
                 doors: doors.clone(),
                 status: status.clone(),
                 metrics: metrics.clone(),
@@ -212,39 +194,10 @@ pub fn start(
                 tcp: tcp.clone(),
                 quic_failed: Mutex::new(None),
             };
-            cores_used[core].3.push(link);
+            tasks.push(tokio::spawn(run_link(link, stop.clone())));
         }
     }
-    let mut tasks = Vec::new();
-    for (i, runtime, _, links) in cores_used {
-        tasks.push(run_on_thread(i, runtime, links, stop.clone())?);
-    }
     Ok(Some((status, tasks)))
-}
-
-/// Runs `links` on their own thread's runtime; the handle ends when they all have.
-fn run_on_thread(
-    i: usize,
-    runtime: tokio::runtime::Runtime,
-    links: Vec<Link>,
-    stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, TunnelError> {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name(format!("tunnel-{i}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let mut set = tokio::task::JoinSet::new();
-                for link in links {
-                    set.spawn(run_link(link, stop.clone()));
-                }
-                while set.join_next().await.is_some() {}
-            });
-            let _ = done_tx.send(());
-        })?;
-    Ok(tokio::spawn(async move {
-        let _ = done_rx.await;
-    }))
 }
 
 /// One UDP socket for every outgoing connection, dual-stack where the system allows.
