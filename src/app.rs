@@ -196,6 +196,15 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
         crate::image_service::Invalidator::new(cache.clone(), versions.clone()),
     );
+    // The edges' caches follow the derivative cache: after it, before the S3 answer.
+    let purges = Arc::new(crate::tunnel::purge::Purges::open(
+        PURGE_LOG,
+        &config.server.data_dir,
+    ));
+    let edge_invalidator: Arc<dyn crate::s3::ChangeListener> = Arc::new(
+        crate::image_service::EdgeInvalidator::new(purges.clone(), config.tunnel.purge_wait.0),
+    );
+    let relay = crate::image_service::invalidate::relay_handler(cache.clone(), versions.clone());
     // Shutdown order: the tunnel drains first (each edge stops sending new requests while
     // the appliance still serves those in flight), then the listeners close one after
     // another, S3 last, so that once the S3 listener refuses connections none of the
@@ -233,7 +242,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         .map_err(AppError::Images)?,
     );
     // Listeners run in order: variants are invalidated before eager renders are queued.
-    let mut listeners = vec![invalidator];
+    let mut listeners = vec![invalidator, edge_invalidator];
     let mut eager_tasks = Vec::new();
     if let Some((eager, tasks)) =
         crate::image_service::eager::EagerRenderer::start(images_state.clone(), stop_rx.clone())
@@ -345,6 +354,10 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
             ),
         },
         metrics.clone(),
+        crate::tunnel::connector::PurgeChannel {
+            purges: purges.clone(),
+            relay,
+        },
         tunnel_stop_rx,
     )
     .map_err(|e| AppError::Tunnel(e.to_string()))?;
@@ -432,8 +445,13 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     if let Some(cache) = cache {
         flush_access(cache, &Throttle::new(Duration::ZERO)).await;
     }
+    // Which edges have every purge: they need not flush at the next start.
+    let _ = tokio::task::spawn_blocking(move || purges.save()).await;
     Ok(())
 }
+
+/// Purges kept for edges that have not confirmed them; an edge further behind flushes.
+const PURGE_LOG: usize = 10_000;
 
 /// Says where the image URL-signing key came from; a key generated now is printed with a
 /// ready `pixelport sign` example, as the S3 credentials are.

@@ -186,7 +186,26 @@ pub async fn tunnel(State(state): State<Arc<AdminState>>) -> Json<Value> {
 }
 
 pub async fn cache_stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
-    Json(cache_json(&state))
+    let mut out = cache_json(&state);
+    // The edges' caches, as each last reported over the tunnel (every 2 s).
+    let edges: Vec<Value> = state
+        .tunnel
+        .get()
+        .map(|t| t.edge_caches())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(r, age)| {
+            let looked = r.hits + r.misses;
+            json!({
+                "edge": r.edge, "entries": r.entries, "memory_bytes": r.memory_bytes,
+                "disk_bytes": r.disk_bytes, "hits": r.hits, "misses": r.misses,
+                "hit_ratio": if looked == 0 { Value::Null } else { json!(r.hits as f64 / looked as f64) },
+                "reported_secs_ago": age,
+            })
+        })
+        .collect();
+    out["edges"] = json!(edges);
+    Json(out)
 }
 
 #[derive(Deserialize, Default)]
@@ -215,7 +234,16 @@ pub async fn cache_purge(
         b.key.as_deref(),
     )
     .map_err(|m| AdminError::BadRequest(m.into()))?;
-    let removed = tokio::task::spawn_blocking(move || what.run(&cache)).await??;
+    let listeners = state.listeners.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let removed = what.run(&cache)?;
+        // The edges' caches too (the tunnel's purge listener waits for them).
+        for l in &listeners {
+            l.purged(what.scope());
+        }
+        Ok::<_, crate::cache::CacheError>(removed)
+    })
+    .await??;
     tracing::info!(removed, "cache purged through the admin API");
     Ok(Json(json!({ "removed": removed })))
 }

@@ -33,6 +33,15 @@ impl Purge {
         }
     }
 
+    /// The scope, as change listeners are told it.
+    pub fn scope(&self) -> crate::s3::PurgeScope<'_> {
+        match self {
+            Purge::All => crate::s3::PurgeScope::All,
+            Purge::Source(s) => crate::s3::PurgeScope::Source(s),
+            Purge::Prefix(p) => crate::s3::PurgeScope::Prefix(p),
+        }
+    }
+
     /// Drops the variants; returns how many.
     pub fn run(&self, cache: &DerivativeCache) -> Result<u64, CacheError> {
         match self {

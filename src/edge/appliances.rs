@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
 
 use super::EdgeState;
 use super::registry::Refusal;
@@ -189,20 +190,37 @@ async fn serve(incoming: quinn::Incoming, state: Arc<EdgeState>) -> Result<(), S
             return Err(reason);
         }
     };
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let link = state.router.add(
         pin.clone(),
         enrolled.node.clone(),
         enrolled.grants.clone(),
         Carrier::Quic(conn.clone()),
+        control_tx,
     );
     let node = enrolled.node;
     tracing::info!(%remote, node, link = link.id, transport = "quic", "appliance connected");
-    // The control stream: heartbeats and drain notices until the connection ends.
+    let (purge_tx, purge_rx) = mpsc::unbounded_channel();
+    let worker = Aborting(tokio::spawn(super::purge::worker(
+        state.clone(),
+        link.clone(),
+        purge_rx,
+    )));
+    // The control stream is read by a task of its own (a frame read is not cancel-safe);
+    // this loop takes its frames and writes the edge's.
+    let (in_tx, mut in_rx) = mpsc::channel(64);
+    let reader = Aborting(tokio::spawn(async move {
+        while let Ok(msg) = read_control(&mut recv).await {
+            if in_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    }));
     let why = loop {
         tokio::select! {
-            msg = read_control(&mut recv) => match msg {
-                Ok(Control::Heartbeat) => link.touch(),
-                Ok(Control::Drain) => {
+            msg = in_rx.recv() => match msg {
+                Some(Control::Heartbeat) => link.touch(),
+                Some(Control::Drain) => {
                     link.touch();
                     tracing::info!(%remote, node, link = link.id, "appliance draining; no new requests on this connection");
                     link.drain();
@@ -210,12 +228,24 @@ async fn serve(incoming: quinn::Incoming, state: Arc<EdgeState>) -> Result<(), S
                         conn.close(quinn::VarInt::from_u32(close::DONE), b"drained");
                     }
                 }
-                Ok(other) => tracing::debug!(?other, "unexpected control frame; ignored"),
-                Err(_) => break conn.closed().await.to_string(),
+                Some(Control::Purge { seq, items }) => {
+                    link.touch();
+                    let _ = purge_tx.send((seq, items));
+                }
+                Some(Control::RelayAck { id }) => state.relays.acked(id),
+                Some(other) => tracing::debug!(?other, "unexpected control frame; ignored"),
+                None => break conn.closed().await.to_string(),
             },
+            Some(out) = control_rx.recv() => {
+                let Ok(frame) = out.encode() else { continue };
+                if let Err(e) = send.write_all(&frame).await {
+                    break format!("control stream: {e}");
+                }
+            }
             reason = conn.closed() => break reason.to_string(),
         }
     };
+    drop((reader, worker));
     state.router.remove(link.id);
     tracing::info!(%remote, node, link = link.id, reason = why, "appliance disconnected");
     Ok(())
@@ -287,14 +317,33 @@ async fn serve_tcp(
         .await
         .map_err(|e| e.to_string())?;
     let (closer, mut closed) = watch::channel(false);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let link = state.router.add(
         pin,
         enrolled.node.clone(),
         enrolled.grants.clone(),
-        Carrier::H2 { sender, closer },
+        Carrier::H2 {
+            sender: sender.clone(),
+            closer,
+        },
+        control_tx,
     );
     let node = enrolled.node;
     tracing::info!(%remote, node, link = link.id, transport = "tcp", "appliance connected");
+    let (purge_tx, purge_rx) = mpsc::unbounded_channel();
+    let tasks = (
+        Aborting(tokio::spawn(super::purge::worker(
+            state.clone(),
+            link.clone(),
+            purge_rx,
+        ))),
+        Aborting(tokio::spawn(tcp_feed(sender.clone(), purge_tx))),
+        Aborting(tokio::spawn(tcp_outgoing(
+            sender,
+            state.clone(),
+            control_rx,
+        ))),
+    );
     let why = tokio::select! {
         r = conn => match r {
             Ok(()) => "closed".to_string(),
@@ -302,9 +351,119 @@ async fn serve_tcp(
         },
         _ = closed.changed() => "closed by the edge".to_string(),
     };
+    drop(tasks);
     state.router.remove(link.id);
     tracing::info!(%remote, node, link = link.id, reason = why, "appliance disconnected");
     Ok(())
+}
+
+/// A task aborted when its handle drops (with the connection it serves).
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<super::router::UpstreamBody>;
+
+/// A control request on the TCP fallback's HTTP/2 connection.
+fn control_request(kind: &'static str, body: Bytes) -> http::Request<super::router::UpstreamBody> {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::new(
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *req.method_mut() = if kind == "feed" {
+        http::Method::GET
+    } else {
+        http::Method::POST
+    };
+    *req.uri_mut() = http::Uri::from_static("https://pixelport.control/");
+    *req.version_mut() = http::Version::HTTP_2;
+    req.headers_mut().insert(
+        crate::tunnel::frame::CONTROL_HEADER,
+        http::HeaderValue::from_static(kind),
+    );
+    req
+}
+
+/// The TCP fallback's way for the appliance's purges to reach the edge: one long request
+/// whose response streams control frames.
+async fn tcp_feed(
+    mut sender: H2Sender,
+    purges: mpsc::UnboundedSender<(u64, Vec<crate::tunnel::purge::PurgeItem>)>,
+) {
+    use http_body_util::BodyExt;
+    if sender.ready().await.is_err() {
+        return;
+    }
+    let resp = match sender
+        .send_request(control_request("feed", Bytes::new()))
+        .await
+    {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            tracing::warn!(status = %r.status(), "the appliance refused the purge feed (an older version?)");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut body = resp.into_body();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while buf.len() >= 4 {
+            let Ok(len) = Control::frame_len([buf[0], buf[1], buf[2], buf[3]]) else {
+                return;
+            };
+            if buf.len() < 4 + len {
+                break;
+            }
+            let msg = Control::decode(&buf[4..4 + len]);
+            let _ = buf.split_to(4 + len);
+            if let Ok(Control::Purge { seq, items }) = msg {
+                let _ = purges.send((seq, items));
+            }
+        }
+    }
+}
+
+/// The edge's control frames on the TCP fallback: one request each; a relay is confirmed
+/// by its response.
+async fn tcp_outgoing(
+    sender: H2Sender,
+    state: Arc<EdgeState>,
+    mut out: mpsc::UnboundedReceiver<Control>,
+) {
+    while let Some(msg) = out.recv().await {
+        let Ok(frame) = msg.encode() else {
+            continue;
+        };
+        let relay = match &msg {
+            Control::Relay { id, .. } => Some(*id),
+            _ => None,
+        };
+        let mut s = sender.clone();
+        if s.ready().await.is_err() {
+            break;
+        }
+        let sent = s.send_request(control_request("message", Bytes::from(frame)));
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Ok(resp) = sent.await
+                && resp.status().is_success()
+                && let Some(id) = relay
+            {
+                state.relays.acked(id);
+            }
+        });
+    }
 }
 
 impl EdgeState {

@@ -22,8 +22,10 @@ pub struct EdgeConfig {
     pub http_listen: String,
     /// Where appliances dial in (UDP, QUIC).
     pub tunnel_listen: String,
-    /// `/metrics`, `/health`, `/ready`: keep it private.
+    /// `/metrics`, `/health`, `/ready` and the admin API: keep it private.
     pub admin_listen: String,
+    /// The admin API's bearer token (empty: generated into `data_dir/edge-admin-token`).
+    pub admin_token: String,
     /// PEM certificate chain for the public hostnames (reloaded on SIGHUP).
     pub tls_cert: String,
     /// PEM private key for `tls_cert`.
@@ -43,6 +45,8 @@ pub struct EdgeConfig {
     pub udp_buffer: crate::config::ByteSize,
     /// UDP generic segmentation offload on the tunnel socket.
     pub gso: bool,
+    /// The HTTP cache in front of the appliances.
+    pub cache: CacheConfig,
     /// Certificates from ACME instead of `tls_cert` / `tls_key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme: Option<super::acme::AcmeConfig>,
@@ -56,6 +60,7 @@ impl Default for EdgeConfig {
             http_listen: "0.0.0.0:80".into(),
             tunnel_listen: "0.0.0.0:7844".into(),
             admin_listen: "127.0.0.1:9002".into(),
+            admin_token: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
             public_address: String::new(),
@@ -65,7 +70,40 @@ impl Default for EdgeConfig {
             upstream_timeout: Seconds(Duration::from_secs(60)),
             udp_buffer: crate::config::ByteSize(4 << 20),
             gso: true,
+            cache: CacheConfig::default(),
             acme: None,
+        }
+    }
+}
+
+/// `[edge.cache]`: the HTTP cache (memory in front of disk).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache what the appliances mark cacheable.
+    pub enabled: bool,
+    /// The disk tier's directory (empty: `data_dir/cache`).
+    pub path: String,
+    /// The memory tier's bound.
+    pub memory_size: crate::config::ByteSize,
+    /// The disk tier's bound (0: memory only, nothing survives a restart).
+    pub disk_size: crate::config::ByteSize,
+    /// Larger responses are passed through, never stored.
+    pub max_object_size: crate::config::ByteSize,
+    /// How long concurrent misses for one URL wait for the first one's response headers
+    /// before going to the appliance themselves.
+    pub lock_timeout: Seconds,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: String::new(),
+            memory_size: crate::config::ByteSize(256 << 20),
+            disk_size: crate::config::ByteSize(10 << 30),
+            max_object_size: crate::config::ByteSize(64 << 20),
+            lock_timeout: Seconds(Duration::from_secs(5)),
         }
     }
 }
@@ -101,6 +139,9 @@ impl EdgeConfig {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir", "must not be empty".into()));
+        }
+        if self.cache.lock_timeout.0.is_zero() {
+            return Err(("cache.lock_timeout", "must be above 0".into()));
         }
         if self.pair_ttl.0 < Duration::from_secs(60) {
             return Err(("pair_ttl", "must be at least 60s".into()));

@@ -109,8 +109,62 @@ impl EdgeMetrics {
         }
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        if let Some(cache) = &state.cache {
+            cache_metrics(cache, &mut text);
+        }
+        text
     }
+}
+
+/// The cache's counters and sizes, read from the cache itself at each scrape.
+fn cache_metrics(cache: &super::cache::layer::EdgeCache, out: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &cache.counters;
+    let s = cache.stats();
+    let _ = writeln!(
+        out,
+        "# HELP pixelport_edge_cache_requests_total Requests by what the cache did: hit \
+         (served from the cache, stale ones included), miss, stale (revalidated with the \
+         appliance), bypass (not cacheable: method, Authorization, admin door), collapsed \
+         (shared another request's answer).\n\
+         # TYPE pixelport_edge_cache_requests_total counter"
+    );
+    for (result, n) in [
+        ("hit", &c.hits),
+        ("miss", &c.misses),
+        ("stale", &c.stale),
+        ("bypass", &c.bypass),
+        ("collapsed", &c.collapsed),
+    ] {
+        let _ = writeln!(
+            out,
+            "pixelport_edge_cache_requests_total{{result=\"{result}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pixelport_edge_cache_stored_total Responses stored.\n\
+         # TYPE pixelport_edge_cache_stored_total counter\n\
+         pixelport_edge_cache_stored_total {}\n\
+         # HELP pixelport_edge_cache_purged_total Entries removed by purges.\n\
+         # TYPE pixelport_edge_cache_purged_total counter\n\
+         pixelport_edge_cache_purged_total {}\n\
+         # HELP pixelport_edge_cache_entries Entries stored.\n\
+         # TYPE pixelport_edge_cache_entries gauge\n\
+         pixelport_edge_cache_entries {}\n\
+         # HELP pixelport_edge_cache_bytes Bytes held, by tier.\n\
+         # TYPE pixelport_edge_cache_bytes gauge\n\
+         pixelport_edge_cache_bytes{{tier=\"memory\"}} {}\n\
+         pixelport_edge_cache_bytes{{tier=\"disk\"}} {}",
+        c.stored.load(Relaxed),
+        c.purged.load(Relaxed),
+        s.entries,
+        s.memory_bytes,
+        s.disk_bytes
+    );
 }
 
 pub fn admin(state: &EdgeState, path: &str) -> Response<EdgeBody> {

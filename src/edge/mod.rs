@@ -8,6 +8,7 @@
 //! connections close within a second of `edge revoke`.
 
 pub mod acme;
+pub mod admin_api;
 pub mod appliances;
 pub mod cache;
 pub mod certs;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod metrics;
 pub mod pair;
 pub mod proxy;
+pub mod purge;
 pub mod registry;
 pub mod router;
 
@@ -58,8 +60,16 @@ pub struct EdgeState {
     data_dir: std::path::PathBuf,
     registry: RwLock<Registry>,
     granted: RwLock<BTreeSet<String>>,
+    /// Each granted hostname's door (the cache never applies to the admin door).
+    doors: RwLock<std::collections::HashMap<String, crate::tunnel::frame::Door>>,
     pub metrics: metrics::EdgeMetrics,
     pub upstream_timeout: Duration,
+    /// The HTTP cache, unless `[edge.cache] enabled = false`.
+    pub cache: Option<Arc<cache::layer::EdgeCache>>,
+    /// Purges relayed to other appliance nodes, awaiting their confirmation.
+    pub relays: purge::Relays,
+    /// The bearer token of the edge admin API.
+    pub admin_token: String,
 }
 
 impl EdgeState {
@@ -89,6 +99,9 @@ impl EdgeState {
         if let Ok(mut g) = self.granted.write() {
             *g = fresh.granted_hosts();
         }
+        if let Ok(mut d) = self.doors.write() {
+            *d = fresh.granted_doors();
+        }
         if let Ok(mut r) = self.registry.write() {
             *r = fresh;
         }
@@ -96,6 +109,10 @@ impl EdgeState {
 
     pub fn is_granted(&self, host: &str) -> bool {
         self.granted.read().is_ok_and(|g| g.contains(host))
+    }
+
+    pub fn door_of(&self, host: &str) -> Option<crate::tunnel::frame::Door> {
+        self.doors.read().ok()?.get(host).copied()
     }
 
     pub fn granted_hosts(&self) -> BTreeSet<String> {
@@ -198,17 +215,44 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
     let admin = bind_tcp("edge.admin_listen", &ec.admin_listen)?;
     let https_port = https.local_addr().map(|a| a.port()).unwrap_or(443);
 
+    let (admin_token, made_token) = admin_api::token(&ec.admin_token, &ec.data_dir)?;
+    if made_token {
+        tracing::info!(
+            file = %ec.data_dir.join(admin_api::TOKEN_FILE).display(),
+            "made the edge admin API token"
+        );
+    }
+    let cache = if ec.cache.enabled {
+        let (cfg, dir) = (ec.cache.clone(), ec.data_dir.clone());
+        let opened = tokio::task::spawn_blocking(move || cache::layer::EdgeCache::open(&cfg, &dir))
+            .await
+            .map_err(|e| EdgeError::Setup {
+                key: "edge.cache",
+                message: e.to_string(),
+            })?
+            .map_err(|e| EdgeError::Setup {
+                key: "edge.cache.path",
+                message: e.to_string(),
+            })?;
+        Some(Arc::new(opened))
+    } else {
+        None
+    };
     let state = Arc::new(EdgeState {
         router: router::Router::default(),
         name: format!("edge-{}", registry::short(&identity.pin())),
         data_dir: ec.data_dir.clone(),
         registry: RwLock::new(Registry::default()),
         granted: RwLock::new(BTreeSet::new()),
+        doors: RwLock::default(),
         metrics: metrics::EdgeMetrics::new().map_err(|e| EdgeError::Setup {
             key: "metrics",
             message: e.to_string(),
         })?,
         upstream_timeout: ec.upstream_timeout.0,
+        cache,
+        relays: purge::Relays::default(),
+        admin_token,
     });
     state.reload_registry();
 
@@ -247,7 +291,7 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         let state = state.clone();
         hyper::service::service_fn(move |req: hyper::Request<RequestBody>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(metrics::admin(&state, req.uri().path())) }
+            async move { Ok::<_, Infallible>(admin_api::handle(state, req).await) }
         })
     };
 
@@ -294,6 +338,7 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
             tunnel_stop.clone(),
         )),
         tokio::spawn(watch_registry(state.clone(), tunnel_stop.clone())),
+        tokio::spawn(report_cache(state.clone(), tunnel_stop.clone())),
     ] {
         shutdown.closed_when("tunnel", joined(task));
     }
@@ -359,6 +404,34 @@ async fn watch_registry(state: Arc<EdgeState>, mut stop: watch::Receiver<bool>) 
             seen = now;
             let s = state.clone();
             let _ = tokio::task::spawn_blocking(move || s.reload_registry()).await;
+        }
+    }
+}
+
+/// Tells each connected appliance how the cache does, every few seconds (its admin UI's
+/// cache page shows it).
+async fn report_cache(state: Arc<EdgeState>, mut stop: watch::Receiver<bool>) {
+    let Some(cache) = state.cache.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => break,
+        }
+        let s = cache.stats();
+        let report = crate::tunnel::frame::EdgeCacheReport {
+            edge: state.name.clone(),
+            entries: s.entries as u64,
+            memory_bytes: s.memory_bytes,
+            disk_bytes: s.disk_bytes,
+            hits: s.hits,
+            misses: s.misses,
+        };
+        for link in state.router.links() {
+            let _ = link
+                .control
+                .send(crate::tunnel::frame::Control::EdgeStats(report.clone()));
         }
     }
 }

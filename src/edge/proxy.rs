@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use super::EdgeState;
 use super::router::{Carrier, InFlight, UpstreamBody, request_host};
 use crate::server::RequestBody;
-use crate::tunnel::frame::StreamHead;
+use crate::tunnel::frame::{Door, StreamHead};
 use crate::tunnel::stream::TunnelIo;
 
 pub use super::router::BoxError;
@@ -54,12 +54,17 @@ pub fn full(status: StatusCode, body: impl Into<Bytes>, kind: &'static str) -> R
     resp
 }
 
+/// Marks a response the edge made itself (not the appliance's).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeAnswer;
+
 /// The edge's own error answer: a small JSON body naming the problem, never cached.
 pub fn plain(status: StatusCode, message: &str) -> Response<EdgeBody> {
     let body = serde_json::json!({ "error": message, "status": status.as_u16() }).to_string();
     let mut resp = full(status, body, "application/json");
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.extensions_mut().insert(EdgeAnswer);
     resp
 }
 
@@ -201,7 +206,13 @@ pub async fn handle(
         state.metrics.observe("other", resp.status(), t0.elapsed());
         return resp;
     }
-    let resp = route(&state, req, &host, client).await;
+    let req = req.map(|b| b.map_err(BoxError::from).boxed());
+    let resp = match (&state.cache, state.door_of(&host)) {
+        (Some(cache), Some(door)) if door != Door::Admin => {
+            super::cache::layer::serve(&state, cache, req, &host, client).await
+        }
+        _ => super::cache::layer::bypass(route(&state, req, &host, client).await),
+    };
     state.metrics.observe(&host, resp.status(), t0.elapsed());
     resp
 }
@@ -222,9 +233,9 @@ fn empty() -> UpstreamBody {
 }
 
 /// Sends a request for a granted `host` to one of its appliances.
-async fn route(
+pub(crate) async fn route(
     state: &Arc<EdgeState>,
-    req: Request<RequestBody>,
+    req: Request<UpstreamBody>,
     host: &str,
     client: SocketAddr,
 ) -> Response<EdgeBody> {
@@ -282,7 +293,7 @@ async fn route(
             empty()
         } else {
             match body.take() {
-                Some(b) => b.map_err(BoxError::from).boxed(),
+                Some(b) => b,
                 None => break,
             }
         };

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::tunnel::frame::Grant;
+use crate::tunnel::frame::{Door, Grant};
 use crate::tunnel::identity::write_private;
 
 pub const REGISTRY_FILE: &str = "edge-registry.json";
@@ -154,6 +154,17 @@ impl Registry {
             .iter()
             .flat_map(|i| i.grants.iter().map(|g| g.hostname.clone()))
             .collect()
+    }
+}
+
+impl Registry {
+    /// Each granted hostname's door (a hostname granted twice keeps its first door).
+    pub fn granted_doors(&self) -> std::collections::HashMap<String, Door> {
+        let mut out = std::collections::HashMap::new();
+        for g in self.identities.iter().flat_map(|i| i.grants.iter()) {
+            out.entry(g.hostname.clone()).or_insert(g.door);
+        }
+        out
     }
 }
 

@@ -36,6 +36,11 @@ pub struct Link {
     pub node: String,
     pub grants: Vec<Grant>,
     pub carrier: Carrier,
+    /// Control frames for the appliance (purge confirmations, relays), written by the
+    /// connection's own task.
+    pub control: tokio::sync::mpsc::UnboundedSender<crate::tunnel::frame::Control>,
+    /// The appliance's backlog of purges has been applied (its first purge frame).
+    synced: AtomicBool,
     inflight: AtomicUsize,
     draining: AtomicBool,
     /// When the appliance was last heard on the control stream, in ms since `born`.
@@ -95,6 +100,14 @@ impl Link {
         }
     }
 
+    /// The hostnames this link serves, lowercase.
+    pub fn hostnames(&self) -> Vec<String> {
+        self.grants
+            .iter()
+            .map(|g| g.hostname.to_ascii_lowercase())
+            .collect()
+    }
+
     pub fn door_for(&self, host: &str) -> Option<Door> {
         self.grants
             .iter()
@@ -104,6 +117,15 @@ impl Link {
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// The appliance's purges up to now are applied.
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
     }
 
     pub fn drain(&self) {
@@ -153,6 +175,7 @@ impl Router {
         node: String,
         grants: Vec<Grant>,
         carrier: Carrier,
+        control: tokio::sync::mpsc::UnboundedSender<crate::tunnel::frame::Control>,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -160,6 +183,8 @@ impl Router {
             node,
             grants,
             carrier,
+            control,
+            synced: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             seen_ms: AtomicU64::new(0),
@@ -186,6 +211,21 @@ impl Router {
             .filter_map(|l| l.door_for(host).map(|d| (l, d)))
             .min_by_key(|(l, _)| l.inflight())
             .map(|(l, d)| (l.clone(), d))
+    }
+
+    /// Whether the cache may trust its entries for `host`: `None` when no appliance serving
+    /// it is connected, `Some(true)` when one of them has delivered its backlog of purges,
+    /// `Some(false)` while none has yet (just connected: entries are revalidated).
+    pub fn sync_state(&self, host: &str) -> Option<bool> {
+        let links = self.links.read().ok()?;
+        let mut any = false;
+        for l in links.iter().filter(|l| l.door_for(host).is_some()) {
+            if l.is_synced() {
+                return Some(true);
+            }
+            any = true;
+        }
+        any.then_some(false)
     }
 
     pub fn links(&self) -> Vec<Arc<Link>> {

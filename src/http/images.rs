@@ -90,6 +90,7 @@ pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -
     let request_id = crate::server::RequestId::of(&req).0;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let tunneled = req.extensions().get::<crate::server::Tunneled>().is_some();
     let m = &state.metrics;
     m.requests_total.inc();
     m.requests_in_progress.inc();
@@ -128,6 +129,12 @@ pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    // Through the tunnel, the edge files the response under its source, so a write to the
+    // source purges it there too; the edge strips the header.
+    if tunneled && let Some(tag) = source_tag(&path) {
+        resp.headers_mut()
+            .insert(crate::edge::cache::layer::TAG_HEADER, tag);
+    }
     m.count_status(resp.status());
     m.traffic.record(&crate::metrics::traffic::Sample {
         listener: "images",
@@ -138,6 +145,15 @@ pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -
         message: &message,
     });
     resp
+}
+
+/// The surrogate tag of an image URL whose source is an S3 object.
+fn source_tag(path: &str) -> Option<HeaderValue> {
+    let parsed = url::parse_path(path).ok()?;
+    let SourceUrl::S3 { bucket, key } = SourceUrl::parse(parsed.source.url()).ok()? else {
+        return None;
+    };
+    HeaderValue::from_str(&crate::tunnel::purge::source_tag(&bucket, &key)).ok()
 }
 
 /// Decrements the in-progress gauge however the request ends (dropped connections too).

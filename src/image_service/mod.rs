@@ -9,7 +9,7 @@
 pub mod conditional;
 pub mod eager;
 mod error;
-mod invalidate;
+pub mod invalidate;
 pub(crate) mod render;
 pub mod resolved;
 mod variant;
@@ -34,7 +34,7 @@ use crate::store::DynStore;
 use crate::throttle::Throttle;
 
 pub use error::ImageError;
-pub use invalidate::Invalidator;
+pub use invalidate::{EdgeInvalidator, Invalidator};
 use render::Outcome;
 pub use render::{Caller, Render, Rendered};
 use resolved::ResolvedUrls;

@@ -24,6 +24,19 @@ use crate::store::{DynStore, ObjectAttrs, Spool, StoreError};
 /// (the derivative cache hooks in here).
 pub trait ChangeListener: Send + Sync + 'static {
     fn object_changed(&self, bucket: &str, key: &str);
+
+    /// The admin purged derivatives (the derivative cache is already purged); may block.
+    fn purged(&self, _scope: PurgeScope<'_>) {}
+}
+
+/// What an admin purge named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeScope<'a> {
+    All,
+    /// One source id (`s3://bucket/key`).
+    Source(&'a str),
+    /// Source ids starting with this (`s3://bucket/prefix`).
+    Prefix(&'a str),
 }
 
 pub struct PixelportS3 {

@@ -48,6 +48,8 @@ pub struct TunnelConfig {
     /// UDP generic segmentation offload (fewer syscalls for large transfers); off for
     /// network paths or drivers that mishandle it.
     pub gso: bool,
+    /// How long a write waits for every connected edge to confirm the purge it causes.
+    pub purge_wait: Seconds,
 }
 
 impl Default for TunnelConfig {
@@ -63,6 +65,7 @@ impl Default for TunnelConfig {
             node: String::new(),
             udp_buffer: crate::config::ByteSize(4 << 20),
             gso: true,
+            purge_wait: Seconds(Duration::from_secs(2)),
         }
     }
 }

@@ -76,9 +76,30 @@ pub struct LinkStatus {
 #[derive(Debug, Default)]
 pub struct Status {
     links: Mutex<Vec<LinkStatus>>,
+    /// Each edge's last cache report, by edge name.
+    edge_caches:
+        Mutex<std::collections::BTreeMap<String, (super::frame::EdgeCacheReport, Instant)>>,
 }
 
 impl Status {
+    /// The edges' cache reports, with their age in seconds.
+    pub fn edge_caches(&self) -> Vec<(super::frame::EdgeCacheReport, u64)> {
+        self.edge_caches
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|(r, at)| (r.clone(), at.elapsed().as_secs()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn edge_cache(&self, report: super::frame::EdgeCacheReport) {
+        if let Ok(mut m) = self.edge_caches.lock() {
+            m.insert(report.edge.clone(), (report, Instant::now()));
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<LinkStatus> {
         self.links.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -117,6 +138,19 @@ struct Link {
     tcp: Arc<rustls::ClientConfig>,
     /// When QUIC last failed to connect (auto: TCP until it is worth trying QUIC again).
     quic_failed: Mutex<Option<Instant>>,
+    purge: PurgeChannel,
+}
+
+/// Applies purges another appliance node caused (relayed by an edge) to this node's
+/// derivative cache.
+pub type RelayHandler =
+    Arc<dyn Fn(Vec<super::purge::PurgeItem>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The purges this appliance sends its edges, and what it does with relayed ones.
+#[derive(Clone)]
+pub struct PurgeChannel {
+    pub purges: Arc<super::purge::Purges>,
+    pub relay: RelayHandler,
 }
 
 /// How long `auto` stays on TCP after QUIC failed before it tries QUIC again.
@@ -134,6 +168,7 @@ pub fn start(
     grace: Duration,
     doors: Doors,
     metrics: Arc<crate::metrics::Metrics>,
+    purge: PurgeChannel,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<Started>, TunnelError> {
     if !config.enabled {
@@ -193,6 +228,7 @@ pub fn start(
                 transport: config.transport,
                 tcp: tcp.clone(),
                 quic_failed: Mutex::new(None),
+                purge: purge.clone(),
             };
             tasks.push(tokio::spawn(run_link(link, stop.clone())));
         }
@@ -393,6 +429,10 @@ pub async fn tcp_handshake(
 struct Dispatch {
     doors: Doors,
     metrics: Arc<crate::metrics::Metrics>,
+    purge: PurgeChannel,
+    /// The edge's pin.
+    edge: String,
+    status: Arc<Status>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch {
@@ -401,6 +441,18 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
     type Future = BoxFuture<'static, Result<http::Response<TunnelBody>, BoxError>>;
 
     fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(kind) = req.headers().get(super::frame::CONTROL_HEADER) {
+            return match kind.as_bytes() {
+                b"feed" => {
+                    let feed = purge_feed(self.purge.purges.clone(), self.edge.clone());
+                    Box::pin(async move { Ok(http::Response::new(feed)) })
+                }
+                _ => {
+                    let (purge, edge) = (self.purge.clone(), self.edge.clone());
+                    Box::pin(control_message(req, purge, edge, self.status.clone()))
+                }
+            };
+        }
         let door = req
             .headers_mut()
             .remove(super::frame::DOOR_HEADER)
@@ -506,6 +558,9 @@ async fn tcp_connection(
     let svc = Dispatch {
         doors: link.doors.clone(),
         metrics: link.metrics.clone(),
+        purge: link.purge.clone(),
+        edge: link.edge.pin.clone(),
+        status: link.status.clone(),
     };
     let mut builder =
         hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -542,7 +597,7 @@ async fn quic_connection(
         node: link.node.clone(),
         software: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let (conn, mut control, _control_recv, reply) = handshake(
+    let (conn, mut control, mut control_recv, reply) = handshake(
         &link.endpoint,
         link.client.clone(),
         &link.edge.addresses,
@@ -569,7 +624,40 @@ async fn quic_connection(
     let heartbeat = Control::Heartbeat.encode()?;
     let mut beat = tokio::time::interval(super::frame::HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Purges: what this edge has not confirmed goes now, then each new one as it comes.
+    let purges = link.purge.purges.clone();
+    let pin = link.edge.pin.clone();
+    let _connected = purges.connect(&pin);
+    let mut published = purges.subscribe();
+    // The edge's frames (confirmations, relays) are read by a task of their own (a frame
+    // read is not cancel-safe); relays are applied off this loop and confirmed through it.
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(64);
+    let reader = tokio::spawn(async move {
+        while let Ok(msg) = read_control(&mut control_recv).await {
+            if in_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
+    // The first frame marks the edge in sync, with nothing to purge when nothing is due.
+    let (upto, items) = purges.first_batch(&pin);
+    let mut sent = Some(upto);
+    if let Err(e) = control
+        .write_all(&Control::Purge { seq: upto, items }.encode()?)
+        .await
+    {
+        return Ok(Ended::Lost(format!("control stream: {e}")));
+    }
     loop {
+        while let Some((upto, items)) = purges.next_batch(&pin, sent) {
+            sent = Some(upto);
+            let frame = Control::Purge { seq: upto, items }.encode()?;
+            if let Err(e) = control.write_all(&frame).await {
+                return Ok(Ended::Lost(format!("control stream: {e}")));
+            }
+        }
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => spawn_stream(link, send, recv),
@@ -577,6 +665,24 @@ async fn quic_connection(
             },
             _ = beat.tick() => {
                 if let Err(e) = control.write_all(&heartbeat).await {
+                    return Ok(Ended::Lost(format!("control stream: {e}")));
+                }
+            }
+            _ = published.changed() => {}
+            Some(msg) = in_rx.recv() => match msg {
+                Control::PurgeAck { seq } => purges.ack(&pin, seq),
+                Control::EdgeStats(report) => link.status.edge_cache(report),
+                Control::Relay { id, items } => {
+                    let (relay, out) = (link.purge.relay.clone(), out_tx.clone());
+                    tokio::spawn(async move {
+                        relay(items).await;
+                        let _ = out.send(Control::RelayAck { id });
+                    });
+                }
+                other => tracing::debug!(?other, "unexpected control frame from the edge; ignored"),
+            },
+            Some(out) = out_rx.recv() => {
+                if let Err(e) = control.write_all(&out.encode()?).await {
                     return Ok(Ended::Lost(format!("control stream: {e}")));
                 }
             }
@@ -599,6 +705,93 @@ async fn quic_connection(
     }
     conn.close(quinn::VarInt::from_u32(close::DONE), b"appliance shut down");
     Ok(Ended::Stopped)
+}
+
+/// A task aborted when its handle drops (with the connection it serves).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The TCP fallback's purge feed: the response body to the edge's long `feed` request, one
+/// control frame per batch, for as long as the connection lasts.
+fn purge_feed(purges: Arc<super::purge::Purges>, pin: String) -> TunnelBody {
+    use http_body_util::BodyExt;
+    struct Feed {
+        purges: Arc<super::purge::Purges>,
+        pin: String,
+        sent: Option<u64>,
+        published: watch::Receiver<u64>,
+    }
+    // Counted as a connection to the edge while the feed lasts.
+    let connected = Arc::new(purges.connect(&pin));
+    let published = purges.subscribe();
+    let feed = Feed {
+        purges,
+        pin,
+        sent: None,
+        published,
+    };
+    let mut first = true;
+    let stream = futures::stream::unfold(feed, move |mut f| {
+        let _keep = connected.clone();
+        let first = std::mem::take(&mut first);
+        async move {
+            if first {
+                // The first frame marks the edge in sync, with nothing to purge when
+                // nothing is due.
+                let (upto, items) = f.purges.first_batch(&f.pin);
+                f.sent = Some(upto);
+                let frame = Control::Purge { seq: upto, items }.encode().ok()?;
+                let data = hyper::body::Frame::data(bytes::Bytes::from(frame));
+                return Some((Ok::<_, BoxError>(data), f));
+            }
+            loop {
+                if let Some((upto, items)) = f.purges.next_batch(&f.pin, f.sent) {
+                    f.sent = Some(upto);
+                    let frame = Control::Purge { seq: upto, items }.encode().ok()?;
+                    let data = hyper::body::Frame::data(bytes::Bytes::from(frame));
+                    return Some((Ok::<_, BoxError>(data), f));
+                }
+                f.published.changed().await.ok()?;
+            }
+        }
+    });
+    http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+/// One control frame from the edge on the TCP fallback: a confirmation, or a relay
+/// (confirmed by the response, once applied).
+async fn control_message(
+    req: http::Request<hyper::body::Incoming>,
+    purge: PurgeChannel,
+    pin: String,
+    status: Arc<Status>,
+) -> Result<http::Response<TunnelBody>, BoxError> {
+    use http_body_util::BodyExt;
+    let limited =
+        http_body_util::Limited::new(req.into_body(), super::frame::MAX_CONTROL_FRAME + 4);
+    let bytes = limited.collect().await?.to_bytes();
+    let msg = match bytes.get(4..) {
+        Some(body) => Control::decode(body)?,
+        None => return Err("a control message too short".into()),
+    };
+    match msg {
+        Control::PurgeAck { seq } => purge.purges.ack(&pin, seq),
+        Control::EdgeStats(report) => status.edge_cache(report),
+        Control::Relay { items, .. } => (purge.relay)(items).await,
+        other => tracing::debug!(?other, "unexpected control frame from the edge; ignored"),
+    }
+    let mut resp = http::Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+    Ok(resp)
 }
 
 struct GaugeGuard(prometheus::IntGauge);

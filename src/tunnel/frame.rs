@@ -19,6 +19,11 @@ pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 /// On the TCP fallback (HTTP/2, edge as client), the request header naming the door.
 pub const DOOR_HEADER: &str = "pixelport-door";
 
+/// On the TCP fallback, a request from the edge that carries control frames instead of a
+/// public request: `feed` (the response streams the appliance's frames, purges) or
+/// `message` (the body is one frame for the appliance).
+pub const CONTROL_HEADER: &str = "pixelport-control";
+
 /// How often the appliance sends a heartbeat on each connection's control stream.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
 /// A connection the edge has heard nothing from for this long is stale: it gets no new
@@ -177,7 +182,38 @@ pub enum Control {
     Drain,
     /// Appliance → edge, every [`HEARTBEAT`]: still here.
     Heartbeat,
+    /// Appliance → edge: drop what `items` name among this appliance's hostnames' entries,
+    /// then confirm with `PurgeAck` (`seq` is the last purge the batch completes).
+    Purge {
+        seq: u64,
+        items: Vec<crate::tunnel::purge::PurgeItem>,
+    },
+    /// Edge → appliance: every purge up to `seq` is applied.
+    PurgeAck { seq: u64 },
+    /// Edge → appliance: another appliance node serving the same hostnames purged these
+    /// sources; drop their derivative variants, then confirm with `RelayAck`.
+    Relay {
+        id: u64,
+        items: Vec<crate::tunnel::purge::PurgeItem>,
+    },
+    /// Appliance → edge: the relay `id` is applied.
+    RelayAck { id: u64 },
+    /// Edge → appliance, every few seconds: the edge's cache, for the admin UI.
+    EdgeStats(EdgeCacheReport),
 }
+
+/// What an edge's cache holds and how it does, as the appliance's admin UI shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeCacheReport {
+    pub edge: String,
+    pub entries: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Eq for EdgeCacheReport {}
 
 impl Control {
     /// The frame: a 4-byte big-endian length, then the JSON.
@@ -272,6 +308,24 @@ mod tests {
             },
             Control::Drain,
             Control::Heartbeat,
+            Control::Purge {
+                seq: 7,
+                items: vec![
+                    crate::tunnel::purge::PurgeItem::Tag("s3://b/k".into()),
+                    crate::tunnel::purge::PurgeItem::All,
+                ],
+            },
+            Control::PurgeAck { seq: 7 },
+            Control::Relay {
+                id: 3,
+                items: vec![crate::tunnel::purge::PurgeItem::TagPrefix("s3://b/".into())],
+            },
+            Control::RelayAck { id: 3 },
+            Control::EdgeStats(EdgeCacheReport {
+                edge: "edge-1".into(),
+                entries: 2,
+                ..Default::default()
+            }),
         ];
         for m in msgs {
             let frame = m.encode().unwrap();

@@ -10,6 +10,7 @@ pub mod connector;
 pub mod frame;
 pub mod identity;
 pub mod join;
+pub mod purge;
 pub mod stream;
 pub mod tls;
 pub mod token;

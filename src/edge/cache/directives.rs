@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 /// The staleness a response allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stale {
     pub while_revalidate: Option<Duration>,
     pub if_error: Option<Duration>,

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::imaging::negotiate::Accepted;
 
 /// What a response's `Vary` header means for caching it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Vary {
     /// No `Vary`: one entry for every request.
     Nothing,

@@ -1,5 +1,6 @@
-//! The edge's HTTP cache (issue "The edge as a CDN"). So far the parts it is built on: the
-//! pure logic, kept apart from I/O so it can be tested and fuzzed alone, and the storage:
+//! The edge's HTTP cache (issue "The edge as a CDN"). The pure logic, kept apart from I/O so
+//! it can be tested and fuzzed alone, the storage, and the flow that puts them in front of
+//! the proxy ([`layer`]):
 //! - [`key`]: what a cached response is filed under (host, path and query, and for
 //!   `Vary: Accept` the image endpoint's own Accept class, never the raw header);
 //! - [`directives`]: the `Cache-Control` extensions RFC 5861 adds
@@ -7,10 +8,20 @@
 //! - [`policy`]: RFC 9111 for a shared cache (through `http-cache-semantics`), by Accept
 //!   class, with the staleness extensions;
 //! - [`status`]: the RFC 9211 `Cache-Status` header every edge response carries;
-//! - [`store`]: memory in front of disk, each bounded, behind an eviction trait (LRU).
+//! - [`meta`]: an entry's head (policy, URL, surrogate tags);
+//! - [`range`]: `Range` answered from a cached full object;
+//! - [`index`]: which entries a purge names (URL, prefix, tag, hostname, everything);
+//! - [`fill`]: request collapsing, one appliance request shared as it streams;
+//! - [`store`]: memory in front of disk, each bounded, behind an eviction trait (LRU);
+//! - [`layer`]: the flow: lookup, serve, collapse, store, revalidate, purge.
 
 pub mod directives;
+pub mod fill;
+pub mod index;
 pub mod key;
+pub mod layer;
+pub mod meta;
 pub mod policy;
+pub mod range;
 pub mod status;
 pub mod store;

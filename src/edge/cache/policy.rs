@@ -56,7 +56,7 @@ pub fn normalize(req: &mut request::Parts) {
 }
 
 /// A stored response's policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     pub policy: CachePolicy,
     pub vary: Vary,
@@ -65,7 +65,9 @@ pub struct Stored {
     /// freshness it had left).
     pub lifetime: Duration,
     /// The stored status and headers, served with a current `Age` when stale.
+    #[serde(with = "http_serde::status_code")]
     pub status: http::StatusCode,
+    #[serde(with = "http_serde::header_map")]
     pub headers: http::HeaderMap,
 }
 
@@ -136,7 +138,7 @@ impl Stored {
                     .stale
                     .while_revalidate
                     .is_some_and(|allowed| self.stale_by(now) <= allowed);
-                if matches && within && !asks_for_fresh(req) {
+                if matches && within && !asks_for_fresh(&req.headers) {
                     Decision::ServeAndRevalidate {
                         head: self.head(now),
                         request,
@@ -184,7 +186,7 @@ impl Stored {
     }
 
     /// How long past its freshness the entry is (zero while fresh).
-    fn stale_by(&self, now: SystemTime) -> Duration {
+    pub fn stale_by(&self, now: SystemTime) -> Duration {
         self.policy.age(now).saturating_sub(self.lifetime)
     }
 
@@ -212,8 +214,8 @@ pub enum Refreshed {
 
 /// The client sent `Cache-Control: no-cache` (or `max-age=0`): it wants the appliance's
 /// word, not a stale copy.
-fn asks_for_fresh(req: &request::Parts) -> bool {
-    req.headers
+pub fn asks_for_fresh(headers: &http::HeaderMap) -> bool {
+    headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -18,10 +18,12 @@
 //!
 //! Blocking file I/O: call from `spawn_blocking`.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -62,14 +64,42 @@ impl Eviction for Lru {
     }
 }
 
+/// What the caller made of an entry's head, kept beside it in memory so a memory hit
+/// decodes the head once, not once per request.
+pub type Memo = Arc<OnceLock<Arc<dyn Any + Send + Sync>>>;
+
 /// A cached response as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Entry {
     pub head: Bytes,
     pub body: Bytes,
+    pub memo: Memo,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.head == other.head && self.body == other.body
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("head", &self.head.len())
+            .field("body", &self.body.len())
+            .finish()
+    }
 }
 
 impl Entry {
+    pub fn new(head: Bytes, body: Bytes) -> Self {
+        Self {
+            head,
+            body,
+            memo: Memo::default(),
+        }
+    }
+
     fn size(&self) -> u64 {
         (self.head.len() + self.body.len()) as u64
     }
@@ -177,12 +207,24 @@ impl Store {
         })
     }
 
+    /// The entry under `key` when memory holds it (no file I/O: safe on an async thread).
+    pub fn get_memory(&self, key: &str) -> Option<Entry> {
+        let mut m = self.memory.lock().ok()?;
+        let e = m.1.get(key).cloned()?;
+        m.0.eviction.touch(key);
+        Some(e)
+    }
+
+    /// Whether the disk tier may hold `key` (a cheap check before a blocking read).
+    pub fn on_disk(&self, key: &str) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|(_, i)| i.lock().is_ok_and(|i| i.sizes.contains_key(key)))
+    }
+
     /// The entry under `key`: from memory, else from disk (then kept in memory too).
     pub fn get(&self, key: &str) -> Option<Entry> {
-        if let Ok(mut m) = self.memory.lock()
-            && let Some(e) = m.1.get(key).cloned()
-        {
-            m.0.eviction.touch(key);
+        if let Some(e) = self.get_memory(key) {
             return Some(e);
         }
         let (dir, index) = self.disk.as_ref()?;
@@ -216,31 +258,90 @@ impl Store {
         Some(entry)
     }
 
-    /// Stores `entry` under `key` in both tiers (within their bounds).
-    pub fn put(&self, key: &str, entry: Entry) -> std::io::Result<()> {
+    /// Stores `entry` under `key` in both tiers (within their bounds). Returns the keys the
+    /// store no longer holds at all because of it (evicted from the outer tier: disk when
+    /// there is one, else memory), so the caller's index can forget them.
+    pub fn put(&self, key: &str, entry: Entry) -> std::io::Result<Vec<String>> {
+        let from_memory = self.put_memory(key, entry.clone())?;
+        if self.disk.is_some() {
+            self.put_disk(key, &entry)
+        } else {
+            Ok(from_memory)
+        }
+    }
+
+    /// Stores `entry` in memory only (no I/O: safe on an async thread), to be followed by
+    /// [`Store::put_disk`] when there is a disk tier. Returns the keys memory dropped for it.
+    pub fn put_memory(&self, key: &str, entry: Entry) -> std::io::Result<Vec<String>> {
         if !valid_key(key) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "an edge cache key is lowercase hex",
             ));
         }
-        if let Some((dir, index)) = &self.disk {
-            let path = dir.join(format!("{key}.entry"));
-            let tmp = dir.join(format!(".{key}.tmp"));
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&encode(&entry))?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)?;
-            let dropped = match index.lock() {
-                Ok(mut i) => i.insert(key, std::fs::metadata(&path)?.len()),
-                Err(_) => Vec::new(),
-            };
-            for d in dropped {
-                let _ = std::fs::remove_file(dir.join(format!("{d}.entry")));
+        Ok(self
+            .keep_in_memory(key, entry)
+            .into_iter()
+            .filter(|d| d != key)
+            .collect())
+    }
+
+    /// Whether there is a disk tier.
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Writes `entry` to the disk tier (blocking); returns the keys disk dropped for it,
+    /// which leave memory too.
+    pub fn put_disk(&self, key: &str, entry: &Entry) -> std::io::Result<Vec<String>> {
+        let Some((dir, index)) = &self.disk else {
+            return Ok(Vec::new());
+        };
+        if !valid_key(key) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an edge cache key is lowercase hex",
+            ));
+        }
+        let path = dir.join(format!("{key}.entry"));
+        let tmp = dir.join(format!(".{key}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&encode(entry))?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        let dropped = match index.lock() {
+            Ok(mut i) => i.insert(key, std::fs::metadata(&path)?.len()),
+            Err(_) => Vec::new(),
+        };
+        for d in &dropped {
+            let _ = std::fs::remove_file(dir.join(format!("{d}.entry")));
+        }
+        // Memory holds a subset of disk: what left disk leaves memory too.
+        if let Ok(mut m) = self.memory.lock() {
+            for d in &dropped {
+                m.0.forget(d);
+                m.1.remove(d);
             }
         }
-        self.keep_in_memory(key, entry);
-        Ok(())
+        Ok(dropped.into_iter().filter(|d| d != key).collect())
+    }
+
+    /// Every entry's head on disk, with its key (read at start to rebuild the caller's
+    /// index; a file too short to hold its head is skipped, and found corrupt when read).
+    pub fn heads(&self) -> Vec<(String, Bytes)> {
+        let Some((dir, index)) = &self.disk else {
+            return Vec::new();
+        };
+        let keys: Vec<String> = index
+            .lock()
+            .map(|i| i.sizes.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|key| {
+                let head = read_head(&dir.join(format!("{key}.entry")))?;
+                Some((key, head))
+            })
+            .collect()
     }
 
     /// Drops `key` from both tiers.
@@ -274,16 +375,19 @@ impl Store {
         s
     }
 
-    fn keep_in_memory(&self, key: &str, entry: Entry) {
-        if let Ok(mut m) = self.memory.lock() {
-            let (index, map) = &mut *m;
-            for dropped in index.insert(key, entry.size()) {
-                map.remove(&dropped);
-            }
-            if index.sizes.contains_key(key) {
-                map.insert(key.to_owned(), entry);
-            }
+    fn keep_in_memory(&self, key: &str, entry: Entry) -> Vec<String> {
+        let Ok(mut m) = self.memory.lock() else {
+            return Vec::new();
+        };
+        let (index, map) = &mut *m;
+        let dropped = index.insert(key, entry.size());
+        for d in &dropped {
+            map.remove(d);
         }
+        if index.sizes.contains_key(key) {
+            map.insert(key.to_owned(), entry);
+        }
+        dropped
     }
 }
 
@@ -322,10 +426,26 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
     let (head, rest) = rest.split_at_checked(head_len)?;
     let (len, body) = rest.split_at_checked(8)?;
     let body_len = usize::try_from(u64::from_be_bytes(len.try_into().ok()?)).ok()?;
-    (body.len() == body_len).then(|| Entry {
-        head: Bytes::copy_from_slice(head),
-        body: Bytes::copy_from_slice(body),
-    })
+    (body.len() == body_len)
+        .then(|| Entry::new(Bytes::copy_from_slice(head), Bytes::copy_from_slice(body)))
+}
+
+/// The head of the entry file at `path`, read without the body (not checksummed: the whole
+/// file is checked when the entry is read).
+fn read_head(path: &Path) -> Option<Bytes> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut prefix = [0u8; 10];
+    f.read_exact(&mut prefix).ok()?;
+    if &prefix[..6] != MAGIC.as_slice() {
+        return None;
+    }
+    let len = u32::from_be_bytes(prefix[6..10].try_into().ok()?) as usize;
+    if len > 1 << 20 {
+        return None;
+    }
+    let mut head = vec![0u8; len];
+    f.read_exact(&mut head).ok()?;
+    Some(Bytes::from(head))
 }
 
 /// Renames `path` to `<path>.corrupt-<unix time>`, as the derivative cache does.
@@ -341,10 +461,10 @@ mod tests {
     use super::*;
 
     fn entry(head: &str, body_len: usize) -> Entry {
-        Entry {
-            head: Bytes::copy_from_slice(head.as_bytes()),
-            body: Bytes::from(vec![7u8; body_len]),
-        }
+        Entry::new(
+            Bytes::copy_from_slice(head.as_bytes()),
+            Bytes::from(vec![7u8; body_len]),
+        )
     }
 
     #[test]
@@ -387,6 +507,15 @@ mod tests {
         }
         let s = Store::open(1 << 20, Some((dir.path(), 1 << 20))).expect("reopen");
         assert_eq!(s.stats().disk_entries, 2);
+        let mut heads = s.heads();
+        heads.sort();
+        assert_eq!(
+            heads,
+            vec![
+                ("c1".to_owned(), Bytes::from_static(b"head-1")),
+                ("c2".to_owned(), Bytes::from_static(b"head-2"))
+            ]
+        );
         assert_eq!(s.stats().memory_entries, 0);
         assert_eq!(s.get("c1"), Some(entry("head-1", 5000)));
         assert_eq!(s.stats().memory_entries, 1);

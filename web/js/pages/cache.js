@@ -21,14 +21,35 @@ function stats(c) {
     rows.map(([id, k, v]) => [h('dt', null, k), h('dd', { id, class: 'break' }, v)]));
 }
 
+// The edges' caches, as each last reported over the tunnel (purges reach them too).
+function edges(list) {
+  if (!list.length) {
+    return h('p', { class: 'muted' }, 'No edge is connected through the tunnel.');
+  }
+  const pct = (r) => (r === null || r === undefined ? '—' : `${(r * 100).toFixed(1)} %`);
+  return h('div', { class: 'table-wrap' }, h('table', { id: 'edge-cache-table' },
+    h('thead', null, h('tr', null,
+      ['Edge', 'Entries', 'Memory', 'Disk', 'Hit ratio'].map((t) => h('th', null, t)))),
+    h('tbody', null, list.map((e) => h('tr', { 'data-edge': e.edge },
+      h('td', null, e.edge),
+      h('td', { class: 'edge-entries' }, fmtNumber(e.entries)),
+      h('td', null, fmtBytes(e.memory_bytes)),
+      h('td', null, fmtBytes(e.disk_bytes)),
+      h('td', { class: 'edge-hit-ratio' }, pct(e.hit_ratio)))))));
+}
+
 export async function render(main, { signal }) {
   document.title = 'Cache · Pixelport';
   const box = h('div', null, loading());
   const error = errorBox('cache-error');
   const result = h('p', { id: 'purge-result', role: 'status', 'aria-live': 'polite' });
 
+  const edgesBox = h('div', { id: 'edge-caches' });
+
   async function reload() {
-    put(box, stats(await api.get(['cache'], { signal })));
+    const c = await api.get(['cache'], { signal });
+    put(box, stats(c));
+    put(edgesBox, edges(c.edges || []));
   }
 
   async function purge(body, question) {
@@ -76,6 +97,9 @@ export async function render(main, { signal }) {
 
   main.append(h('h1', null, 'Cache'),
     h('section', { class: 'card' }, h('h2', null, 'Statistics'), box),
+    h('section', { class: 'card' }, h('h2', null, 'Edge caches'),
+      h('p', { class: 'muted' }, 'A purge here reaches every connected edge before it returns.'),
+      edgesBox),
     h('section', { class: 'card' }, h('h2', null, 'Purge'), error, result,
       h('h3', null, 'One object'), objForm,
       h('h3', null, 'A prefix or a bucket'), pForm,
