@@ -47,6 +47,8 @@ pub struct EdgeConfig {
     pub gso: bool,
     /// The HTTP cache in front of the appliances.
     pub cache: CacheConfig,
+    /// Rules and rate limits applied before a request reaches an appliance.
+    pub protection: super::shield::ProtectionConfig,
     /// Certificates from ACME instead of `tls_cert` / `tls_key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme: Option<super::acme::AcmeConfig>,
@@ -71,6 +73,7 @@ impl Default for EdgeConfig {
             udp_buffer: crate::config::ByteSize(4 << 20),
             gso: true,
             cache: CacheConfig::default(),
+            protection: Default::default(),
             acme: None,
         }
     }
@@ -140,6 +143,7 @@ impl EdgeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir", "must not be empty".into()));
         }
+        self.protection.validate()?;
         if self.cache.lock_timeout.0.is_zero() {
             return Err(("cache.lock_timeout", "must be above 0".into()));
         }

@@ -24,6 +24,8 @@ pub struct EdgeMetrics {
     connections: IntGaugeVec,
     in_flight: IntGaugeVec,
     bytes: IntCounterVec,
+    refused: IntCounterVec,
+    client_keys: prometheus::IntGauge,
 }
 
 impl EdgeMetrics {
@@ -68,6 +70,20 @@ impl EdgeMetrics {
             ),
             &["host"],
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "pixelport_edge_refused_total",
+                "Requests refused by [edge.protection], by rule (cidr, url_length, method, \
+                 path, unsigned, global_rate, client_rate, host_concurrency).",
+            ),
+            &["rule"],
+        )?;
+        let client_keys = prometheus::IntGauge::new(
+            "pixelport_edge_rate_limit_clients",
+            "Per-client rate-limit buckets held (at most [edge.protection] max_clients).",
+        )?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(client_keys.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -80,7 +96,14 @@ impl EdgeMetrics {
             connections,
             in_flight,
             bytes,
+            refused,
+            client_keys,
         })
+    }
+
+    /// Counts a refusal by its rule.
+    pub fn refused(&self, rule: &str) {
+        self.refused.with_label_values(&[rule]).inc();
     }
 
     /// The byte counter a response body adds to; `label` is a granted hostname or `other`.
@@ -99,6 +122,8 @@ impl EdgeMetrics {
     }
 
     fn render(&self, state: &EdgeState) -> String {
+        self.client_keys
+            .set(i64::try_from(state.shield.client_keys()).unwrap_or(i64::MAX));
         self.connections.reset();
         self.in_flight.reset();
         for link in state.router.links() {

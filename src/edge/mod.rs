@@ -12,6 +12,7 @@ pub mod admin_api;
 pub mod appliances;
 pub mod cache;
 pub mod certs;
+pub mod compress;
 pub mod config;
 pub mod metrics;
 pub mod pair;
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod purge;
 pub mod registry;
 pub mod router;
+pub mod shield;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -70,6 +72,8 @@ pub struct EdgeState {
     pub relays: purge::Relays,
     /// The bearer token of the edge admin API.
     pub admin_token: String,
+    /// Rules and rate limits (`[edge.protection]`).
+    pub shield: shield::Shield,
 }
 
 impl EdgeState {
@@ -253,6 +257,8 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         cache,
         relays: purge::Relays::default(),
         admin_token,
+        shield: shield::Shield::new(&ec.protection)
+            .map_err(|(key, message)| EdgeError::Setup { key, message })?,
     });
     state.reload_registry();
 
@@ -339,6 +345,7 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         )),
         tokio::spawn(watch_registry(state.clone(), tunnel_stop.clone())),
         tokio::spawn(report_cache(state.clone(), tunnel_stop.clone())),
+        tokio::spawn(forget_idle_clients(state.clone(), tunnel_stop.clone())),
     ] {
         shutdown.closed_when("tunnel", joined(task));
     }
@@ -433,5 +440,16 @@ async fn report_cache(state: Arc<EdgeState>, mut stop: watch::Receiver<bool>) {
                 .control
                 .send(crate::tunnel::frame::Control::EdgeStats(report.clone()));
         }
+    }
+}
+
+/// Drops idle clients' rate-limit buckets every 10 s (memory stays bounded).
+async fn forget_idle_clients(state: Arc<EdgeState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.changed() => break,
+        }
+        state.shield.forget_idle();
     }
 }

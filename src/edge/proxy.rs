@@ -206,15 +206,116 @@ pub async fn handle(
         state.metrics.observe("other", resp.status(), t0.elapsed());
         return resp;
     }
+    let door = state.door_of(&host);
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let ip = state.shield.client(client.ip(), req.headers());
+    let slot = match state.shield.check(ip, &host, req.method(), &target, door) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state.metrics.refused(refusal.rule());
+            let mut resp = plain(refusal.status(), refusal.message());
+            if let Some(secs) = refusal.retry_after() {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            let resp = super::cache::layer::bypass(resp);
+            state.metrics.observe(&host, resp.status(), t0.elapsed());
+            return resp;
+        }
+    };
+    let encoding = (req.method() != http::Method::HEAD)
+        .then(|| {
+            super::compress::negotiate(
+                req.headers()
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
     let req = req.map(|b| b.map_err(BoxError::from).boxed());
-    let resp = match (&state.cache, state.door_of(&host)) {
+    let resp = match (&state.cache, door) {
         (Some(cache), Some(door)) if door != Door::Admin => {
             super::cache::layer::serve(&state, cache, req, &host, client).await
         }
-        _ => super::cache::layer::bypass(route(&state, req, &host, client).await),
+        _ => {
+            let resp = route(&state, req, &host, client).await;
+            super::cache::layer::bypass(compressed(resp, encoding).await)
+        }
     };
     state.metrics.observe(&host, resp.status(), t0.elapsed());
-    resp
+    match slot {
+        // The hostname's slot is held until the response body is done.
+        Some(slot) => resp.map(|body| Holding { body, _slot: slot }.boxed()),
+        None => resp,
+    }
+}
+
+/// A response that does not come from the cache, in the client's encoding when it is text
+/// (the body, at most [`super::compress::MAX_BODY`], is read whole to be encoded).
+async fn compressed(
+    resp: Response<EdgeBody>,
+    encoding: Option<super::compress::Encoding>,
+) -> Response<EdgeBody> {
+    use super::compress;
+    if !compress::compressible(resp.status(), resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    compress::add_vary(&mut parts.headers);
+    let Some(enc) = encoding else {
+        return Response::from_parts(parts, body);
+    };
+    let Ok(collected) = body.collect().await else {
+        return plain(StatusCode::BAD_GATEWAY, "the appliance's response failed");
+    };
+    let identity = collected.to_bytes();
+    let encoded =
+        tokio::task::spawn_blocking(move || compress::encode(enc, &identity).map_err(|_| identity))
+            .await;
+    match encoded {
+        Ok(Ok(bytes)) => {
+            compress::encoded_headers(&mut parts.headers, enc, bytes.len());
+            Response::from_parts(parts, full_body(Bytes::from(bytes)))
+        }
+        Ok(Err(identity)) => Response::from_parts(parts, full_body(identity)),
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "compression failed"),
+    }
+}
+
+fn full_body(b: Bytes) -> EdgeBody {
+    http_body_util::Full::new(b)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A response body that holds a hostname's concurrency slot until it ends or is dropped.
+struct Holding {
+    body: EdgeBody,
+    _slot: super::shield::HostSlot,
+}
+
+impl Body for Holding {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why a forward failed before the response head arrived.

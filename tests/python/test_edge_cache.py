@@ -8,6 +8,7 @@ edge restart.
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 
@@ -411,3 +412,167 @@ def test_the_edge_purge_api_and_the_appliances_view_of_the_edge(edge, make_daemo
                       timeout=10)
     assert r.status_code == 200, r.text
     assert api("GET", "/api/cache").json()["entries"] == 0
+
+
+PROTECTION = """
+[edge.protection]
+per_client_rate = 20
+per_client_burst = 40
+max_clients = 1000
+deny_cidrs = ["203.0.113.0/24"]
+deny_paths = ["/wp-admin*", "*.php"]
+max_url_length = 600
+allowed_methods = { "localhost" = ["GET", "HEAD"] }
+signed_only = true
+trusted_proxies = ["127.0.0.1/32"]
+"""
+
+
+def refused_count(edge, rule: str) -> float:
+    em = requests.get(edge.admin_url + "/metrics", timeout=10).text
+    m = re.search(rf'^pixelport_edge_refused_total{{rule="{rule}"}} (\S+)$', em, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_protection_rules_and_per_client_limits(tmp_path, make_daemon):
+    e = Edge(tmp_path / "edge", extra=PROTECTION).start()
+    try:
+        d = appliance(make_daemon, legacy_unsigned=True)
+        paired(e, d, IMAGES_HOST)
+        d.start()
+        upload_photo(d)
+        wait_connected(e)
+        s = requests.Session()
+        get = lambda path, ip, **kw: s.get(  # noqa: E731
+            e.url(IMAGES_HOST, path), verify=str(e.cert), timeout=10,
+            headers={"X-Forwarded-For": ip, **kw.pop("headers", {})}, **kw)
+        # Rules: each refused with its status and a JSON body naming the problem.
+        r = get("/x/y", "203.0.113.5")
+        assert r.status_code == 403 and "network" in r.json()["error"], r.text
+        assert get("/wp-admin/setup", "198.51.100.1").status_code == 403
+        assert get("/a/b/index.php", "198.51.100.1").status_code == 403
+        assert get("/" + "a" * 700, "198.51.100.1").status_code == 414
+        r = s.post(e.url(IMAGES_HOST, "/x"), verify=str(e.cert), timeout=10,
+                   headers={"X-Forwarded-For": "198.51.100.1"})
+        assert r.status_code == 405
+        unsigned = get(PATH, "198.51.100.1")
+        assert unsigned.status_code == 403 and "signed" in unsigned.json()["error"]
+        for rule in ("cidr", "path", "url_length", "method", "unsigned"):
+            assert refused_count(e, rule) >= 1, rule
+        # A burst from one client gets 429s with Retry-After; another client is unaffected.
+        signed = "/sig-" + PATH.removeprefix("/unsafe")  # refused by the appliance, not here
+        codes = [get(signed, "198.51.100.7").status_code for _ in range(1000)]
+        limited = codes.count(429)
+        assert limited >= 900, codes[:60]
+        assert 429 not in codes[:40]
+        r = get(signed, "198.51.100.7")
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        other = get(signed, "198.51.100.8")
+        assert other.status_code != 429, other.text
+        # An IPv6 client's /64 is one client.
+        v6 = [get(signed, f"2001:db8:1:2::{i:x}").status_code for i in range(1, 200)]
+        assert v6.count(429) >= 100
+        assert refused_count(e, "client_rate") >= limited
+    finally:
+        e.stop()
+
+
+def test_the_client_key_cap_holds_under_100000_addresses(tmp_path, make_daemon):
+    e = Edge(tmp_path / "edge", extra=PROTECTION).start()
+    try:
+        d = appliance(make_daemon)
+        paired(e, d, IMAGES_HOST)
+        d.start()
+        wait_connected(e)
+        # wrk sends 100,000 requests, each claiming another source address through the
+        # trusted forwarding header.
+        script = tmp_path / "addresses.lua"
+        script.write_text("""
+counter = 0
+init = function(args)
+  counter = tonumber(args[1])
+end
+request = function()
+  counter = counter + 1
+  local ip = string.format("10.%d.%d.%d", math.floor(counter / 65536) % 256,
+                           math.floor(counter / 256) % 256, counter % 256)
+  return wrk.format("GET", "/health", {["X-Forwarded-For"] = ip})
+end
+""")
+        done = 0
+        deadline = time.monotonic() + 120
+        while done < 100_000 and time.monotonic() < deadline:
+            out = subprocess.run(
+                ["wrk", "-t1", "-c32", "-d3s", "-s", str(script), e.url(IMAGES_HOST, "/"),
+                 "--", str(done)],
+                capture_output=True, text=True, timeout=60)
+            m = re.search(r"(\d+) requests in", out.stdout)
+            assert m, out.stdout + out.stderr
+            done += int(m.group(1))
+        assert done >= 100_000, done
+        em = requests.get(e.admin_url + "/metrics", timeout=10).text
+        keys = float(re.search(r"^pixelport_edge_rate_limit_clients (\S+)$", em, re.M).group(1))
+        assert 0 < keys <= 1000, keys
+        assert e.alive()
+    finally:
+        e.stop()
+
+
+def test_text_is_compressed_at_the_edge_and_images_never_are(edge, make_daemon):
+    import brotli
+    import gzip
+    urllib3.disable_warnings()
+    d = appliance(make_daemon, images_config=NEGOTIATE)
+    paired(edge, d, IMAGES_HOST)
+    paired(edge, d, "admin.example", door="admin")
+    paired(edge, d, S3_HOST, door="s3")
+    d.start()
+    upload_photo(d)
+    wait_connected(edge)
+    # The admin UI's JavaScript through the edge (admin door: never cached): Brotli.
+    direct = requests.get(d.admin_url + "/ui/app.js", timeout=10)
+    assert direct.status_code == 200 and len(direct.content) > 1000
+    r = requests.get(f"https://127.0.0.1:{edge.https_port}/ui/app.js", verify=False, timeout=10,
+                     headers={"Host": "admin.example", "Accept-Encoding": "gzip, br"},
+                     stream=True)
+    raw = r.raw.read(decode_content=False)
+    assert r.headers["Content-Encoding"] == "br", r.headers
+    assert "Accept-Encoding" in r.headers["Vary"]
+    assert brotli.decompress(raw) == direct.content
+    assert len(raw) < len(direct.content) / 2
+    r = requests.get(f"https://127.0.0.1:{edge.https_port}/ui/app.js", verify=False, timeout=10,
+                     headers={"Host": "admin.example", "Accept-Encoding": "gzip"}, stream=True)
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(r.raw.read(decode_content=False)) == direct.content
+    # Images are never recompressed.
+    img = edge.get(IMAGES_HOST, PATH, headers={"Accept": "image/webp",
+                                               "Accept-Encoding": "br, gzip"}, stream=True)
+    assert "Content-Encoding" not in img.headers
+    # A cached text object: each encoding becomes its own stored variant.
+    s3 = d.client()
+    bucket = harness.unique_name("css")
+    s3.create_bucket(Bucket=bucket)
+    css = b".pixelport { color: #333; margin: 0 auto; }\n" * 300
+    s3.put_object(Bucket=bucket, Key="site.css", Body=css, ContentType="text/css",
+                  CacheControl="public, max-age=600")
+    through = boto3.session.Session(
+        aws_access_key_id=harness.ACCESS_KEY, aws_secret_access_key=harness.SECRET_KEY,
+        region_name=harness.REGION,
+    ).client("s3", endpoint_url=edge.url(S3_HOST, ""), verify=str(edge.cert),
+             config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
+    url = through.generate_presigned_url("get_object", Params={"Bucket": bucket,
+                                                               "Key": "site.css"})
+    entries = lambda: float(re.search(  # noqa: E731
+        r"^pixelport_edge_cache_entries (\S+)$",
+        requests.get(edge.admin_url + "/metrics", timeout=10).text, re.M).group(1))
+    before = entries()
+    first = requests.get(url, verify=str(edge.cert), timeout=10,
+                         headers={"Accept-Encoding": "identity"})
+    assert first.content == css and status_of(first) == "pixelport-edge; fwd=miss; stored"
+    for _ in range(2):
+        hit = requests.get(url, verify=str(edge.cert), timeout=10,
+                           headers={"Accept-Encoding": "br"}, stream=True)
+        assert status_of(hit).startswith("pixelport-edge; hit")
+        assert hit.headers["Content-Encoding"] == "br"
+        assert brotli.decompress(hit.raw.read(decode_content=False)) == css
+    assert entries() == before + 2, "the identity entry and its Brotli variant"

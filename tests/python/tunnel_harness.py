@@ -93,8 +93,16 @@ public_address = "{self.tunnel_address}"
 keepalive = "1s"
 idle_timeout = "3s"
 {self.extra}
+{self.protection()}
 {self.acme or ""}
 """)
+
+    def protection(self) -> str:
+        """Tests drive the edge from one loopback address far faster than a browser: no
+        per-client limit unless a test sets its own [edge.protection]."""
+        if "[edge.protection]" in self.extra:
+            return ""
+        return "[edge.protection]\nper_client_rate = 0\n"
 
     def tls_lines(self) -> str:
         if self.acme is not None:

@@ -328,6 +328,8 @@ impl Ctx {
 /// What the client asked that the cache answers itself: HEAD, conditionals, a range.
 struct ClientView {
     head: bool,
+    /// The encoding the client takes for a text response.
+    encoding: Option<crate::edge::compress::Encoding>,
     if_none_match: Option<String>,
     range: Option<String>,
     if_range: Option<String>,
@@ -344,6 +346,12 @@ impl ClientView {
         };
         Self {
             head: parts.method == Method::HEAD,
+            encoding: crate::edge::compress::negotiate(
+                parts
+                    .headers
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok()),
+            ),
             if_none_match: get(header::IF_NONE_MATCH),
             range: get(header::RANGE),
             if_range: get(header::IF_RANGE),
@@ -460,6 +468,73 @@ fn respond(
     resp
 }
 
+/// The body of a hit in the client's encoding: for a text response and a client taking
+/// Brotli or gzip, the encoded variant, kept in the store as an entry of its own (filed
+/// under the same URL and tags, so purges take it too); otherwise the entry as it is.
+async fn encoded(
+    cache: &Arc<EdgeCache>,
+    key: &str,
+    view: &ClientView,
+    meta: &Arc<Meta>,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> (HeaderMap, Source) {
+    use crate::edge::compress;
+    if !compress::compressible(status, &headers) {
+        return (headers, Source::Bytes(body));
+    }
+    compress::add_vary(&mut headers);
+    let Some(enc) = view.encoding.filter(|_| !view.head) else {
+        return (headers, Source::Bytes(body));
+    };
+    // Named by the identity body's checksum too: new content, new variant.
+    let vkey = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(key.as_bytes());
+        h.update(enc.token().as_bytes());
+        h.update(crc32fast::hash(&body).to_be_bytes());
+        hex::encode(h.finalize())
+    };
+    let stored = match cache.store.get_memory(&vkey) {
+        Some(e) => Some(e.body),
+        None if cache.store.on_disk(&vkey) => {
+            let k = vkey.clone();
+            cache
+                .blocking(move |c| c.store.get(&k))
+                .await
+                .flatten()
+                .map(|e| e.body)
+        }
+        None => None,
+    };
+    let bytes = match stored {
+        Some(b) => b,
+        None => {
+            let identity = body.clone();
+            let made = tokio::task::spawn_blocking(move || compress::encode(enc, &identity))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let Some(made) = made else {
+                return (headers, Source::Bytes(body));
+            };
+            let made = Bytes::from(made);
+            let variant = Meta {
+                stored: meta.stored.clone(),
+                host: meta.host.clone(),
+                path: meta.path.clone(),
+                tags: meta.tags.clone(),
+            };
+            cache.put(vkey, variant, made.clone(), cache.epoch());
+            made
+        }
+    };
+    compress::encoded_headers(&mut headers, enc, bytes.len());
+    (headers, Source::Stream(boxed_bytes(bytes)))
+}
+
 /// A response that did not use the cache.
 pub fn bypass(mut resp: Response<EdgeBody>) -> Response<EdgeBody> {
     let h = resp.headers_mut();
@@ -563,13 +638,17 @@ pub async fn serve(
             Decision::Fresh { head, ttl } => {
                 cache.counters.hits.fetch_add(1, Ordering::Relaxed);
                 let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-                return respond(
+                let (headers, body) = encoded(
+                    cache,
+                    &key,
                     &view,
+                    &meta,
                     head.status,
                     head.headers,
-                    Source::Bytes(entry.body),
-                    CacheStatus::Hit { ttl },
-                );
+                    entry.body,
+                )
+                .await;
+                return respond(&view, head.status, headers, body, CacheStatus::Hit { ttl });
             }
             Decision::ServeAndRevalidate { head, request } => {
                 cache.counters.hits.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,214 @@
+"""Edge cache benchmark (issue "The edge as a CDN", Benchmark), in one run on loopback:
+
+  edge hit      HTTPS to `pixelport edge`, answered from its cache
+  nginx hit     HTTPS to nginx with proxy_cache in front of the same appliance listener
+  edge miss     HTTPS to the edge, a new URL each request (the edge stores each answer;
+                the appliance serves them from its derivative cache)
+  tunnel path   HTTPS to the edge with the cache bypassed (Authorization), the same hop
+
+The image is about 30 KB. Hits run at 64 connections (req/s, p50, p99); the miss and tunnel
+paths at 64 connections and at 1 (latency). Run through scripts/bench-edge-cache.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "benches"))
+
+import harness  # noqa: E402
+import requests  # noqa: E402
+from tunnel_harness import IMAGES_HOST, Edge, join, wait_until  # noqa: E402
+from tunnel_bench import CONNECTIONS, DURATION, NGINX, ROUNDS, THREADS, WRK  # noqa: E402
+
+PHOTO = ROOT.parent / "shared" / "images" / "bythewater-2560x1600.jpg"
+IMAGE_PATH = f"/unsafe/rs:fit:640:0/q:75/plain/s3://{harness.PUBLIC_BUCKET}/photo.jpg@webp"
+MISS_LUA = """
+local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  run = args[1]
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", wrk.path .. "?m=" .. run .. "-" .. tid .. "-" .. counter)
+end
+"""
+
+
+def log(msg: str) -> None:
+    print(f"bench-edge-cache: {msg}", file=sys.stderr, flush=True)
+
+
+def wrk(url: str, connections: int = CONNECTIONS, extra: list[str] | None = None,
+        duration: str = DURATION) -> dict:
+    threads = THREADS if connections > 1 else "1"
+    out = subprocess.run([WRK, f"-t{threads}", f"-c{connections}", f"-d{duration}",
+                          "--latency", "-H", f"Host: {IMAGES_HOST}", *(extra or []), url],
+                         capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": pct("50"), "p99_ms": pct("99")}
+
+
+def nginx_conf(base: Path, port: int, upstream: int, cert, key) -> Path:
+    conf = base / "nginx.conf"
+    conf.write_text(f"""
+worker_processes auto;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    proxy_cache_path {base}/nginx-cache levels=1:2 keys_zone=img:10m max_size=1g;
+    upstream images {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    client_body_temp_path {base}/nginx-body;
+    proxy_temp_path {base}/nginx-proxy;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        location / {{
+            proxy_pass http://images;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_cache img;
+            proxy_cache_lock on;
+            add_header X-Cache-Status $upstream_cache_status;
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-edge-cache-"))
+    procs: list[subprocess.Popen] = []
+    started: list = []
+    try:
+        edge = Edge(base / "edge", extra=(
+            "[edge.cache]\nmemory_size = \"256MiB\"\ndisk_size = \"1GiB\"\n")).start()
+        started.append(edge)
+        d = harness.Daemon(base / "appliance", legacy_unsigned=True,
+                           extra_config="[tunnel]\nconnections = 4\n")
+        cp = join(d, edge.pair(IMAGES_HOST))
+        assert cp.returncode == 0, cp.stderr
+        d.start()
+        started.append(d)
+        s3 = d.client()
+        s3.create_bucket(Bucket=harness.PUBLIC_BUCKET)
+        s3.put_object(Bucket=harness.PUBLIC_BUCKET, Key="photo.jpg",
+                      Body=PHOTO.read_bytes(), ContentType="image/jpeg")
+        wait_until(lambda: edge.ready()[0] == 200, 20, what="the appliance connected")
+        nginx_port = harness.free_port()
+        conf = nginx_conf(base, nginx_port, d.images_port, edge.cert, edge.key)
+        procs.append(subprocess.Popen([NGINX, "-c", str(conf), "-p", str(base)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls = {
+            "edge hit": f"https://127.0.0.1:{edge.https_port}{IMAGE_PATH}",
+            "nginx hit": f"https://127.0.0.1:{nginx_port}{IMAGE_PATH}",
+        }
+        host = {"Host": IMAGES_HOST}
+        size = 0
+        for name, url in urls.items():
+            for _ in range(3):
+                r = wait_until(lambda: requests.get(url, verify=str(edge.cert), headers=host,
+                                                    timeout=30), 20, what=f"{name} up")
+                assert r.status_code == 200, (name, r.text)
+            status = r.headers.get("Cache-Status", "") + r.headers.get("X-Cache-Status", "")
+            assert "hit" in status.lower(), (name, r.headers)
+            size = len(r.content)
+            wrk(url, duration="2s")  # warm-up
+        log(f"image: {size} bytes")
+        results: dict[str, list[dict]] = {k: [] for k in urls}
+        for rnd in range(ROUNDS):
+            for name in (list(urls) if rnd % 2 == 0 else list(reversed(urls))):
+                res = wrk(urls[name])
+                results[name].append(res)
+                log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 "
+                    f"{res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
+        lua = base / "miss.lua"
+        lua.write_text(MISS_LUA)
+        paths = {
+            "edge miss": ["-s", str(lua)],
+            "tunnel path": ["-H", "Authorization: Bearer bypass-the-cache"],
+        }
+        latency: dict[str, dict[str, list[dict]]] = {k: {"64": [], "1": []} for k in paths}
+        for rnd in range(ROUNDS):
+            for name, extra in paths.items():
+                for conns in (CONNECTIONS, 1):
+                    args = list(extra) + (["--", f"r{rnd}c{conns}"] if "-s" in extra else [])
+                    res = wrk(urls["edge hit"], conns, args)
+                    latency[name]["64" if conns > 1 else "1"].append(res)
+                    log(f"round {rnd + 1} {name} ({conns} conns): {res['rps']:.0f} req/s, "
+                        f"p50 {res['p50_ms']:.2f} ms")
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms", "p99_ms")}
+               for k, v in results.items()}
+        lat = {k: {c: {m: statistics.median(r[m] for r in v[c]) for m in ("rps", "p50_ms")}
+                   for c in v} for k, v in latency.items()}
+        ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+        lines = [f"Image: {size} bytes; {CONNECTIONS} connections; median of {ROUNDS} rounds "
+                 f"of {DURATION}.", "",
+                 "| path | req/s | p50 (ms) | p99 (ms) |", "|---|---|---|---|"]
+        for k, v in med.items():
+            lines.append(f"| {k} (HTTPS, {CONNECTIONS} conns) | {v['rps']:.0f} | "
+                         f"{v['p50_ms']:.2f} | {v['p99_ms']:.2f} |")
+        for k, v in lat.items():
+            for c in ("64", "1"):
+                conns = CONNECTIONS if c == "64" else 1
+                lines.append(f"| {k} ({conns} conn{'s' if conns > 1 else ''}) | "
+                             f"{v[c]['rps']:.0f} | {v[c]['p50_ms']:.2f} | |")
+        targets = [
+            ("edge hit req/s ÷ nginx proxy_cache hit req/s",
+             ratio(med["edge hit"]["rps"], med["nginx hit"]["rps"]), "≥ 1.0"),
+            ("edge hit p99 ÷ nginx hit p99",
+             ratio(med["edge hit"]["p99_ms"], med["nginx hit"]["p99_ms"]), "≤ 1.5"),
+            ("edge miss p50 − tunnel path p50, 1 connection (ms)",
+             lat["edge miss"]["1"]["p50_ms"] - lat["tunnel path"]["1"]["p50_ms"], "≤ 1.0"),
+            (f"edge miss p50 − tunnel path p50, {CONNECTIONS} connections (ms)",
+             lat["edge miss"]["64"]["p50_ms"] - lat["tunnel path"]["64"]["p50_ms"], "≤ 1.0"),
+        ]
+        lines += ["", "| target | measured | goal |", "|---|---|---|"]
+        lines += [f"| {t} | {v:.2f} | {g} |" for t, v, g in targets]
+        report = "\n".join(lines)
+        print(report)
+        out = Path(os.environ.get("BENCH_OUT", ROOT / "target" / "bench-edge-cache"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(report + "\n")
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for s in reversed(started):
+            try:
+                s.stop()
+            except Exception as e:  # noqa: BLE001 - report, keep cleaning up
+                log(f"stop: {e}")
+
+
+if __name__ == "__main__":
+    main()
