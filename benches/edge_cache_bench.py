@@ -55,8 +55,12 @@ def log(msg: str) -> None:
 def wrk(url: str, connections: int = CONNECTIONS, extra: list[str] | None = None,
         duration: str = DURATION) -> dict:
     threads = THREADS if connections > 1 else "1"
+    # wrk takes a script's own arguments after the URL, behind `--`.
+    extra = list(extra or [])
+    script_args = extra[extra.index("--"):] if "--" in extra else []
+    extra = extra[:len(extra) - len(script_args)]
     out = subprocess.run([WRK, f"-t{threads}", f"-c{connections}", f"-d{duration}",
-                          "--latency", "-H", f"Host: {IMAGES_HOST}", *(extra or []), url],
+                          "--latency", "-H", f"Host: {IMAGES_HOST}", *extra, url, *script_args],
                          capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors against {url}:\n{out}")
@@ -71,7 +75,10 @@ def wrk(url: str, connections: int = CONNECTIONS, extra: list[str] | None = None
 
 def nginx_conf(base: Path, port: int, upstream: int, cert, key) -> Path:
     conf = base / "nginx.conf"
+    # Run as root (CI), the workers would drop to nobody and could not use the cache dir.
+    user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(f"""
+{user}
 worker_processes auto;
 pid {base}/nginx.pid;
 error_log {base}/nginx-error.log warn;
