@@ -1953,4 +1953,94 @@ proptest! {
         prop_assert_ne!(&k, &entry_key(&host, &format!("{path}x"), class));
         prop_assert_ne!(&k, &entry_key(&host, &path, Some(class.map_or(0, |c| (c + 1) % 4))));
     }
+
+    /// `Range` on a cached object: a part always lies inside the object, and a single
+    /// well-formed range of an object is answered as the arithmetic says.
+    #[test]
+    fn edge_ranges_stay_inside_the_object(
+        header in prop::option::of("[ -~]{0,24}"),
+        first in 0u64..5000,
+        last in prop::option::of(0u64..5000),
+        len in 0u64..4000,
+    ) {
+        use pixelport::edge::cache::range::{answer, Answer};
+        for h in [header.clone(), Some(format!("bytes={first}-{}", last.map(|l| l.to_string()).unwrap_or_default()))] {
+            match answer(h.as_deref(), None, None, None, len) {
+                Answer::Part { start, end } => prop_assert!(start <= end && end < len),
+                Answer::Whole | Answer::Unsatisfiable => {}
+            }
+        }
+        let got = answer(Some(&format!("bytes={first}-")), None, None, None, len);
+        if first < len {
+            prop_assert_eq!(got, Answer::Part { start: first, end: len - 1 });
+        } else {
+            prop_assert_eq!(got, Answer::Unsatisfiable);
+        }
+    }
+
+    /// Surrogate tags: any key makes a tag that fits a header, and decodes back to it.
+    #[test]
+    fn purge_tags_round_trip(bucket in "[a-z0-9.-]{1,20}", key in any::<String>()) {
+        use pixelport::tunnel::purge::{source_of_tag, source_tag};
+        let tag = source_tag(&bucket, &key);
+        prop_assert!(http::HeaderValue::from_str(&tag).is_ok());
+        prop_assert!(!tag[5..].contains(','));
+        prop_assert_eq!(source_of_tag(&tag), Some(format!("s3://{bucket}/{key}")));
+    }
+
+    /// The purge log: whatever the order of publishes and confirmations, a connection is
+    /// never handed a purge it already sent, every batch ends past what it sent, and an
+    /// edge that confirmed everything has nothing due.
+    #[test]
+    fn purge_batches_never_repeat_and_end_in_sync(
+        ops in prop::collection::vec((0u8..3, 0u8..4), 1..60),
+        cap in 1usize..8,
+    ) {
+        use pixelport::tunnel::purge::{PurgeItem, Purges};
+        let p = Purges::new(cap, std::collections::HashSet::from(["e".to_owned()]));
+        let mut sent = None;
+        let mut last = 0;
+        for (op, n) in ops {
+            match op {
+                0 => { last = p.publish(PurgeItem::Tag(format!("s3://b/{n}"))); }
+                1 => {
+                    if let Some((upto, items)) = p.next_batch("e", sent) {
+                        prop_assert!(!items.is_empty());
+                        prop_assert!(sent.is_none_or(|s| upto > s));
+                        prop_assert!(upto <= last);
+                        sent = Some(upto);
+                    }
+                }
+                _ => if let Some(s) = sent { p.ack("e", s); },
+            }
+        }
+        while let Some((upto, _)) = p.next_batch("e", sent) {
+            sent = Some(upto);
+        }
+        p.ack("e", last);
+        prop_assert_eq!(p.next_batch("e", None), None);
+    }
+
+    /// Path patterns: `*` alone matches everything, a pattern without `*` only itself, and
+    /// a pattern made from a path's own pieces matches it.
+    #[test]
+    fn edge_globs(path in "/[ -~]{0,30}", cut in 0usize..31, cut2 in 0usize..31) {
+        use pixelport::edge::shield::glob;
+        prop_assert!(glob("*", &path));
+        prop_assert!(glob(&path, &path));
+        let (a, b) = (cut.min(path.len()), cut2.min(path.len()));
+        let (a, b) = (a.min(b), a.max(b));
+        if path.is_char_boundary(a) && path.is_char_boundary(b) {
+            let pattern = format!("{}*{}", &path[..a], &path[b..]);
+            prop_assert!(glob(&pattern, &path));
+        }
+    }
+
+    /// Accept-Encoding: never an encoding the client refused with q=0.
+    #[test]
+    fn edge_encodings_respect_refusals(header in "[ -~]{0,40}") {
+        use pixelport::edge::compress::{negotiate, Encoding};
+        let refused = format!("{header}, br;q=0, gzip;q=0, x-gzip;q=0");
+        prop_assert_eq!(negotiate(Some(&refused)), None::<Encoding>);
+    }
 }

@@ -29,10 +29,11 @@ impl Encoding {
     }
 }
 
-/// The encoding for a request's `Accept-Encoding`: Brotli when admitted, else gzip.
+/// The encoding for a request's `Accept-Encoding`: Brotli when admitted, else gzip. A
+/// coding refused anywhere (`q=0`) stays refused; `*` admits what is not named.
 pub fn negotiate(accept_encoding: Option<&str>) -> Option<Encoding> {
-    let mut br = false;
-    let mut gzip = false;
+    // None: not named; Some(false): refused; Some(true): admitted.
+    let (mut br, mut gzip, mut star) = (None, None, None);
     for part in accept_encoding?.split(',') {
         let mut it = part.split(';');
         let name = it.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -40,22 +41,18 @@ pub fn negotiate(accept_encoding: Option<&str>) -> Option<Encoding> {
             .filter_map(|p| p.trim().strip_prefix("q="))
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
-        if q <= 0.0 {
-            continue;
-        }
-        match name.as_str() {
-            "br" => br = true,
-            "gzip" | "x-gzip" => gzip = true,
-            "*" => {
-                br = true;
-                gzip = true;
-            }
-            _ => {}
-        }
+        let slot = match name.as_str() {
+            "br" => &mut br,
+            "gzip" | "x-gzip" => &mut gzip,
+            "*" => &mut star,
+            _ => continue,
+        };
+        *slot = Some(q > 0.0 && *slot != Some(false));
     }
-    if br {
+    let admitted = |named: Option<bool>| named.unwrap_or(star == Some(true));
+    if admitted(br) {
         Some(Encoding::Brotli)
-    } else if gzip {
+    } else if admitted(gzip) {
         Some(Encoding::Gzip)
     } else {
         None
@@ -180,6 +177,8 @@ mod tests {
         assert_eq!(negotiate(Some("gzip;q=0.5, br;q=0")), Some(Encoding::Gzip));
         assert_eq!(negotiate(Some("identity")), None);
         assert_eq!(negotiate(Some("*")), Some(Encoding::Brotli));
+        assert_eq!(negotiate(Some("br, br;q=0, gzip")), Some(Encoding::Gzip));
+        assert_eq!(negotiate(Some("*, br;q=0")), Some(Encoding::Gzip));
         assert_eq!(negotiate(None), None);
     }
 

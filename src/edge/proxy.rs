@@ -199,10 +199,10 @@ pub async fn handle(
     // The registry is consulted once; past here `host` is a granted hostname, and it is
     // the metrics label.
     if !state.is_granted(&host) {
-        let resp = plain(
+        let resp = super::cache::layer::bypass(plain(
             StatusCode::MISDIRECTED_REQUEST,
             "this edge serves no such hostname",
-        );
+        ));
         state.metrics.observe("other", resp.status(), t0.elapsed());
         return resp;
     }

@@ -7,6 +7,8 @@
 //                          builder, keys, settings, phone layout, screenshots of every page
 //   node ui.mjs after      purge the whole cache, revoke the key made by `main`, log out
 //   node ui.mjs ratelimit  wrong passwords until the page says "too many attempts"
+//   node ui.mjs edges      (an appliance joined to an edge) the cache page lists the edge's
+//                          cache; "Purge everything" empties it
 //
 // Env: PIXELPORT_ADMIN_URL, PIXELPORT_ADMIN_USER, PIXELPORT_ADMIN_PASSWORD, PIXELPORT_PHOTO
 // (a JPEG/PNG to upload), PIXELPORT_BUCKET (to create), PIXELPORT_PREP_BUCKET (made by pytest:
@@ -537,6 +539,41 @@ async function afterPhase() {
   });
 }
 
+async function edgesPhase() {
+  await step('log in', login);
+
+  await step('the cache page shows the edge', async () => {
+    await go('#/cache');
+    const row = page.locator('#edge-cache-table tbody tr').first();
+    await row.waitFor();
+    const edge = await row.getAttribute('data-edge');
+    const entries = (await row.locator('.edge-entries').textContent()).trim();
+    const ratio = (await row.locator('.edge-hit-ratio').textContent()).trim();
+    assert(/^edge-/.test(edge), `edge named ${edge}`);
+    assert(entries !== '0', `the edge shows ${entries} entries`);
+    assert(/%$/.test(ratio), `hit ratio ${ratio}`);
+    await shot('13-cache-edges');
+    results.edge_row = { edge, entries, ratio };
+    return results.edge_row;
+  });
+
+  await step('purge everything empties the edge too', async () => {
+    await page.locator('#purge-all').click();
+    await confirm();
+    await page.locator('#purge-result').filter({ hasText: 'Removed' }).waitFor();
+    // The edge reports every 2 s; the page shows it on its next load.
+    for (let i = 0; i < 20; i += 1) {
+      await go('#/dashboard');
+      await go('#/cache');
+      const cell = page.locator('#edge-cache-table tbody tr .edge-entries').first();
+      await cell.waitFor();
+      if ((await cell.textContent()).trim() === '0') return { polls: i + 1 };
+      await page.waitForTimeout(500);
+    }
+    throw new Error('the edge still shows entries after the purge');
+  });
+}
+
 async function ratelimitPhase() {
   await step('too many wrong passwords say so', async () => {
     await go('#/login');
@@ -565,6 +602,7 @@ try {
   if (phase === 'main') await mainPhase();
   else if (phase === 'after') await afterPhase();
   else if (phase === 'ratelimit') await ratelimitPhase();
+  else if (phase === 'edges') await edgesPhase();
   else throw new Error(`unknown phase ${phase}`);
   await step(`no dialogs, script errors or CSP violations (${phase})`, async () => {
     assert(dialogs.length === 0, `dialogs: ${dialogs}`);

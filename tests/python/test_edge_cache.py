@@ -576,3 +576,28 @@ def test_text_is_compressed_at_the_edge_and_images_never_are(edge, make_daemon):
         assert hit.headers["Content-Encoding"] == "br"
         assert brotli.decompress(hit.raw.read(decode_content=False)) == css
     assert entries() == before + 2, "the identity entry and its Brotli variant"
+
+
+def test_the_admin_ui_cache_page_shows_and_purges_the_edge(edge, make_daemon, tmp_path):
+    # In headless Chromium (tests/browser/ui.mjs, phase "edges").
+    from test_admin_ui import _read_secret, run_node
+    d = image_setup(edge, make_daemon)
+    for _ in range(2):
+        edge.get(IMAGES_HOST, PATH, headers={"Accept": "image/webp"})
+    token = (edge.data_dir / "edge-admin-token").read_text().strip()
+    edge_entries = lambda: requests.get(  # noqa: E731
+        edge.admin_url + "/api/cache", headers={"Authorization": f"Bearer {token}"},
+        timeout=10).json()["entries"]
+    assert edge_entries() == 1
+    admin = {"Authorization": "Bearer " + (d.data_dir / "admin-token").read_text().strip()}
+    wait_until(lambda: [e["entries"] for e in requests.get(
+        d.admin_url + "/api/cache", headers=admin, timeout=10).json()["edges"]] == [1],
+        timeout=10, what="the edge's first report (every 2 s)")
+    password = _read_secret(d.data_dir / "admin-password")
+    cp, data = run_node("edges", d, password, tmp_path / "edges.json",
+                        PIXELPORT_BUCKET="unused", PIXELPORT_PREP_BUCKET="unused")
+    assert cp.returncode == 0, f"{cp.stdout}\n{cp.stderr}"
+    assert data["steps"]["the cache page shows the edge"]["ok"]
+    assert data["edge_row"]["entries"] == "1", data["edge_row"]
+    assert data["steps"]["purge everything empties the edge too"]["ok"]
+    assert edge_entries() == 0

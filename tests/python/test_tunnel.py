@@ -104,6 +104,8 @@ def test_http_redirects_to_https_and_unknown_hosts_are_misdirected(edge, make_da
     r = edge.get(IMAGES_HOST, "/health")
     assert r.status_code == 421, r.text
     assert "no such hostname" in r.json()["error"]
+    # Every response from the edge says what its cache did, the edge's own too.
+    assert r.headers["Cache-Status"] == "pixelport-edge; fwd=bypass"
 
 
 def test_no_appliance_connected_is_503_at_once_and_recovers(edge, make_daemon):
