@@ -174,6 +174,10 @@ fn cache_metrics(cache: &super::cache::layer::EdgeCache, out: &mut String) {
         "# HELP pixelport_edge_cache_stored_total Responses stored.\n\
          # TYPE pixelport_edge_cache_stored_total counter\n\
          pixelport_edge_cache_stored_total {}\n\
+         # HELP pixelport_edge_cache_disk_skipped_total Entries kept in memory only \
+         because the disk writer was behind a burst of misses.\n\
+         # TYPE pixelport_edge_cache_disk_skipped_total counter\n\
+         pixelport_edge_cache_disk_skipped_total {}\n\
          # HELP pixelport_edge_cache_purged_total Entries removed by purges.\n\
          # TYPE pixelport_edge_cache_purged_total counter\n\
          pixelport_edge_cache_purged_total {}\n\
@@ -185,6 +189,7 @@ fn cache_metrics(cache: &super::cache::layer::EdgeCache, out: &mut String) {
          pixelport_edge_cache_bytes{{tier=\"memory\"}} {}\n\
          pixelport_edge_cache_bytes{{tier=\"disk\"}} {}",
         c.stored.load(Relaxed),
+        c.disk_skipped.load(Relaxed),
         c.purged.load(Relaxed),
         s.entries,
         s.memory_bytes,

@@ -389,6 +389,9 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
     if !shutdown.run(config.server.shutdown_grace.0).await {
         tracing::warn!("shutdown grace period over; dropping the remaining connections");
     }
+    if let Some(cache) = state.cache.clone() {
+        let _ = tokio::task::spawn_blocking(move || cache.flush(Duration::from_secs(5))).await;
+    }
     endpoint.close(
         quinn::VarInt::from_u32(crate::tunnel::frame::close::DONE),
         b"edge shut down",

@@ -416,7 +416,7 @@ def test_the_edge_purge_api_and_the_appliances_view_of_the_edge(edge, make_daemo
 
 PROTECTION = """
 [edge.protection]
-per_client_rate = 20
+per_client_rate = 1
 per_client_burst = 40
 max_clients = 1000
 deny_cidrs = ["203.0.113.0/24"]

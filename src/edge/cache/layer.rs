@@ -61,6 +61,8 @@ pub struct Counters {
     pub collapsed: AtomicU64,
     pub stored: AtomicU64,
     pub purged: AtomicU64,
+    /// Entries kept in memory only because the disk writer was behind.
+    pub disk_skipped: AtomicU64,
 }
 
 /// The cache's state for the stats API.
@@ -76,10 +78,13 @@ pub struct CacheStats {
 }
 
 pub struct EdgeCache {
-    store: Store,
+    store: Arc<Store>,
     /// The entries' URLs and tags; `epoch` counts purges, so a fill that began before one
     /// is not stored after it.
-    index: Mutex<(Index, u64)>,
+    index: Arc<Mutex<(Index, u64)>>,
+    /// Entries for the disk writer (one thread, a bounded queue: when the disk falls behind
+    /// a burst of misses, entries stay in memory only rather than queueing without bound).
+    disk_queue: Option<std::sync::mpsc::SyncSender<DiskJob>>,
     flights: Mutex<HashMap<String, Arc<Fill>>>,
     max_object: u64,
     lock_timeout: Duration,
@@ -109,9 +114,27 @@ impl EdgeCache {
         if !index.is_empty() {
             tracing::info!(entries = index.len(), dir = %dir.display(), "edge cache reopened");
         }
+        let store = Arc::new(store);
+        let index = Arc::new(Mutex::new((index, 0)));
+        let disk_queue = match disk {
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(DISK_QUEUE);
+                let (s, i) = (store.clone(), index.clone());
+                std::thread::Builder::new()
+                    .name("edge-cache-disk".into())
+                    .spawn(move || disk_writer(&rx, &s, &i))
+                    .map_err(|source| LayerError::Open {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                Some(tx)
+            }
+            None => None,
+        };
         Ok(Self {
             store,
-            index: Mutex::new((index, 0)),
+            index,
+            disk_queue,
             flights: Mutex::new(HashMap::new()),
             max_object: cfg.max_object_size.0,
             lock_timeout: cfg.lock_timeout.0,
@@ -137,6 +160,18 @@ impl EdgeCache {
                 hits as f64 / (hits + misses) as f64
             },
             purged: self.counters.purged.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits (blocking, up to `timeout`) until the entries queued for disk are written: at
+    /// shutdown, so what was stored survives the restart.
+    pub fn flush(&self, timeout: Duration) {
+        let Some(queue) = &self.disk_queue else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        if queue.send(DiskJob::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(timeout);
         }
     }
 
@@ -196,30 +231,19 @@ impl EdgeCache {
             }
         };
         index.0.insert(&key, &meta.host, &meta.path, &meta.tags);
-        if !self.store.has_disk() {
-            for d in &dropped {
+        for d in &dropped {
+            // Left memory and not on disk (memory only, or not yet written): gone.
+            if !self.store.on_disk(d) {
                 index.0.remove(d);
             }
         }
         drop(index);
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
-        if self.store.has_disk() {
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || match me.store.put_disk(&key, &entry) {
-                Ok(dropped) => {
-                    if let Ok(mut i) = me.index.lock() {
-                        for d in &dropped {
-                            i.0.remove(d);
-                        }
-                        // Purged while it was written: the file goes too.
-                        if i.1 != epoch {
-                            drop(i);
-                            me.store.remove(&key);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot write an edge cache entry to disk"),
-            });
+        if let Some(queue) = &self.disk_queue
+            && let Err(std::sync::mpsc::TrySendError::Full(_)) =
+                queue.try_send(DiskJob::Write(key, entry, epoch))
+        {
+            self.counters.disk_skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -270,6 +294,52 @@ impl EdgeCache {
             fill: fill.clone(),
         };
         (fill, Some(flight))
+    }
+}
+
+/// Entries waiting for the disk writer at most.
+const DISK_QUEUE: usize = 256;
+
+/// Work for the disk writer.
+enum DiskJob {
+    /// An entry, and the purge epoch it was fetched in.
+    Write(String, Entry, u64),
+    /// Everything queued before this is written: say so.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The disk writer: writes each entry, lets the index forget what disk dropped for it, and
+/// removes the file again when a purge ran since the entry was fetched.
+fn disk_writer(
+    jobs: &std::sync::mpsc::Receiver<DiskJob>,
+    store: &Store,
+    index: &Mutex<(Index, u64)>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let (key, entry, epoch) = match job {
+            DiskJob::Write(k, e, epoch) => (k, e, epoch),
+            DiskJob::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        match store.put_disk(&key, &entry) {
+            Ok(dropped) => {
+                let purged = match index.lock() {
+                    Ok(mut i) => {
+                        for d in &dropped {
+                            i.0.remove(d);
+                        }
+                        i.1 != epoch
+                    }
+                    Err(_) => false,
+                };
+                if purged {
+                    store.remove(&key);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write an edge cache entry to disk"),
+        }
     }
 }
 
