@@ -330,7 +330,9 @@ fn disk_writer(
                         for d in &dropped {
                             i.0.remove(d);
                         }
-                        i.1 != epoch
+                        // Purged since it was fetched, or left memory (and so the index)
+                        // before it reached disk: a file no purge could find must go.
+                        i.1 != epoch || i.0.host_of(&key).is_none()
                     }
                     Err(_) => false,
                 };
