@@ -47,6 +47,8 @@ pub enum AppError {
     Admin(String),
     #[error("tunnel: {0}")]
     Tunnel(String),
+    #[error("{key}.tls_cert: {message}")]
+    Tls { key: &'static str, message: String },
 }
 
 /// Opens the derivative cache, or `None` when `[cache] enabled = false`. A corrupt or
@@ -172,8 +174,38 @@ fn bind(key: &'static str, addr: &str, shared: bool) -> Result<TcpListener, AppE
     crate::server::runtimes::listen_on(parsed, shared).map_err(fail)
 }
 
-pub async fn serve(mut config: Config) -> Result<(), AppError> {
-    let signals = catch_signals();
+/// A listener's acceptor: TLS from its certificate files when `tls_cert` is set (the
+/// files are kept to be read again on SIGHUP), else plain TCP.
+fn door_tls(
+    section: &'static str,
+    cert: &Path,
+    key: &Path,
+    certs: &mut Vec<(&'static str, Arc<crate::server::tls::CertFiles>)>,
+) -> Result<crate::server::Acceptor, AppError> {
+    if cert.as_os_str().is_empty() {
+        return Ok(crate::server::Acceptor::Tcp);
+    }
+    let fail = |message: String| AppError::Tls {
+        key: section,
+        message,
+    };
+    let files =
+        crate::server::tls::CertFiles::open(cert.to_owned(), key.to_owned()).map_err(fail)?;
+    let acceptor = crate::server::tls::acceptor(files.clone()).map_err(fail)?;
+    certs.push((section, files));
+    Ok(crate::server::Acceptor::Tls(acceptor))
+}
+
+/// `http` or `https`, as a listener's acceptor serves.
+fn scheme(acceptor: &crate::server::Acceptor) -> &'static str {
+    match acceptor {
+        crate::server::Acceptor::Tcp => "http",
+        crate::server::Acceptor::Tls(_) => "https",
+    }
+}
+
+pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Result<(), AppError> {
+    let signals = catch_signals_with_reload();
     restrict_new_files();
     prepare_data_dir(&config.server.data_dir)?;
     let image_key =
@@ -181,6 +213,20 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let s3_listener = bind("s3.listen", &config.s3.listen, false)?;
     let images_listener = bind("images.listen", &config.images.listen, true)?;
     let admin_listener = bind("admin.listen", &config.admin.listen, false)?;
+    let mut certs = Vec::new();
+    let s3_acceptor = door_tls("s3", &config.s3.tls_cert, &config.s3.tls_key, &mut certs)?;
+    let images_acceptor = door_tls(
+        "images",
+        &config.images.tls_cert,
+        &config.images.tls_key,
+        &mut certs,
+    )?;
+    let admin_acceptor = door_tls(
+        "admin",
+        &config.admin.tls_cert,
+        &config.admin.tls_key,
+        &mut certs,
+    )?;
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
     let cache = open_cache(&config)?;
@@ -252,7 +298,8 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     }
 
     let endpoint = format!(
-        "http://{}",
+        "{}://{}",
+        scheme(&s3_acceptor),
         s3_listener
             .local_addr()
             .map(|a| a.to_string())
@@ -296,6 +343,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         keys.secret_key.clone(),
     )]));
     let public = Arc::new(BucketSet::new(config.s3.public_buckets.iter().cloned()));
+    let key_ring_live = key_ring.clone();
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new(key_ring.clone()));
     builder.set_access(PublicRead::new(public.clone()));
@@ -316,14 +364,22 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
             spool,
             listeners,
             s3_url: endpoint.clone(),
-            images_addr: images_listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| config.images.listen.clone()),
-            admin_addr: admin_listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| config.admin.listen.clone()),
+            images_url: format!(
+                "{}://{}",
+                scheme(&images_acceptor),
+                images_listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| config.images.listen.clone())
+            ),
+            admin_url: format!(
+                "{}://{}",
+                scheme(&admin_acceptor),
+                admin_listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| config.admin.listen.clone())
+            ),
         },
     )?;
     let admin =
@@ -373,7 +429,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
 
     let admin_task = tokio::spawn(accept_loop(
         admin_listener,
-        crate::server::Acceptor::Tcp,
+        admin_acceptor,
         admin,
         door("admin", admin_cap),
         true,
@@ -383,7 +439,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     shutdown.closed_when("admin", crate::server::shutdown::joined(admin_task));
     let s3_task = tokio::spawn(accept_loop(
         s3_listener,
-        crate::server::Acceptor::Tcp,
+        s3_acceptor,
         s3_svc,
         door("s3", s3_cap),
         false,
@@ -394,6 +450,7 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
     let (drained_tx, drained_rx) = watch::channel(false);
     let image_runtimes = crate::server::runtimes::per_core(
         images_listener,
+        images_acceptor,
         images,
         door("images", images_cap),
         images_stop_rx,
@@ -425,7 +482,24 @@ pub async fn serve(mut config: Config) -> Result<(), AppError> {
         .clone()
         .map(|c| tokio::spawn(flush_access_forever(c, stop_rx.clone())));
 
-    wait_for_signal(signals).await;
+    // Every listener accepts, the store and the caches are open.
+    crate::server::systemd::ready(&format!(
+        "serving: s3 {}, images {}, admin {}",
+        config.s3.listen, config.images.listen, config.admin.listen
+    ));
+    let watchdog = tokio::spawn(crate::server::systemd::watchdog());
+    let mut live = crate::reload::Live {
+        running: config.clone(),
+        certs,
+        keys: key_ring_live,
+        admin: admin_state.clone(),
+    };
+    let mut signals = signals;
+    while let Signal::Reload = next_signal(&mut signals).await {
+        live.reload(&reloader);
+    }
+    crate::server::systemd::stopping();
+    watchdog.abort();
     tracing::info!(grace = ?config.server.shutdown_grace.0, "shutting down: no new connections; finishing in-flight requests");
     if shutdown.run(config.server.shutdown_grace.0).await {
         tracing::info!("all connections closed; bye");
@@ -495,8 +569,9 @@ struct AdminParts {
     spool: Spool,
     listeners: Vec<Arc<dyn crate::s3::ChangeListener>>,
     s3_url: String,
-    images_addr: String,
-    admin_addr: String,
+    /// `scheme://host:port` of the image and admin listeners.
+    images_url: String,
+    admin_url: String,
 }
 
 /// Opens the admin catalog, resolves the admin password and token (generating them on first
@@ -510,7 +585,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         auth::resolve_password(&config.admin, dir).map_err(|e| admin_err(e.to_string()))?;
     let (token, token_origin) =
         auth::resolve_token(&config.admin, dir).map_err(|e| admin_err(e.to_string()))?;
-    let ui = format!("http://{}/", p.admin_addr);
+    let ui = format!("{}/", p.admin_url);
     match &password_origin {
         AuthOrigin::Generated(path) => println!(
             "Generated the admin UI password for user `{}` and saved it to {} (mode 0600).\n\
@@ -530,7 +605,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         );
     }
     let images_url = if config.admin.images_url.is_empty() {
-        format!("http://{}", p.images_addr)
+        p.images_url.clone()
     } else {
         config.admin.images_url.trim_end_matches('/').to_owned()
     };
@@ -547,7 +622,7 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         ),
         catalog,
         keys: p.keys,
-        root_access_key: p.root_access_key,
+        root_access_key: std::sync::RwLock::new(p.root_access_key),
         public: p.public,
         config_public: config.s3.public_buckets.iter().cloned().collect(),
         config_unsigned: config.images.unsigned_buckets.iter().cloned().collect(),
@@ -700,10 +775,6 @@ pub async fn next_signal(signals: &mut Signals) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
-}
-
-async fn wait_for_signal(mut signals: Signals) {
-    while let Signal::Reload = next_signal(&mut signals).await {}
 }
 
 /// Checks the embedded store (the daemon must not be running). Without `recover` nothing is

@@ -162,6 +162,8 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+    /// The systemd journal's native protocol, with the event's fields as journal fields.
+    Journal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -230,6 +232,11 @@ impl Default for ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     pub listen: String,
+    /// PEM certificate chain for HTTPS on this listener (with `tls_key`); empty: plain HTTP.
+    /// Read again on SIGHUP.
+    pub tls_cert: PathBuf,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: PathBuf,
     /// Root access key; empty means "generate on first start and keep in data_dir/credentials.toml".
     pub access_key: String,
     pub secret_key: String,
@@ -245,6 +252,8 @@ impl Default for S3Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9000".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             access_key: String::new(),
             secret_key: String::new(),
             region: "us-east-1".into(),
@@ -314,6 +323,11 @@ impl CacheSection {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: String,
+    /// PEM certificate chain for HTTPS on this listener (with `tls_key`); empty: plain HTTP.
+    /// Read again on SIGHUP.
+    pub tls_cert: PathBuf,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: PathBuf,
     /// The web UI's user name.
     pub user: String,
     /// argon2id PHC string (`pixelport hash-password`). Empty: a password is generated on
@@ -333,6 +347,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9001".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             user: "admin".into(),
             password_hash: String::new(),
             token: String::new(),
@@ -433,6 +449,18 @@ impl Config {
                     format!("`{addr}` is not an address like 127.0.0.1:9000"),
                 )
             })?;
+        }
+        for (section, cert, key) in [
+            ("s3", &self.s3.tls_cert, &self.s3.tls_key),
+            ("images", &self.images.tls_cert, &self.images.tls_key),
+            ("admin", &self.admin.tls_cert, &self.admin.tls_key),
+        ] {
+            if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+                return Err(invalid(
+                    &format!("{section}.tls_key"),
+                    format!("{section}.tls_cert and {section}.tls_key must be set together"),
+                ));
+            }
         }
         if self.server.data_dir.as_os_str().is_empty() {
             return Err(invalid("server.data_dir", "must not be empty"));
@@ -558,6 +586,47 @@ impl Config {
     }
 }
 
+/// The keys `pixelport serve` applies on SIGHUP (`systemctl reload`); the certificate files
+/// that `tls_cert` / `tls_key` name are read again too. Every other key needs a restart.
+pub const RELOADABLE: [&str; 3] = ["server.log_level", "s3.access_key", "s3.secret_key"];
+
+/// The keys whose values differ between `running` and `new` and that a reload does not
+/// apply (dotted names, nested sections included), sorted.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
+    fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    for (config, out) in [(running, &mut a), (new, &mut b)] {
+        if let Ok(v) = toml::Value::try_from(config) {
+            flatten("", &v, out);
+        }
+    }
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k) && !RELOADABLE.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 fn mask(s: &str, keep_prefix: bool) -> String {
     if keep_prefix && s.len() > 6 {
         format!("{}****", &s[..4])
@@ -650,6 +719,23 @@ fn apply_env(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn restart_needed_names_changed_keys_a_reload_cannot_apply() {
+        let running = Config::default();
+        let mut new = Config::default();
+        assert!(restart_needed(&running, &new).is_empty());
+        new.server.log_level = "debug".into();
+        new.s3.access_key = "AKIAEXAMPLE".into();
+        assert!(restart_needed(&running, &new).is_empty());
+        new.s3.listen = "0.0.0.0:9000".into();
+        new.edge.cache.memory_size = ByteSize(1);
+        new.images.tls_cert = "/etc/ssl/x.pem".into();
+        assert_eq!(
+            restart_needed(&running, &new),
+            ["edge.cache.memory_size", "images.tls_cert", "s3.listen"]
+        );
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pixelport::config::{Config, LogFormat};
+use pixelport::config::Config;
 
 /// mimalloc instead of glibc's malloc: a cache hit makes a few dozen small allocations,
 /// and glibc's free and consolidation took ~8% of its CPU (docs/cache.md, Benchmark). Its
@@ -36,6 +36,9 @@ enum Command {
         /// Config file (TOML); without it, defaults and environment only.
         #[arg(env = "PIXELPORT_CONFIG")]
         file: Option<PathBuf>,
+        /// Check only: print nothing unless something is wrong (the unit's ExecStartPre).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Print a fresh S3 access key pair and a fresh imgproxy-style hex key and salt.
     Keygen,
@@ -147,7 +150,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 fn edge_command(config: Config, action: Option<EdgeCommand>) -> ExitCode {
     match action {
         None => {
-            init_logs(&config);
+            let _level = init_logs(&config);
             let rt = match runtime() {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -293,38 +296,56 @@ fn load(file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logs(config: &Config) {
-    use std::io::IsTerminal;
-    let mut directives = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| config.server.log_level.clone());
-    // s3s logs every client error (a 404, a bad signature) at ERROR; our own request log
-    // reports those with the request id at the right level instead.
-    if !directives.contains("s3s") {
-        directives.push_str(",s3s=off");
+fn init_logs(config: &Config) -> pixelport::logs::LogLevel {
+    pixelport::logs::init(config)
+}
+
+/// `check-config`: the effective configuration, the certificate files checked, and what a
+/// reload (SIGHUP) applies.
+fn check_config(config: &Config, quiet: bool) -> ExitCode {
+    if !quiet {
+        print!("{}", config.to_masked_toml());
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match config.server.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+    for (section, cert, key) in [
+        ("s3", &config.s3.tls_cert, &config.s3.tls_key),
+        ("images", &config.images.tls_cert, &config.images.tls_key),
+        ("admin", &config.admin.tls_cert, &config.admin.tls_key),
+    ] {
+        if cert.as_os_str().is_empty() {
+            continue;
+        }
+        if let Err(e) = pixelport::server::tls::load_pair(cert, key) {
+            eprintln!("pixelport: configuration error: {section}.tls_cert: {e}");
+            return ExitCode::from(2);
+        }
     }
+    if quiet {
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "\n# Reloaded on SIGHUP (systemctl reload pixelport): {}, and the certificate files\n\
+         # named by s3/images/admin tls_cert and tls_key. Every other key needs a restart.",
+        pixelport::config::RELOADABLE.join(", ")
+    );
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = match load(config.as_deref()) {
+        Command::Serve { config: file } => {
+            let config = match load(file.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logs(&config);
+            let log_level = init_logs(&config);
+            // SIGHUP reads the same file and environment again.
+            let reloader = pixelport::reload::Reloader {
+                load: Box::new(move || {
+                    Config::load(file.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+                }),
+                log_level: Some(log_level),
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -335,7 +356,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(pixelport::app::serve(config)) {
+            match runtime.block_on(pixelport::app::serve(config, reloader)) {
                 Ok(()) => match pixelport::fatal::raised() {
                     None => ExitCode::SUCCESS,
                     Some(reason) => {
@@ -349,11 +370,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file } => match load(file.as_deref()) {
-            Ok(c) => {
-                print!("{}", c.to_masked_toml());
-                ExitCode::SUCCESS
-            }
+        Command::CheckConfig { file, quiet } => match load(file.as_deref()) {
+            Ok(c) => check_config(&c, quiet),
             Err(code) => code,
         },
         Command::Keygen => {

@@ -53,11 +53,14 @@ struct LoginBody {
     password: String,
 }
 
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+/// The browser reached us over HTTPS: this process terminated TLS, or a proxy in front of
+/// it says it did (`X-Forwarded-Proto: https`).
+fn over_tls(extensions: &http::Extensions, headers: &HeaderMap) -> bool {
+    extensions.get::<crate::server::OverTls>().is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 fn session_cookie(value: &str, max_age: u64, secure: bool) -> ApiResult<HeaderValue> {
@@ -74,7 +77,7 @@ pub async fn login(State(state): State<Arc<AdminState>>, req: Request) -> ApiRes
         .get::<PeerAddr>()
         .map(|p| p.0.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let secure = over_tls(req.headers());
+    let secure = over_tls(req.extensions(), req.headers());
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|e| AdminError::BadRequest(e.to_string()))?;
@@ -108,14 +111,15 @@ pub async fn login(State(state): State<Arc<AdminState>>, req: Request) -> ApiRes
     }
 }
 
-pub async fn logout(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
-    if let Some(id) = super::session_id(&headers) {
+pub async fn logout(State(state): State<Arc<AdminState>>, req: Request) -> ApiResult {
+    let headers = req.headers();
+    if let Some(id) = super::session_id(headers) {
         state.auth.logout(id);
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", 0, over_tls(&headers))?,
+        session_cookie("", 0, over_tls(req.extensions(), headers))?,
     );
     Ok(resp)
 }
@@ -726,7 +730,7 @@ pub async fn image(State(state): State<Arc<AdminState>>, req: Request) -> Respon
 
 pub async fn list_keys(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Value>> {
     let mut keys = vec![json!({
-        "access_key": state.root_access_key, "name": "root (configuration)",
+        "access_key": state.root_key(), "name": "root (configuration)",
         "created": null, "root": true,
     })];
     for k in state.catalog.keys()? {
@@ -778,7 +782,7 @@ pub async fn delete_key(
     State(state): State<Arc<AdminState>>,
     Path(access_key): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if access_key == state.root_access_key {
+    if access_key == state.root_key() {
         return Err(AdminError::BadRequest(
             "the root key comes from the configuration ([s3] access_key or credentials.toml) and cannot be revoked here".into(),
         ));

@@ -160,7 +160,8 @@ pub struct AdminState {
     pub catalog: AdminCatalog,
     /// The S3 listener's keys: the root key plus the catalog's.
     pub keys: Arc<KeyRing>,
-    pub root_access_key: String,
+    /// The root S3 key (configuration or credentials.toml); SIGHUP may replace it.
+    pub root_access_key: std::sync::RwLock<String>,
     /// The S3 listener's public buckets: `[s3] public_buckets` overlaid by the catalog.
     pub public: Arc<BucketSet>,
     pub config_public: HashSet<String>,
@@ -185,6 +186,14 @@ pub struct AdminState {
 }
 
 impl AdminState {
+    /// The root S3 access key in force.
+    pub fn root_key(&self) -> String {
+        self.root_access_key
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_default()
+    }
+
     /// Applies the catalog's public-read and unsigned-image choices on top of the
     /// configured ones.
     pub fn load_public(&self) -> Result<(), AdminError> {

@@ -8,13 +8,11 @@
 //! a handshake that asked for `acme-tls/1`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-use crate::tunnel::identity::Identity;
 
 /// TLS-ALPN-01's protocol name (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -28,24 +26,7 @@ pub struct CertStore {
     challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
-/// Reads a certificate chain and key (PEM) into what rustls serves.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let id = Identity::load(cert, Some(key)).map_err(|e| e.to_string())?;
-    certified(id).map_err(|e| {
-        format!(
-            "{} and {} do not make a usable pair: {e}",
-            cert.display(),
-            key.display()
-        )
-    })
-}
-
-pub fn certified(id: Identity) -> Result<Arc<CertifiedKey>, rustls::Error> {
-    let provider = crate::tunnel::tls::provider();
-    Ok(Arc::new(CertifiedKey::from_der(
-        id.certs, id.key, &provider,
-    )?))
-}
+pub use crate::server::tls::{certified, load_pair};
 
 impl CertStore {
     /// A store serving the certificate files.

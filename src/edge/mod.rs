@@ -376,7 +376,10 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
         );
     }
 
+    crate::server::systemd::ready("edge serving");
+    let watchdog = tokio::spawn(crate::server::systemd::watchdog());
     while let crate::app::Signal::Reload = crate::app::next_signal(&mut signals).await {
+        crate::server::systemd::reloading();
         match certs.reload() {
             Ok(true) => tracing::info!("SIGHUP: certificate reloaded"),
             Ok(false) => tracing::info!("SIGHUP: certificates come from ACME; nothing to reload"),
@@ -384,7 +387,10 @@ pub async fn run(config: Config) -> Result<(), EdgeError> {
                 tracing::error!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one")
             }
         }
+        crate::server::systemd::reloaded("edge serving");
     }
+    crate::server::systemd::stopping();
+    watchdog.abort();
     tracing::info!(grace = ?config.server.shutdown_grace.0, "edge shutting down");
     if !shutdown.run(config.server.shutdown_grace.0).await {
         tracing::warn!("shutdown grace period over; dropping the remaining connections");

@@ -53,6 +53,11 @@ pub struct Preset {
 #[serde(default, deny_unknown_fields)]
 pub struct ImagesConfig {
     pub listen: String,
+    /// PEM certificate chain for HTTPS on this listener (with `tls_key`); empty: plain HTTP.
+    /// Read again on SIGHUP.
+    pub tls_cert: PathBuf,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: PathBuf,
     /// Hex-encoded signing keys, comma-separated (`IMGPROXY_KEY`). Empty: URLs are not signed.
     pub key: String,
     /// Hex-encoded salts, comma-separated, one per key (`IMGPROXY_SALT`).
@@ -144,6 +149,8 @@ impl Default for ImagesConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             key: String::new(),
             salt: String::new(),
             signature_size: DEFAULT_SIGNATURE_SIZE,

@@ -7,6 +7,8 @@ pub mod conn;
 pub mod limits;
 pub mod runtimes;
 pub mod shutdown;
+pub mod systemd;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,11 @@ impl Default for RequestId {
 /// The client's address, put into every request's extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// Marks a request that arrived over a TLS connection this process terminated (the
+/// admin session cookie is `Secure` then).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
 
 /// The request body every door's service receives: hyper's, with the body clock.
 pub type RequestBody = TimeoutBody<Incoming>;
@@ -213,10 +220,14 @@ pub async fn accept_loop<S, B>(
                 let io = IdleIo::new(stream, limits.idle_timeout, busy.clone());
                 let inner = svc.clone();
                 let body_timeout = limits.body_timeout;
+                let over_tls = matches!(acceptor, Acceptor::Tls(_));
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let (mut req, guard) = admit(req, &busy, body_timeout);
                     if tag_peer {
                         req.extensions_mut().insert(PeerAddr(peer));
+                    }
+                    if over_tls {
+                        req.extensions_mut().insert(OverTls);
                     }
                     let call = inner.call(req);
                     async move {

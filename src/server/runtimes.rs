@@ -46,6 +46,7 @@ pub type CoreRuntime = (
 /// longer accepts and keeps driving its open connections until `drained`.
 pub fn per_core<S, B>(
     listener: TcpListener,
+    acceptor: Acceptor,
     svc: S,
     limits: DoorLimits,
     stop: watch::Receiver<bool>,
@@ -72,15 +73,14 @@ where
         let (svc, stop, drain, mut drained) =
             (svc.clone(), stop.clone(), drain.clone(), drained.clone());
         let limits = limits.clone();
+        let acceptor = acceptor.clone();
         let (accepting_tx, accepting_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("{}-{i}", limits.name))
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => {
-                            accept_loop(l, Acceptor::Tcp, svc, limits, false, stop, drain).await
-                        }
+                        Ok(l) => accept_loop(l, acceptor, svc, limits, false, stop, drain).await,
                         Err(e) => {
                             tracing::error!(error = %e, "listener thread cannot accept")
                         }

@@ -7,6 +7,8 @@
 //                          builder, keys, settings, phone layout, screenshots of every page
 //   node ui.mjs after      purge the whole cache, revoke the key made by `main`, log out
 //   node ui.mjs ratelimit  wrong passwords until the page says "too many attempts"
+//   node ui.mjs tls        (every listener on HTTPS; Chromium trusts the daemon's SPKI pin only)
+//                          log in, a Secure session cookie, the pages over HTTP/2
 //   node ui.mjs edges      (an appliance joined to an edge) the cache page lists the edge's
 //                          cache; "Purge everything" empties it
 //
@@ -65,10 +67,13 @@ function assert(cond, message) {
   if (!cond) throw new Error(message);
 }
 
+// The tls phase trusts exactly the daemon's certificate (its SPKI pin), not every one.
+const SPKI = env('PIXELPORT_SPKI', '');
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ...(SPKI ? [`--ignore-certificate-errors-spki-list=${SPKI}`] : [])],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
@@ -574,6 +579,35 @@ async function edgesPhase() {
   });
 }
 
+async function tlsPhase() {
+  await step('log in over HTTPS', async () => {
+    assert(BASE.startsWith('https://'), `admin URL ${BASE}`);
+    await login();
+    const proto = await page.evaluate(() => location.protocol);
+    assert(proto === 'https:', `page protocol ${proto}`);
+  });
+
+  await step('the session cookie is Secure', async () => {
+    const cookies = await context.cookies(BASE);
+    const session = cookies.find((c) => c.httpOnly);
+    assert(session, `cookies: ${JSON.stringify(cookies)}`);
+    assert(session.secure === true, `session cookie ${JSON.stringify(session)}`);
+    return { name: session.name, secure: session.secure, sameSite: session.sameSite };
+  });
+
+  await step('the dashboard loads over HTTP/2', async () => {
+    await go('#/');
+    await page.locator('#dashboard .stats').waitFor();
+    const protocols = await page.evaluate(() => [...new Set(performance.getEntriesByType('resource')
+      .concat(performance.getEntriesByType('navigation')).map((e) => e.nextHopProtocol))]);
+    assert(protocols.includes('h2'), `protocols ${protocols}`);
+    assert(!protocols.includes('http/1.1'), `protocols ${protocols}`);
+    await shot('14-dashboard-https');
+    results.tls_protocols = protocols;
+    return protocols;
+  });
+}
+
 async function ratelimitPhase() {
   await step('too many wrong passwords say so', async () => {
     await go('#/login');
@@ -603,6 +637,7 @@ try {
   else if (phase === 'after') await afterPhase();
   else if (phase === 'ratelimit') await ratelimitPhase();
   else if (phase === 'edges') await edgesPhase();
+  else if (phase === 'tls') await tlsPhase();
   else throw new Error(`unknown phase ${phase}`);
   await step(`no dialogs, script errors or CSP violations (${phase})`, async () => {
     assert(dialogs.length === 0, `dialogs: ${dialogs}`);

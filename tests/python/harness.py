@@ -209,6 +209,8 @@ class Daemon:
                  extra_config: str = "",
                  admin_config: str = "",
                  server_config: str = "",
+                 s3_config: str = "",
+                 tls_ca: Path | None = None,
                  preexec_fn=None,
                  legacy_unsigned: bool = True):
         assert backend in ("embedded", "remote"), backend
@@ -232,6 +234,12 @@ class Daemon:
         self.admin_config = admin_config
         # Extra TOML lines for the [server] section (min_free_space...).
         self.server_config = server_config
+        # Extra TOML lines for the [s3] section (tls_cert...).
+        self.s3_config = s3_config
+        # The CA that signed the listeners' certificates, when they serve HTTPS (every
+        # listener then does): the URLs below are https://, and readiness verifies with it.
+        self.tls_ca = tls_ca
+        self.scheme = "https" if tls_ca else "http"
         # Runs in the child before exec (e.g. resource limits); None: nothing.
         self.preexec_fn = preexec_fn
         self.data_dir = self.base / "data"
@@ -249,15 +257,15 @@ class Daemon:
     # -- addresses ---------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"{self.scheme}://127.0.0.1:{self.s3_port}"
 
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{self.scheme}://127.0.0.1:{self.admin_port}"
 
     @property
     def images_url(self) -> str:
-        return f"http://127.0.0.1:{self.images_port}"
+        return f"{self.scheme}://127.0.0.1:{self.images_port}"
 
     # -- config ------------------------------------------------------------
     def write_config(self) -> None:
@@ -276,6 +284,7 @@ class Daemon:
             f"max_object_size = {json.dumps(self.max_object_size)}",
             f"public_buckets = [{pub}]",
             'multipart_expiry = "24h"',
+            self.s3_config,
             "[images]",
             f'listen = "127.0.0.1:{self.images_port}"',
             self.images_config,
@@ -355,7 +364,8 @@ class Daemon:
                     f"pixelport exited early with code {self.proc.returncode}; stderr:\n"
                     f"{_tail(self.stderr_path)}")
             try:
-                r = requests.get(f"{self.admin_url}/health", timeout=1)
+                r = requests.get(f"{self.admin_url}/health", timeout=1,
+                                 verify=str(self.tls_ca) if self.tls_ca else True)
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}"
