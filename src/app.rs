@@ -105,8 +105,20 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), AppError> {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| fail(format!("cannot make it private (chmod 0700): {e}")))?;
+            match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                // A volume's root that another user owns, open to its group only (Kubernetes'
+                // fsGroup): not ours to narrow, and closed to everyone else.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && mode & 0o007 == 0 => {
+                    tracing::warn!(
+                        path = %dir.display(),
+                        mode = format!("{:o}", mode & 0o777),
+                        "the data dir is open to its group and not ours to narrow; using it as it is"
+                    );
+                    return probe_writable(dir);
+                }
+                Err(e) => return Err(fail(format!("cannot make it private (chmod 0700): {e}"))),
+                Ok(()) => {}
+            }
             tracing::warn!(
                 path = %dir.display(),
                 was = format!("{:o}", mode & 0o777),
@@ -114,8 +126,15 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), AppError> {
             );
         }
     }
+    probe_writable(dir)
+}
+
+fn probe_writable(dir: &Path) -> Result<(), AppError> {
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
+    std::fs::write(&probe, b"ok").map_err(|e| AppError::DataDir {
+        path: dir.to_owned(),
+        message: format!("not writable: {e}"),
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

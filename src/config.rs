@@ -166,6 +166,17 @@ pub enum LogFormat {
     Journal,
 }
 
+/// How Pixelport buckets map onto a remote cluster (`[store] bucket_mapping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketMapping {
+    /// Every Pixelport bucket is a prefix inside `[store] bucket`.
+    #[default]
+    Prefixed,
+    /// Pixelport bucket B is cluster bucket B.
+    Direct,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
@@ -367,7 +378,10 @@ pub struct StoreConfig {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
-    /// Remote only: the one cluster bucket that holds every Pixelport bucket.
+    /// Remote only: `prefixed` (every Pixelport bucket inside `bucket`) or `direct`
+    /// (Pixelport bucket B is cluster bucket B).
+    pub bucket_mapping: BucketMapping,
+    /// Remote, prefixed only: the one cluster bucket that holds every Pixelport bucket.
     pub bucket: String,
     /// Remote only: key prefix inside `bucket`; Pixelport bucket B, key K lives at `{bucket_prefix}B/K`.
     pub bucket_prefix: String,
@@ -387,6 +401,7 @@ impl Default for StoreConfig {
             region: "us-east-1".into(),
             access_key: String::new(),
             secret_key: String::new(),
+            bucket_mapping: BucketMapping::Prefixed,
             bucket: "pixelport".into(),
             bucket_prefix: String::new(),
             path_style: true,
@@ -547,7 +562,8 @@ impl Config {
                     ),
                 ));
             }
-            if self.store.bucket.is_empty() {
+            if self.store.bucket_mapping == BucketMapping::Prefixed && self.store.bucket.is_empty()
+            {
                 return Err(invalid(
                     "store.bucket",
                     "required when store.kind = \"remote\"",

@@ -5,6 +5,7 @@
 //! Bodies reach a store already spooled and verified (`spool`): a store never makes an
 //! object visible before its bytes are complete and durable.
 
+pub mod cluster;
 pub mod embedded;
 pub mod listing;
 pub mod remote;

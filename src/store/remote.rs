@@ -1,6 +1,11 @@
-//! The remote store: Pixelport buckets as prefixes inside one bucket of an existing S3
-//! cluster (MinIO, Garage, Ceph RGW, AWS) through OpenDAL's s3 service. Object `K` of bucket
-//! `B` is `{bucket_prefix}B/K` in `[store] bucket`; bucket `B` itself is the marker `B/`.
+//! The remote store: Pixelport buckets on an existing S3 cluster (MinIO, Garage, Ceph RGW,
+//! AWS) through OpenDAL's s3 service, in one of two layouts (`[store] bucket_mapping`):
+//! - `prefixed`: every Pixelport bucket is a prefix inside one cluster bucket. Object `K` of
+//!   bucket `B` is `{bucket_prefix}B/K` in `[store] bucket`; bucket `B` exists while the
+//!   marker object `B/.pixelport-bucket` does.
+//! - `direct`: Pixelport bucket `B` is cluster bucket `B`, object `K` is its key `K`, so
+//!   buckets other clients wrote are served as they are. Bucket calls go to the cluster
+//!   ([`super::cluster`]); one OpenDAL operator per bucket, made on first use.
 //!
 //! Stateless for objects: metadata, ETags and listings come from the cluster, so several
 //! nodes can share it. Two things stay local: bodies are spooled and verified in
@@ -20,6 +25,7 @@ use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use tokio::io::AsyncReadExt;
 
+use super::cluster::Answer;
 use super::spool::SpoolData;
 use super::*;
 use crate::config::StoreConfig;
@@ -35,59 +41,133 @@ const UPLOAD_CHUNK: usize = 64 << 20;
 /// Multipart uploads whose parts are at most this large keep their part boundaries.
 const ALIGNED_PART_LIMIT: u64 = 64 << 20;
 const READ_PIECE: usize = 4 << 20;
+/// Direct mapping: operators kept for at most this many cluster buckets.
+const MAX_DIRECT_BUCKETS: usize = 1024;
 
 pub struct RemoteStore {
-    op: Operator,
+    layout: Layout,
     uploads_dir: PathBuf,
+}
+
+enum Layout {
+    /// Every Pixelport bucket is a prefix of one cluster bucket.
+    Prefixed(Operator),
+    /// Pixelport bucket B is cluster bucket B.
+    Direct {
+        cfg: Box<StoreConfig>,
+        /// One operator per cluster bucket, made on first use.
+        ops: std::sync::Mutex<std::collections::HashMap<String, Operator>>,
+        api: super::cluster::ClusterApi,
+    },
+}
+
+/// Where one Pixelport bucket's objects are: an operator, and the path prefix of its keys.
+struct At {
+    op: Operator,
+    dir: String,
+}
+
+impl At {
+    fn path(&self, key: &str) -> String {
+        format!("{}{key}", self.dir)
+    }
+}
+
+/// An OpenDAL operator on one cluster bucket, under `root`, with the configured timeout
+/// and retries.
+fn operator(cfg: &StoreConfig, bucket: &str, root: &str) -> StoreResult<Operator> {
+    let mut b = opendal::services::S3::default()
+        .bucket(bucket)
+        .endpoint(&cfg.endpoint)
+        .region(&cfg.region)
+        .root(&format!("/{root}"))
+        .disable_config_load()
+        .disable_ec2_metadata();
+    if !cfg.access_key.is_empty() {
+        b = b
+            .access_key_id(&cfg.access_key)
+            .secret_access_key(&cfg.secret_key);
+    } else {
+        b = b.skip_signature();
+    }
+    if !cfg.path_style {
+        b = b.enable_virtual_host_style();
+    }
+    Ok(Operator::new(b)?
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(cfg.timeout.0)
+                .with_io_timeout(cfg.timeout.0),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_max_times(cfg.retries)
+                .with_min_delay(Duration::from_millis(100))
+                .with_jitter(),
+        ))
 }
 
 impl RemoteStore {
     pub fn new(cfg: &StoreConfig, data_dir: &std::path::Path) -> StoreResult<RemoteStore> {
         // Registers the reqwest (rustls) HTTP transport; idempotent.
         opendal::install_default();
-        let mut b = opendal::services::S3::default()
-            .bucket(&cfg.bucket)
-            .endpoint(&cfg.endpoint)
-            .region(&cfg.region)
-            .root(&format!("/{}", cfg.bucket_prefix))
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if !cfg.access_key.is_empty() {
-            b = b
-                .access_key_id(&cfg.access_key)
-                .secret_access_key(&cfg.secret_key);
-        } else {
-            b = b.skip_signature();
-        }
-        if !cfg.path_style {
-            b = b.enable_virtual_host_style();
-        }
-        let op = Operator::new(b)?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(cfg.timeout.0)
-                    .with_io_timeout(cfg.timeout.0),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(cfg.retries)
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_jitter(),
-            );
+        let layout = match cfg.bucket_mapping {
+            crate::config::BucketMapping::Prefixed => {
+                Layout::Prefixed(operator(cfg, &cfg.bucket, &cfg.bucket_prefix)?)
+            }
+            crate::config::BucketMapping::Direct => Layout::Direct {
+                cfg: Box::new(cfg.clone()),
+                ops: std::sync::Mutex::default(),
+                api: super::cluster::ClusterApi::new(cfg)?,
+            },
+        };
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&uploads_dir)
             .map_err(|e| StoreError::Internal(format!("{}: {e}", uploads_dir.display())))?;
-        Ok(RemoteStore { op, uploads_dir })
+        Ok(RemoteStore {
+            layout,
+            uploads_dir,
+        })
+    }
+
+    /// Where bucket `bucket`'s objects are (no check that it exists).
+    fn at(&self, bucket: &str) -> StoreResult<At> {
+        match &self.layout {
+            Layout::Prefixed(op) => Ok(At {
+                op: op.clone(),
+                dir: format!("{bucket}/"),
+            }),
+            Layout::Direct { cfg, ops, .. } => {
+                let mut ops = ops
+                    .lock()
+                    .map_err(|_| StoreError::Internal("operator map poisoned".into()))?;
+                let op = match ops.get(bucket) {
+                    Some(op) => op.clone(),
+                    None => {
+                        // Bounded: a name becomes an operator only once the bucket exists or
+                        // is created (every object call checks the bucket first).
+                        if ops.len() >= MAX_DIRECT_BUCKETS {
+                            ops.clear();
+                        }
+                        let op = operator(cfg, bucket, "")?;
+                        ops.insert(bucket.to_owned(), op.clone());
+                        op
+                    }
+                };
+                Ok(At {
+                    op,
+                    dir: String::new(),
+                })
+            }
+        }
     }
 
     /// A cheap round trip to the cluster, for readiness checks.
     pub async fn ping(&self) -> StoreResult<()> {
-        self.op
-            .list_with("")
-            .limit(1)
-            .await
-            .map(|_| ())
-            .map_err(map_err)
+        match &self.layout {
+            Layout::Prefixed(op) => op.list_with("").limit(1).await.map(|_| ()).map_err(map_err),
+            Layout::Direct { api, .. } => api.list_buckets().await.map(|_| ()),
+        }
     }
 
     async fn ensure_bucket(&self, bucket: &str) -> StoreResult<()> {
@@ -152,9 +232,11 @@ impl RemoteStore {
     /// `if_not_exists`, `If-Match` as `if_match`), which S3 applies to the PutObject or the
     /// CompleteMultipartUpload that makes the object visible, so the cluster decides it
     /// atomically. A cluster answering 412 gives `Ok(Err(..))`.
+    #[allow(clippy::too_many_arguments)]
     async fn upload(
         &self,
-        path: &str,
+        at: &At,
+        key: &str,
         bodies: Vec<SpoolData>,
         attrs: &ObjectAttrs,
         checksums: &Checksums,
@@ -179,9 +261,10 @@ impl RemoteStore {
                 meta.push((format!("{RESERVED_META}{name}"), v.clone()));
             }
         }
-        let mut w = self
+        let path = at.path(key);
+        let mut w = at
             .op
-            .writer_with(path)
+            .writer_with(&path)
             .chunk(part_size.unwrap_or(UPLOAD_CHUNK))
             .concurrent(if part_size.is_some() { 2 } else { 4 })
             .user_metadata(meta);
@@ -368,7 +451,11 @@ impl Store for RemoteStore {
     }
 
     async fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
-        let entries = self.op.list("").await.map_err(map_err)?;
+        let op = match &self.layout {
+            Layout::Prefixed(op) => op,
+            Layout::Direct { api, .. } => return api.list_buckets().await,
+        };
+        let entries = op.list("").await.map_err(map_err)?;
         let mut out = Vec::new();
         for e in entries {
             let Some(name) = e.path().strip_suffix('/') else {
@@ -378,7 +465,7 @@ impl Store for RemoteStore {
                 continue;
             }
             // Only directories carrying our marker are buckets.
-            match self.op.stat(&format!("{name}/{BUCKET_MARKER}")).await {
+            match op.stat(&format!("{name}/{BUCKET_MARKER}")).await {
                 Ok(meta) => out.push(BucketInfo {
                     name: name.to_owned(),
                     created_ms: Self::info_from(name, &meta).last_modified_ms,
@@ -392,33 +479,76 @@ impl Store for RemoteStore {
     }
 
     async fn create_bucket(&self, name: &str) -> StoreResult<()> {
+        let op = match &self.layout {
+            Layout::Prefixed(op) => op,
+            Layout::Direct { api, .. } => {
+                return match api.create_bucket(name).await? {
+                    Answer::Exists => Err(StoreError::BucketExists(name.into())),
+                    _ => Ok(()),
+                };
+            }
+        };
         if self.head_bucket(name).await.is_ok() {
             return Err(StoreError::BucketExists(name.into()));
         }
         let marker = format!("{name}/{BUCKET_MARKER}");
-        self.op
-            .write(&marker, &b"pixelport bucket marker\n"[..])
+        op.write(&marker, &b"pixelport bucket marker\n"[..])
             .await
             .map(|_| ())
             .map_err(map_err)
     }
 
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo> {
-        match self.op.exists(&format!("{name}/{BUCKET_MARKER}")).await {
-            Ok(true) => Ok(BucketInfo {
+        let exists = match &self.layout {
+            Layout::Prefixed(op) => op
+                .exists(&format!("{name}/{BUCKET_MARKER}"))
+                .await
+                .map_err(map_err)?,
+            Layout::Direct { api, .. } => matches!(api.head_bucket(name).await?, Answer::Done),
+        };
+        if exists {
+            Ok(BucketInfo {
                 name: name.into(),
                 created_ms: now_ms(),
-            }),
-            Ok(false) => Err(StoreError::NoSuchBucket(name.into())),
-            Err(e) => Err(map_err(e)),
+            })
+        } else {
+            Err(StoreError::NoSuchBucket(name.into()))
         }
     }
 
     async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
+        let op = match &self.layout {
+            Layout::Prefixed(op) => op,
+            Layout::Direct { api, ops, .. } => {
+                // Some servers (s3s-fs among them) delete a bucket with objects in it; S3
+                // refuses. Check first, so no cluster loses objects through Pixelport.
+                self.ensure_bucket(name).await?;
+                let at = self.at(name)?;
+                let any = at
+                    .op
+                    .list_with("")
+                    .recursive(true)
+                    .limit(2)
+                    .await
+                    .map_err(map_err)?;
+                if any.iter().any(|e| !e.metadata().is_dir()) {
+                    return Err(StoreError::BucketNotEmpty(name.into()));
+                }
+                return match api.delete_bucket(name).await? {
+                    Answer::Missing => Err(StoreError::NoSuchBucket(name.into())),
+                    Answer::NotEmpty => Err(StoreError::BucketNotEmpty(name.into())),
+                    _ => {
+                        if let Ok(mut ops) = ops.lock() {
+                            ops.remove(name);
+                        }
+                        Ok(())
+                    }
+                };
+            }
+        };
         self.ensure_bucket(name).await?;
         let dir = format!("{name}/");
-        let entries = self
-            .op
+        let entries = op
             .list_with(&dir)
             .recursive(true)
             .limit(4)
@@ -431,11 +561,12 @@ impl Store for RemoteStore {
         {
             return Err(StoreError::BucketNotEmpty(name.into()));
         }
-        self.op.delete(&marker).await.map_err(map_err)
+        op.delete(&marker).await.map_err(map_err)
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo> {
-        match self.op.stat(&format!("{bucket}/{key}")).await {
+        let at = self.at(bucket)?;
+        match at.op.stat(&at.path(key)).await {
             Ok(meta) if !meta.is_dir() || key.ends_with('/') => Ok(Self::info_from(key, &meta)),
             Ok(_) => Err(StoreError::NoSuchKey(key.into())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
@@ -459,8 +590,9 @@ impl Store for RemoteStore {
                 .ok_or(StoreError::InvalidRange { size: info.size })?,
             None => 0..info.size,
         };
-        let path = format!("{bucket}/{key}");
-        let reader = self
+        let at = self.at(bucket)?;
+        let path = at.path(key);
+        let reader = at
             .op
             .reader_with(&path)
             .if_match(&format!("\"{}\"", info.etag))
@@ -503,7 +635,8 @@ impl Store for RemoteStore {
         let res = match self.precheck(bucket, key, cond).await {
             Ok(Ok(())) => {
                 self.upload(
-                    &format!("{bucket}/{key}"),
+                    &self.at(bucket)?,
+                    key,
                     vec![data],
                     &attrs,
                     &body.checksums,
@@ -556,7 +689,8 @@ impl Store for RemoteStore {
                 abs: file.clone(),
             };
             self.upload(
-                &format!("{bucket}/{key}"),
+                &self.at(bucket)?,
+                key,
                 vec![data],
                 &attrs,
                 &info.checksums,
@@ -575,20 +709,19 @@ impl Store for RemoteStore {
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
         self.ensure_bucket(bucket).await?;
         // Deleting the marker would delete the bucket: it is not a key clients can address.
-        if key.is_empty() || key == BUCKET_MARKER {
+        if key.is_empty() || (key == BUCKET_MARKER && matches!(self.layout, Layout::Prefixed(_))) {
             return Ok(());
         }
-        self.op
-            .delete(&format!("{bucket}/{key}"))
-            .await
-            .map_err(map_err)
+        let at = self.at(bucket)?;
+        at.op.delete(&at.path(key)).await.map_err(map_err)
     }
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {
         self.ensure_bucket(bucket).await?;
-        let dir = format!("{bucket}/");
+        let at = self.at(bucket)?;
+        let dir = at.dir.clone();
         let path = format!("{dir}{}", query.prefix);
-        let mut lister = self.op.lister_with(&path).recursive(true);
+        let mut lister = at.op.lister_with(&path).recursive(true);
         if let Some(after) = &query.after {
             lister = lister.start_after(&format!("{dir}{after}"));
         }
@@ -598,7 +731,8 @@ impl Store for RemoteStore {
             let Some(key) = entry.path().strip_prefix(&dir) else {
                 continue;
             };
-            if key.is_empty() || key == BUCKET_MARKER || entry.metadata().is_dir() {
+            let marker = key == BUCKET_MARKER && matches!(self.layout, Layout::Prefixed(_));
+            if key.is_empty() || marker || entry.metadata().is_dir() {
                 continue;
             }
             items.push(Self::info_from(key, entry.metadata()));
@@ -611,12 +745,12 @@ impl Store for RemoteStore {
             .collect();
         let found: Vec<(usize, Option<String>)> = futures::stream::iter(missing)
             .map(|i| {
-                let path = format!("{bucket}/{}", page.objects[i].key);
+                let path = at.path(&page.objects[i].key);
+                let op = &at.op;
                 async move {
                     (
                         i,
-                        self.op
-                            .stat(&path)
+                        op.stat(&path)
                             .await
                             .ok()
                             .and_then(|m| m.etag().map(|e| e.trim_matches('"').to_owned())),
@@ -724,7 +858,8 @@ impl Store for RemoteStore {
         // A refused completion keeps the upload's parts, as the embedded store does.
         if let Err(c) = self
             .upload(
-                &format!("{bucket}/{key}"),
+                &self.at(bucket)?,
+                key,
                 bodies,
                 &upload.attrs,
                 &Checksums::default(),
