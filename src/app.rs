@@ -215,12 +215,22 @@ fn door_tls(
     Ok(crate::server::Acceptor::Tls(acceptor))
 }
 
-/// `http` or `https`, as a listener's acceptor serves.
-fn scheme(acceptor: &crate::server::Acceptor) -> &'static str {
-    match acceptor {
+/// `scheme://host:port` of a listener: `https` when its acceptor serves TLS, and the
+/// address it is bound to (else the configured one).
+fn listener_url(
+    acceptor: &crate::server::Acceptor,
+    listener: &TcpListener,
+    configured: &str,
+) -> String {
+    let scheme = match acceptor {
         crate::server::Acceptor::Tcp => "http",
         crate::server::Acceptor::Tls(_) => "https",
-    }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| configured.to_owned());
+    format!("{scheme}://{addr}")
 }
 
 pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Result<(), AppError> {
@@ -233,19 +243,14 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
     let images_listener = bind("images.listen", &config.images.listen, true)?;
     let admin_listener = bind("admin.listen", &config.admin.listen, false)?;
     let mut certs = Vec::new();
-    let s3_acceptor = door_tls("s3", &config.s3.tls_cert, &config.s3.tls_key, &mut certs)?;
-    let images_acceptor = door_tls(
-        "images",
-        &config.images.tls_cert,
-        &config.images.tls_key,
-        &mut certs,
-    )?;
-    let admin_acceptor = door_tls(
-        "admin",
-        &config.admin.tls_cert,
-        &config.admin.tls_key,
-        &mut certs,
-    )?;
+    let [s3_acceptor, images_acceptor, admin_acceptor] = {
+        let [s3, images, admin] = config.tls_listeners();
+        [
+            door_tls(s3.0, s3.1, s3.2, &mut certs)?,
+            door_tls(images.0, images.1, images.2, &mut certs)?,
+            door_tls(admin.0, admin.1, admin.2, &mut certs)?,
+        ]
+    };
     let (keys, origin) = credentials::resolve(&config.s3, &config.server.data_dir)?;
     let (store, spool) = open_store(&config).await?;
     let cache = open_cache(&config)?;
@@ -316,14 +321,7 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         eager_tasks = tasks;
     }
 
-    let endpoint = format!(
-        "{}://{}",
-        scheme(&s3_acceptor),
-        s3_listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| config.s3.listen.clone())
-    );
+    let endpoint = listener_url(&s3_acceptor, &s3_listener, &config.s3.listen);
     match &origin {
         Origin::Config => {
             tracing::info!(access_key = %keys.access_key, "S3 credentials from the configuration")
@@ -383,22 +381,8 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
             spool,
             listeners,
             s3_url: endpoint.clone(),
-            images_url: format!(
-                "{}://{}",
-                scheme(&images_acceptor),
-                images_listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| config.images.listen.clone())
-            ),
-            admin_url: format!(
-                "{}://{}",
-                scheme(&admin_acceptor),
-                admin_listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| config.admin.listen.clone())
-            ),
+            images_url: listener_url(&images_acceptor, &images_listener, &config.images.listen),
+            admin_url: listener_url(&admin_acceptor, &admin_listener, &config.admin.listen),
         },
     )?;
     let admin =

@@ -465,11 +465,7 @@ impl Config {
                 )
             })?;
         }
-        for (section, cert, key) in [
-            ("s3", &self.s3.tls_cert, &self.s3.tls_key),
-            ("images", &self.images.tls_cert, &self.images.tls_key),
-            ("admin", &self.admin.tls_cert, &self.admin.tls_key),
-        ] {
+        for (section, cert, key) in self.tls_listeners() {
             if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
                 return Err(invalid(
                     &format!("{section}.tls_key"),
@@ -574,6 +570,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Each appliance listener's section with its `tls_cert` and `tls_key` (empty: plain).
+    pub fn tls_listeners(&self) -> [(&'static str, &Path, &Path); 3] {
+        [
+            ("s3", &self.s3.tls_cert, &self.s3.tls_key),
+            ("images", &self.images.tls_cert, &self.images.tls_key),
+            ("admin", &self.admin.tls_cert, &self.admin.tls_key),
+        ]
     }
 
     /// The effective configuration as TOML, secrets masked.

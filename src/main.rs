@@ -306,11 +306,7 @@ fn check_config(config: &Config, quiet: bool) -> ExitCode {
     if !quiet {
         print!("{}", config.to_masked_toml());
     }
-    for (section, cert, key) in [
-        ("s3", &config.s3.tls_cert, &config.s3.tls_key),
-        ("images", &config.images.tls_cert, &config.images.tls_key),
-        ("admin", &config.admin.tls_cert, &config.admin.tls_key),
-    ] {
+    for (section, cert, key) in config.tls_listeners() {
         if cert.as_os_str().is_empty() {
             continue;
         }
