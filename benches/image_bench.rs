@@ -455,6 +455,7 @@ fn steps(cfg: &Config, photos: &[Photo], work: &[Work]) -> Result<Vec<Value>> {
                 progressive: job.progressive,
                 lossless: false,
                 icc: None,
+                exif: None,
                 max_bytes: usize::try_from(job.opts.max_bytes).unwrap_or(usize::MAX),
                 avif_speed: job.avif_speed,
             };

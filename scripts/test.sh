@@ -20,6 +20,10 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 step() { printf '\n==> [test.sh] %s\n' "$*"; }
 fail() { printf '\n[test.sh] FAILED: %s\n' "$*" >&2; exit 1; }
 
+# CI builds once from a cold cache: incremental state would only cost disk.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+echo "[test.sh] disk free in $(dirname "$TARGET_DIR"): $(df -h "$(dirname "$TARGET_DIR")" | awk 'NR==2 {print $4}')"
+
 step "installing test dependencies"
 bash "$ROOT/scripts/setup-test-deps.sh" || fail "scripts/setup-test-deps.sh"
 # shellcheck disable=SC1091

@@ -1,6 +1,9 @@
-//! Configuration: defaults, then the TOML file, then `PIXELPORT_<SECTION>__<KEY>`
-//! environment overrides. Every error names the key (or variable) at fault, and
-//! `validate()` runs before anything starts, so nothing runs half-configured.
+//! Configuration: defaults, then the TOML file, then imgproxy's environment names
+//! (`imgproxy_env`), then `PIXELPORT_<SECTION>__<KEY>` environment overrides. Every error
+//! names the key (or variable) at fault, and `validate()` runs before anything starts, so
+//! nothing runs half-configured. `Config::load_traced` also tells where each value came from.
+
+pub mod imgproxy_env;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -422,12 +425,98 @@ const SECRET_KEYS: [&str; 7] = [
     "token",
 ];
 
+/// Where a configuration value came from; a key with none is at its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The config file, by path.
+    File(String),
+    /// An environment variable, by name (`PIXELPORT_*`, `IMGPROXY_*` or `AWS_*`).
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "file {path}"),
+            Source::Env(var) => write!(f, "env {var}"),
+        }
+    }
+}
+
+/// A loaded configuration with the origin of each value.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Dotted key (`images.quality`) → where its value came from; absent keys are defaults.
+    pub sources: BTreeMap<String, Source>,
+    /// `IMGPROXY_*` variables that were set but have no Pixelport equivalent, with why.
+    pub ignored: Vec<(String, &'static str)>,
+}
+
+impl Loaded {
+    /// The effective configuration as TOML, secrets masked, each value that is not a
+    /// default followed by a comment naming where it came from.
+    pub fn to_annotated_toml(&self) -> String {
+        annotate(&self.config.to_masked_toml(), &self.sources)
+    }
+}
+
+/// Appends `# <source>` to each `key = value` line whose dotted key is in `sources`.
+fn annotate(toml_text: &str, sources: &BTreeMap<String, Source>) -> String {
+    let mut section = String::new();
+    let mut out = String::with_capacity(toml_text.len() * 2);
+    for line in toml_text.lines() {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            section = header.trim_matches(|c| c == '[' || c == ']').to_owned();
+            out.push_str(line);
+        } else if let Some((key, _)) = trimmed.split_once(" = ")
+            && !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && let Some(source) = sources.get(&format!("{section}.{key}"))
+        {
+            out.push_str(line);
+            out.push_str("  # ");
+            out.push_str(&source.to_string());
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Every leaf of `table` as a dotted key (arrays count as one value).
+fn leaf_keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => leaf_keys(&key, t, out),
+            _ => out.push(key),
+        }
+    }
+}
+
 impl Config {
-    /// Defaults, overlaid by `file` (when given), overlaid by `PIXELPORT_*` variables from `env`.
+    /// Defaults, overlaid by `file` (when given), by imgproxy's variables, then by
+    /// `PIXELPORT_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Ok(Self::load_traced(file, env)?.config)
+    }
+
+    /// `load`, also telling where each value came from.
+    pub fn load_traced(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut sources = BTreeMap::new();
         let (mut table, origin) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -438,18 +527,27 @@ impl Config {
                     path: path.display().to_string(),
                     message: e.to_string(),
                 })?;
+                let mut keys = Vec::new();
+                leaf_keys("", &table, &mut keys);
+                for key in keys {
+                    sources.insert(key, Source::File(path.display().to_string()));
+                }
                 (table, path.display().to_string())
             }
             None => (toml::Table::new(), "(defaults)".to_owned()),
         };
-        apply_env(&mut table, env)?;
+        let ignored = apply_env(&mut table, env, &mut sources)?;
         let config: Config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 path: origin,
                 message: e.to_string().trim().to_owned(),
             })?;
         config.validate()?;
-        Ok(config)
+        Ok(Loaded {
+            config,
+            sources,
+            ignored,
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -656,30 +754,36 @@ fn mask(s: &str, keep_prefix: bool) -> String {
     }
 }
 
-/// Overlay `PIXELPORT_<SECTION>__<KEY>` variables onto the table. A value takes the type the
-/// key has in the defaults (integer, bool, list as comma-separated, else string).
+/// Overlay `PIXELPORT_<SECTION>__<KEY>` variables, and below them imgproxy's names
+/// (`imgproxy_env`), onto the table, recording each key set in `sources`. A value takes the
+/// type the key has in the defaults (integer, bool, list as comma-separated, else string).
+/// Returns the imgproxy variables that were ignored.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+    sources: &mut BTreeMap<String, Source>,
+) -> Result<Vec<(String, &'static str)>, ConfigError> {
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
     // rest of the name (`S3__LISTEN`) → (the variable's full name, its value)
     let mut vars: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut imgproxy: Vec<(String, String, String)> = Vec::new();
+    let mut others: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in env {
         if let Some(rest) = k.strip_prefix("PIXELPORT_") {
             vars.insert(rest.to_owned(), (k.clone(), v));
-        } else if let Some((_, key)) = crate::imaging::config::IMGPROXY_ENV
-            .iter()
-            .find(|(name, _)| *name == k)
-        {
-            imgproxy.push((format!("IMAGES__{}", key.to_ascii_uppercase()), k, v));
+        } else if k.starts_with("IMGPROXY_") || k.starts_with("AWS_") {
+            others.insert(k, v);
         }
     }
-    // imgproxy's own names, so migrating users keep their URLs; PIXELPORT_* wins.
-    for (rest, var, v) in imgproxy {
-        vars.entry(rest).or_insert((var, v));
+    // imgproxy's own names, so a container configured for imgproxy keeps working;
+    // PIXELPORT_* wins.
+    let imgproxy = imgproxy_env::translate(&others).map_err(|e| ConfigError::Env {
+        var: e.var,
+        message: e.message,
+    })?;
+    for setting in imgproxy.settings {
+        vars.entry(setting.key)
+            .or_insert((setting.var, setting.value));
     }
     for (rest, (var, raw)) in vars {
         let env_err = |message: String| ConfigError::Env {
@@ -726,6 +830,7 @@ fn apply_env(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match entry {
             toml::Value::Table(t) => {
+                sources.insert(format!("{section}.{key}"), Source::Env(var.clone()));
                 t.insert(key, value);
             }
             _ => {
@@ -735,7 +840,7 @@ fn apply_env(
             }
         }
     }
-    Ok(())
+    Ok(imgproxy.ignored)
 }
 
 #[cfg(test)]
@@ -850,6 +955,80 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("s3.secret_key"), "{e}");
+    }
+
+    #[test]
+    fn pixelport_variables_win_over_imgproxy_ones_which_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[images]\nquality = 90\nttl = 60\n").unwrap();
+        let block = [
+            ("IMGPROXY_USE_S3", "true"),
+            ("IMGPROXY_S3_ENDPOINT", "http://127.0.0.1:9100"),
+            ("IMGPROXY_S3_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "minioadmin"),
+            ("AWS_SECRET_ACCESS_KEY", "minioadmin-secret"),
+            ("IMGPROXY_QUALITY", "70"),
+            ("IMGPROXY_MAX_SRC_RESOLUTION", "16.8"),
+            ("IMGPROXY_STRIP_METADATA", "false"),
+            ("IMGPROXY_ALLOW_UNSAFE_URLS", "true"),
+            ("IMGPROXY_PROMETHEUS_BIND", ":8081"),
+        ];
+        let loaded = Config::load_traced(Some(&p), env(&block)).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.store.kind, StoreKind::Remote);
+        assert_eq!(c.store.bucket_mapping, BucketMapping::Direct);
+        assert_eq!(c.store.endpoint, "http://127.0.0.1:9100");
+        assert_eq!(c.store.region, "eu-west-1");
+        assert_eq!(c.store.access_key, "minioadmin");
+        assert_eq!(c.images.quality, 70);
+        assert_eq!(c.images.max_src_resolution, 16.8);
+        assert!(!c.images.strip_metadata);
+        assert!(c.images.allow_unsafe);
+        assert_eq!(c.images.ttl.0, Duration::from_secs(60));
+        let src = |k: &str| loaded.sources.get(k).map(|s| s.to_string());
+        assert_eq!(
+            src("images.quality").as_deref(),
+            Some("env IMGPROXY_QUALITY")
+        );
+        assert_eq!(
+            src("store.access_key").as_deref(),
+            Some("env AWS_ACCESS_KEY_ID")
+        );
+        assert_eq!(src("images.ttl"), Some(format!("file {}", p.display())));
+        assert_eq!(src("images.workers"), None);
+        assert_eq!(loaded.ignored.len(), 1);
+        let text = loaded.to_annotated_toml();
+        assert!(
+            text.contains("quality = 70  # env IMGPROXY_QUALITY\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kind = \"remote\"  # env IMGPROXY_USE_S3\n"),
+            "{text}"
+        );
+        assert!(!text.contains("minioadmin-secret"), "{text}");
+
+        let mut with_ours = env(&block);
+        with_ours.extend(env(&[("PIXELPORT_IMAGES__QUALITY", "60")]));
+        let loaded = Config::load_traced(Some(&p), with_ours).unwrap();
+        assert_eq!(loaded.config.images.quality, 60);
+        assert_eq!(
+            loaded.sources.get("images.quality"),
+            Some(&Source::Env("PIXELPORT_IMAGES__QUALITY".into()))
+        );
+    }
+
+    #[test]
+    fn a_bad_imgproxy_value_names_its_variable() {
+        let e = Config::load(None, env(&[("IMGPROXY_QUALITY", "high")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IMGPROXY_QUALITY"), "{e}");
+        let e = Config::load(None, env(&[("IMGPROXY_USE_S3", "sure")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IMGPROXY_USE_S3"), "{e}");
     }
 
     #[test]

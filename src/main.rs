@@ -290,7 +290,11 @@ fn tunnel_command(config: Config, action: TunnelCommand) -> ExitCode {
 }
 
 fn load(file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    Config::load(file, std::env::vars()).map_err(|e| {
+    load_traced(file).map(|l| l.config)
+}
+
+fn load_traced(file: Option<&std::path::Path>) -> Result<pixelport::config::Loaded, ExitCode> {
+    Config::load_traced(file, std::env::vars()).map_err(|e| {
         eprintln!("pixelport: configuration error: {e}");
         ExitCode::from(2)
     })
@@ -300,11 +304,23 @@ fn init_logs(config: &Config) -> pixelport::logs::LogLevel {
     pixelport::logs::init(config)
 }
 
-/// `check-config`: the effective configuration, the certificate files checked, and what a
-/// reload (SIGHUP) applies.
-fn check_config(config: &Config, quiet: bool) -> ExitCode {
+/// `check-config`: the effective configuration with where each value came from, the
+/// certificate files checked, and what a reload (SIGHUP) applies.
+fn check_config(loaded: &pixelport::config::Loaded, quiet: bool) -> ExitCode {
+    let config = &loaded.config;
     if !quiet {
-        print!("{}", config.to_masked_toml());
+        println!(
+            "# Effective configuration. Precedence: PIXELPORT_* variables, then IMGPROXY_*\n\
+             # (and AWS_* with IMGPROXY_USE_S3), then the file, then the defaults. A value set\n\
+             # by a file or a variable names it; the others are defaults.\n"
+        );
+        print!("{}", loaded.to_annotated_toml());
+        if !loaded.ignored.is_empty() {
+            println!("\n# Ignored environment variables:");
+            for (var, why) in &loaded.ignored {
+                println!("#   {var}: {why}");
+            }
+        }
     }
     for (section, cert, key) in config.tls_listeners() {
         if cert.as_os_str().is_empty() {
@@ -330,11 +346,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: file } => {
-            let config = match load(file.as_deref()) {
-                Ok(c) => c,
+            let loaded = match load_traced(file.as_deref()) {
+                Ok(l) => l,
                 Err(code) => return code,
             };
+            let config = loaded.config;
             let log_level = init_logs(&config);
+            for (var, why) in &loaded.ignored {
+                tracing::warn!(%var, "environment variable ignored: {why}");
+            }
             // SIGHUP reads the same file and environment again.
             let reloader = pixelport::reload::Reloader {
                 load: Box::new(move || {
@@ -366,7 +386,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file, quiet } => match load(file.as_deref()) {
+        Command::CheckConfig { file, quiet } => match load_traced(file.as_deref()) {
             Ok(c) => check_config(&c, quiet),
             Err(code) => code,
         },

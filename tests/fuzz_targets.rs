@@ -2045,4 +2045,51 @@ proptest! {
         let refused = format!("{header}, br;q=0, gzip;q=0, x-gzip;q=0");
         prop_assert_eq!(negotiate(Some(&refused)), None::<Encoding>);
     }
+
+    /// EXIF carried through processing (`imaging::exif`): any container bytes give a blob
+    /// of at most MAX_EXIF bytes that starts like TIFF, or none; resetting the orientation
+    /// keeps its length; a copyright-only blob is a valid TIFF with one entry.
+    #[test]
+    fn exif_reader_stays_bounded(
+        body in prop::collection::vec(any::<u8>(), 0..300),
+        which in 0usize..3,
+        big_endian in any::<bool>(),
+    ) {
+        use pixelport::imaging::exif;
+        let tiff_head: &[u8] = if big_endian { b"MM\0*\0\0\0\x08" } else { b"II*\0\x08\0\0\0" };
+        let mut tiff = tiff_head.to_vec();
+        tiff.extend_from_slice(&body);
+        let (format, container) = match which {
+            0 => {
+                let mut b = vec![0xFF, 0xD8, 0xFF, 0xE1];
+                b.extend_from_slice(&u16::try_from(tiff.len() + 8).unwrap_or(u16::MAX).to_be_bytes());
+                b.extend_from_slice(b"Exif\0\0");
+                b.extend_from_slice(&tiff);
+                (ImageFormat::Jpeg, b)
+            }
+            1 => {
+                let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+                b.extend_from_slice(&u32::try_from(tiff.len()).unwrap_or(0).to_be_bytes());
+                b.extend_from_slice(b"eXIf");
+                b.extend_from_slice(&tiff);
+                (ImageFormat::Png, b)
+            }
+            _ => {
+                let mut b = b"RIFF\0\0\0\0WEBPEXIF".to_vec();
+                b.extend_from_slice(&u32::try_from(tiff.len()).unwrap_or(0).to_le_bytes());
+                b.extend_from_slice(&tiff);
+                (ImageFormat::Webp, b)
+            }
+        };
+        for cut in [container.len(), container.len() / 2] {
+            if let Some(blob) = exif::extract(format, &container[..cut]) {
+                prop_assert!(blob.len() <= exif::MAX_EXIF);
+                prop_assert!(blob.starts_with(b"II*\0") || blob.starts_with(b"MM\0*"));
+                prop_assert_eq!(exif::reset_orientation(blob).len(), blob.len());
+                if let Some(c) = exif::copyright_only(blob) {
+                    prop_assert!(c.starts_with(b"II*\0\x08\0\0\0\x01\0\x98\x82"));
+                }
+            }
+        }
+    }
 }

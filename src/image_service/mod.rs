@@ -48,6 +48,10 @@ pub struct ImagesState {
     pub store: DynStore,
     pub pool: Pool,
     pub defaults: pipeline::Defaults,
+    /// A digest of `defaults`, part of every cache key: a variant rendered under another
+    /// default quality, metadata or colour-profile setting is a different variant, so a
+    /// changed `[images]` default never serves what the old one rendered.
+    pub defaults_tag: String,
     pub negotiation: Negotiation,
     pub skip_processing: Vec<ImageFormat>,
     pub http: HttpSource,
@@ -102,6 +106,11 @@ impl ImagesState {
         let pixel_budget = Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.max_pixel_memory.0 >> 10).unwrap_or(usize::MAX),
         ));
+        let defaults_tag = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(format!("{defaults:?}").as_bytes());
+            hex::encode(digest.get(..8).unwrap_or_default())
+        };
         Ok(Self {
             signer,
             config,
@@ -109,6 +118,7 @@ impl ImagesState {
             store,
             pool,
             defaults,
+            defaults_tag,
             negotiation,
             skip_processing,
             http,

@@ -103,11 +103,11 @@ impl ImagesState {
     /// The derivative cache key of `variant` at source version `version`.
     pub fn cache_key(&self, variant: &Variant, version: &str) -> CacheKey {
         let format_key = variant.decided.map_or("auto", ImageFormat::as_str);
-        CacheKey::new(
-            &variant.source_url,
-            version,
-            &variant.opts.canonical(),
-            format_key,
-        )
+        let options = format!(
+            "{}|defaults={}",
+            variant.opts.canonical(),
+            self.defaults_tag
+        );
+        CacheKey::new(&variant.source_url, version, &options, format_key)
     }
 }

@@ -192,15 +192,6 @@ impl Default for ImagesConfig {
     }
 }
 
-/// Environment names imgproxy users already have, mapped to `[images]` keys. They apply
-/// below `PIXELPORT_IMAGES__*`, which wins when both are set.
-pub const IMGPROXY_ENV: [(&str, &str); 4] = [
-    ("IMGPROXY_KEY", "key"),
-    ("IMGPROXY_SALT", "salt"),
-    ("IMGPROXY_SIGNATURE_SIZE", "signature_size"),
-    ("IMGPROXY_SECRET", "secret"),
-];
-
 impl ImagesConfig {
     /// Checks every key; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ImagesConfigError> {

@@ -12,6 +12,7 @@ pub mod avif;
 pub mod config;
 pub mod decode;
 pub mod encode;
+pub mod exif;
 pub mod geometry;
 pub mod http_source;
 pub mod negotiate;

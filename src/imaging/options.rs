@@ -976,6 +976,12 @@ const RESIZE: OptionDef = OptionDef {
 
 fn apply_resize(a: &mut Applier<'_>, args: &[&str]) -> Res {
     max_args(args, 8)?;
+    // `resize:300:200`, a width where the type belongs, as migration guides and the seed's
+    // samples write it. imgproxy refuses it ("invalid resizing type"); a number cannot be a
+    // type, so Pixelport reads it unambiguously as `resize::300:200` (type unchanged).
+    if !args[0].is_empty() && args[0].bytes().all(|b| b.is_ascii_digit()) {
+        return apply_size(a, args);
+    }
     if !args[0].is_empty() {
         apply_resizing_type(a, &args[..1])?;
     }
@@ -983,6 +989,18 @@ fn apply_resize(a: &mut Applier<'_>, args: &[&str]) -> Res {
         apply_size(a, &args[1..])?;
     }
     Ok(())
+}
+
+#[test]
+fn resize_with_a_width_in_place_of_the_type_reads_as_a_size() {
+    let o = t::ok(&["resize:300:200"]);
+    assert_eq!(o.resizing_type, ResizingType::Fit);
+    assert_eq!((o.width, o.height), (300, 200));
+    assert_eq!(o, t::ok(&["rs:fit:300:200"]));
+    let o = t::ok(&["rt:fill", "rs:300:200:1"]);
+    assert_eq!(o.resizing_type, ResizingType::Fill);
+    assert!(o.enlarge);
+    assert!(t::err(&["rs:fit2:300:200"]).contains("fit2"));
 }
 
 #[test]

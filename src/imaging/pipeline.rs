@@ -88,6 +88,8 @@ pub struct Defaults {
     pub max_result_dimension: u32,
     pub auto_rotate: bool,
     pub strip_color_profile: bool,
+    pub strip_metadata: bool,
+    pub keep_copyright: bool,
 }
 
 impl Defaults {
@@ -102,6 +104,8 @@ impl Defaults {
             max_result_dimension: c.max_result_dimension,
             auto_rotate: c.auto_rotate,
             strip_color_profile: c.strip_color_profile,
+            strip_metadata: c.strip_metadata,
+            keep_copyright: c.keep_copyright,
         })
     }
 }
@@ -109,6 +113,30 @@ impl Defaults {
 fn megapixels(mp: f64) -> u64 {
     // Saturating float-to-int conversion; the config keeps it positive and finite.
     (mp * 1_000_000.0) as u64
+}
+
+/// imgproxy's `strip_metadata` and `keep_copyright`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    /// The source's EXIF, its orientation reset when the pixels were rotated.
+    Keep,
+    /// Only the EXIF copyright notice, when the source has one.
+    Copyright,
+    /// None.
+    Strip,
+}
+
+/// The EXIF blob the output of `job` carries, from the source `bytes`.
+fn exif_for(job: &Job, probe: &Probe, bytes: &[u8]) -> Option<Vec<u8>> {
+    let tiff = super::exif::extract(probe.format, bytes)?;
+    match job.metadata {
+        Metadata::Keep if job.auto_rotate && probe.orientation != 1 => {
+            Some(super::exif::reset_orientation(tiff))
+        }
+        Metadata::Keep => Some(tiff.to_vec()),
+        Metadata::Copyright => super::exif::copyright_only(tiff),
+        Metadata::Strip => None,
+    }
 }
 
 /// One request's work: its options with the server defaults applied.
@@ -126,6 +154,8 @@ pub struct Job {
     pub limits: Limits,
     pub auto_rotate: bool,
     pub keep_icc: bool,
+    /// Which of the source's EXIF the output carries (JPEG, PNG and WebP outputs).
+    pub metadata: Metadata,
     /// When set, the steps stop with [`PipelineError::Cancelled`] once this instant has
     /// passed (checked between steps). `None` (the default): no deadline.
     pub deadline: Option<Instant>,
@@ -164,6 +194,14 @@ impl Job {
             },
             auto_rotate: opts.auto_rotate.unwrap_or(d.auto_rotate),
             keep_icc: !opts.strip_color_profile.unwrap_or(d.strip_color_profile),
+            metadata: match (
+                opts.strip_metadata.unwrap_or(d.strip_metadata),
+                opts.keep_copyright.unwrap_or(d.keep_copyright),
+            ) {
+                (false, _) => Metadata::Keep,
+                (true, true) => Metadata::Copyright,
+                (true, false) => Metadata::Strip,
+            },
             deadline: None,
             format,
             opts,
@@ -295,6 +333,7 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
     };
     check_result(&plan, job.max_pixels)?;
     let icc = picture.icc.clone();
+    let exif = exif_for(job, probe, bytes);
     job.checkpoint("transform")?;
     let picture = transform::apply(picture, &plan, &job.opts, has_alpha_support(job.format))?;
     job.checkpoint("encode")?;
@@ -306,6 +345,7 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
             progressive: job.progressive,
             lossless: false,
             icc: if job.keep_icc { icc.as_deref() } else { None },
+            exif: exif.as_deref(),
             max_bytes: usize::try_from(job.opts.max_bytes).unwrap_or(usize::MAX),
             avif_speed: job.avif_speed,
         },
