@@ -348,25 +348,49 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         images_listener.local_addr().ok(),
     );
 
+    let catalog = Arc::new(
+        crate::admin::AdminCatalog::open(&config.server.data_dir)
+            .map_err(|e| AppError::Admin(e.to_string()))?,
+    );
+    let public = Arc::new(BucketSet::new(config.s3.public_buckets.iter().cloned()));
+    let bucket_settings = Arc::new(
+        crate::s3::bucket_settings::BucketSettings::load(
+            catalog.clone(),
+            (
+                public.clone(),
+                config.s3.public_buckets.iter().cloned().collect(),
+            ),
+            (
+                images_state.unsigned_buckets.clone(),
+                config.images.unsigned_buckets.iter().cloned().collect(),
+            ),
+        )
+        .map_err(|e| AppError::Admin(e.to_string()))?,
+    );
     let s3 = PixelportS3 {
         store: store.clone(),
         spool: spool.clone(),
         max_object_size: config.s3.max_object_size.0,
         region: config.s3.region.clone(),
         listeners: listeners.clone(),
+        buckets: bucket_settings.clone(),
     };
     let key_ring = Arc::new(KeyRing::new([(
         keys.access_key.clone(),
         keys.secret_key.clone(),
     )]));
-    let public = Arc::new(BucketSet::new(config.s3.public_buckets.iter().cloned()));
     let key_ring_live = key_ring.clone();
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new(key_ring.clone()));
     builder.set_access(PublicRead::new(public.clone()));
     let s3_service = builder.build();
 
-    let s3_svc = crate::s3::door::service(s3_service, key_ring.clone(), metrics.clone());
+    let s3_svc = crate::s3::door::service(
+        s3_service,
+        key_ring.clone(),
+        metrics.clone(),
+        bucket_settings.clone(),
+    );
 
     let images = crate::http::ImagesService(images_state.clone());
     let admin_state = admin_state(
@@ -378,6 +402,8 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
             keys: key_ring,
             root_access_key: keys.access_key.clone(),
             public,
+            catalog,
+            buckets: bucket_settings,
             spool,
             listeners,
             s3_url: endpoint.clone(),
@@ -569,6 +595,8 @@ struct AdminParts {
     keys: Arc<KeyRing>,
     root_access_key: String,
     public: Arc<BucketSet>,
+    catalog: Arc<crate::admin::AdminCatalog>,
+    buckets: Arc<crate::s3::bucket_settings::BucketSettings>,
     spool: Spool,
     listeners: Vec<Arc<dyn crate::s3::ChangeListener>>,
     s3_url: String,
@@ -577,13 +605,12 @@ struct AdminParts {
     admin_url: String,
 }
 
-/// Opens the admin catalog, resolves the admin password and token (generating them on first
-/// start), and loads the catalog's keys and public buckets into the S3 listener's sets.
+/// Resolves the admin password and token (generating them on first start), and loads the
+/// admin catalog's keys and public buckets into the S3 listener's sets.
 fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::AdminState>, AppError> {
     use crate::admin::auth::{self, Origin as AuthOrigin};
     let dir = &config.server.data_dir;
     let admin_err = |e: String| AppError::Admin(e);
-    let catalog = crate::admin::AdminCatalog::open(dir).map_err(|e| admin_err(e.to_string()))?;
     let (hash, password_origin) =
         auth::resolve_password(&config.admin, dir).map_err(|e| admin_err(e.to_string()))?;
     let (token, token_origin) =
@@ -623,7 +650,8 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
             token,
             config.admin.session_ttl.0,
         ),
-        catalog,
+        catalog: p.catalog,
+        buckets: p.buckets,
         keys: p.keys,
         root_access_key: std::sync::RwLock::new(p.root_access_key),
         public: p.public,

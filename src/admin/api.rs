@@ -296,14 +296,7 @@ pub async fn delete_bucket(
     Path(bucket): Path<String>,
 ) -> ApiResult<StatusCode> {
     state.store.delete_bucket(&bucket).await?;
-    state.catalog.forget_bucket(&bucket)?;
-    state
-        .public
-        .set(&bucket, state.config_public.contains(&bucket));
-    state
-        .images
-        .unsigned_buckets
-        .set(&bucket, state.config_unsigned.contains(&bucket));
+    state.buckets.forget(&bucket)?;
     tracing::info!(bucket, "bucket deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,6 @@
 //! The admin catalog: a small redb file (`data_dir/admin.redb`, mode 0600) holding what the
-//! admin UI changes at run time: S3 access keys, per-bucket S3 public-read settings and
-//! per-bucket unsigned-image settings. The daemon loads it at start into the S3 listener's
+//! admin UI changes at run time: S3 access keys, per-bucket S3 public-read settings,
+//! per-bucket unsigned-image settings, and each bucket's CORS rules (PutBucketCors). The daemon loads it at start into the S3 listener's
 //! key ring and public set and the image endpoint's unsigned set, and every change goes to
 //! both, so it takes effect with the next request and survives a restart.
 //!
@@ -17,6 +17,9 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 const PUBLIC: TableDefinition<&str, bool> = TableDefinition::new("bucket_public");
 /// bucket → unsigned image URLs may read it (overrides `[images] unsigned_buckets`).
 const UNSIGNED: TableDefinition<&str, bool> = TableDefinition::new("bucket_unsigned_images");
+
+/// bucket → JSON `[s3::cors::Rule]` (PutBucketCors).
+const CORS: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_cors");
 
 pub const FILE_NAME: &str = "admin.redb";
 
@@ -77,6 +80,7 @@ impl AdminCatalog {
         tx.open_table(KEYS).map_err(|e| fail(e.to_string()))?;
         tx.open_table(PUBLIC).map_err(|e| fail(e.to_string()))?;
         tx.open_table(UNSIGNED).map_err(|e| fail(e.to_string()))?;
+        tx.open_table(CORS).map_err(|e| fail(e.to_string()))?;
         tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(Self { db })
     }
@@ -154,11 +158,47 @@ impl AdminCatalog {
         Ok(())
     }
 
-    /// Forgets a deleted bucket's choices, so a new bucket of that name starts private.
+    /// Every bucket's CORS rules.
+    pub fn cors_rules(&self) -> Result<Vec<(String, Vec<crate::s3::cors::Rule>)>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CORS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Stores (`Some`) or deletes (`None`) a bucket's CORS rules.
+    pub fn set_cors_rules(
+        &self,
+        bucket: &str,
+        rules: Option<&[crate::s3::cors::Rule]>,
+    ) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(CORS)?;
+            match rules {
+                Some(rules) => {
+                    table.insert(bucket, serde_json::to_vec(rules)?.as_slice())?;
+                }
+                None => {
+                    table.remove(bucket)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a deleted bucket's choices and rules, so a new bucket of that name starts
+    /// private and without CORS.
     pub fn forget_bucket(&self, bucket: &str) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
         tx.open_table(PUBLIC)?.remove(bucket)?;
         tx.open_table(UNSIGNED)?.remove(bucket)?;
+        tx.open_table(CORS)?.remove(bucket)?;
         tx.commit()?;
         Ok(())
     }

@@ -157,7 +157,10 @@ pub struct AdminState {
     pub images: Arc<ImagesState>,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
-    pub catalog: AdminCatalog,
+    pub catalog: Arc<AdminCatalog>,
+    /// Per-bucket settings shared with the S3 listener (CORS rules; forgets a deleted
+    /// bucket's choices).
+    pub buckets: Arc<crate::s3::bucket_settings::BucketSettings>,
     /// The S3 listener's keys: the root key plus the catalog's.
     pub keys: Arc<KeyRing>,
     /// The root S3 key (configuration or credentials.toml); SIGHUP may replace it.

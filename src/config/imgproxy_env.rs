@@ -32,11 +32,12 @@ pub struct Translation {
 }
 
 /// imgproxy variables taken as they are: variable, Pixelport key (`SECTION__KEY`).
-const DIRECT: [(&str, &str); 32] = [
+const DIRECT: [(&str, &str); 33] = [
     ("IMGPROXY_KEY", "IMAGES__KEY"),
     ("IMGPROXY_SALT", "IMAGES__SALT"),
     ("IMGPROXY_SIGNATURE_SIZE", "IMAGES__SIGNATURE_SIZE"),
     ("IMGPROXY_SECRET", "IMAGES__SECRET"),
+    ("IMGPROXY_ALLOW_ORIGIN", "IMAGES__ALLOW_ORIGIN"),
     ("IMGPROXY_ALLOW_UNSAFE_URLS", "IMAGES__ALLOW_UNSAFE"),
     ("IMGPROXY_WORKERS", "IMAGES__WORKERS"),
     ("IMGPROXY_CONCURRENCY", "IMAGES__WORKERS"),

@@ -36,22 +36,52 @@ impl<B: Send + 'static> hyper::service::Service<axum::http::Request<B>> for Imag
     fn call(&self, req: axum::http::Request<B>) -> Self::Future {
         let state = self.0.clone();
         Box::pin(async move {
-            let method = req.method();
-            if req.uri().path() == "/health"
-                && (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
-            {
-                let mut resp = health().await.into_response();
-                if method == axum::http::Method::HEAD {
-                    use axum::body::HttpBody;
-                    if let Some(n) = resp.body().size_hint().exact() {
-                        resp.headers_mut()
-                            .insert(axum::http::header::CONTENT_LENGTH, n.into());
-                    }
-                    *resp.body_mut() = axum::body::Body::empty();
-                }
-                return Ok(resp);
-            }
-            Ok(images::handle(State(state), req).await)
+            let allow_origin = (!state.config.allow_origin.is_empty())
+                .then(|| axum::http::HeaderValue::from_str(&state.config.allow_origin).ok())
+                .flatten();
+            let Some(allow_origin) = allow_origin else {
+                return Ok(route(state, req).await);
+            };
+            // `[images] allow_origin`, as imgproxy's IMGPROXY_ALLOW_ORIGIN: on every
+            // response, and preflights answered here.
+            let mut resp = if req.method() == axum::http::Method::OPTIONS {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                route(state, req).await
+            };
+            let h = resp.headers_mut();
+            h.insert(
+                axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                allow_origin,
+            );
+            h.insert(
+                axum::http::header::ACCESS_CONTROL_ALLOW_METHODS,
+                axum::http::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            Ok(resp)
         })
     }
+}
+
+/// `/health`, or the image handler.
+async fn route<B: Send + 'static>(
+    state: Arc<crate::image_service::ImagesState>,
+    req: axum::http::Request<B>,
+) -> axum::response::Response {
+    let method = req.method();
+    if req.uri().path() == "/health"
+        && (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+    {
+        let mut resp = health().await.into_response();
+        if method == axum::http::Method::HEAD {
+            use axum::body::HttpBody;
+            if let Some(n) = resp.body().size_hint().exact() {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_LENGTH, n.into());
+            }
+            *resp.body_mut() = axum::body::Body::empty();
+        }
+        return resp;
+    }
+    images::handle(State(state), req).await
 }

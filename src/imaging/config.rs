@@ -74,6 +74,10 @@ pub struct ImagesConfig {
     pub unsigned_buckets: Vec<String>,
     /// When set, every request needs `Authorization: Bearer <secret>` (`IMGPROXY_SECRET`).
     pub secret: String,
+    /// `Access-Control-Allow-Origin` on every response, and `OPTIONS` preflights answered
+    /// (`IMGPROXY_ALLOW_ORIGIN`): `*` or one origin. Empty: no CORS headers, and a page on
+    /// another origin cannot read the pixels (a `crossOrigin` canvas stays tainted).
+    pub allow_origin: String,
     /// Processing workers; 0 means one per CPU core (`IMGPROXY_WORKERS`).
     pub workers: usize,
     /// Requests that may wait for a worker; past it the answer is 429 (`IMGPROXY_REQUESTS_QUEUE_SIZE`).
@@ -157,6 +161,7 @@ impl Default for ImagesConfig {
             allow_unsafe: false,
             unsigned_buckets: Vec::new(),
             secret: String::new(),
+            allow_origin: String::new(),
             workers: 0,
             max_queue: 256,
             timeout: Seconds(Duration::from_secs(10)),
@@ -196,6 +201,14 @@ impl ImagesConfig {
     /// Checks every key; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ImagesConfigError> {
         self.signer()?;
+        if self.allow_origin.chars().any(|c| c.is_control())
+            || self.allow_origin.trim() != self.allow_origin
+        {
+            return Err(bad(
+                "allow_origin",
+                "must be `*` or one origin such as https://example.com",
+            ));
+        }
         if self.max_queue == 0 {
             return Err(bad("max_queue", "must be at least 1"));
         }

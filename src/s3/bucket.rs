@@ -73,6 +73,10 @@ pub async fn delete_bucket(
         .delete_bucket(&req.input.bucket)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
+    // The bucket is gone: a failure to forget its settings is logged, not answered.
+    if let Err(e) = s.buckets.forget(&req.input.bucket) {
+        tracing::warn!(bucket = %req.input.bucket, error = %e, "cannot forget the deleted bucket's settings");
+    }
     tracing::info!(bucket = %req.input.bucket, "bucket deleted");
     Ok(S3Response::new(DeleteBucketOutput {}))
 }

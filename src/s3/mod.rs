@@ -4,6 +4,9 @@
 
 pub mod access;
 pub mod bucket;
+pub mod bucket_cors;
+pub mod bucket_settings;
+pub mod cors;
 pub mod door;
 pub mod errors;
 pub mod get;
@@ -45,6 +48,8 @@ pub struct PixelportS3 {
     pub max_object_size: u64,
     pub region: String,
     pub listeners: Vec<Arc<dyn ChangeListener>>,
+    /// CORS rules and the other per-bucket settings kept beside the store.
+    pub buckets: Arc<bucket_settings::BucketSettings>,
 }
 
 impl PixelportS3 {
@@ -154,6 +159,24 @@ impl S3 for PixelportS3 {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         bucket::delete_bucket(self, req).await
+    }
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        bucket_cors::put(self, req).await
+    }
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        bucket_cors::get(self, req).await
+    }
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        bucket_cors::delete(self, req).await
     }
     async fn get_bucket_location(
         &self,
