@@ -21,6 +21,9 @@ const UNSIGNED: TableDefinition<&str, bool> = TableDefinition::new("bucket_unsig
 /// bucket → JSON `[s3::cors::Rule]` (PutBucketCors).
 const CORS: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_cors");
 
+/// bucket → JSON map of the bucket's tags (PutBucketTagging).
+const BUCKET_TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_tags");
+
 pub const FILE_NAME: &str = "admin.redb";
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,8 @@ impl AdminCatalog {
         tx.open_table(PUBLIC).map_err(|e| fail(e.to_string()))?;
         tx.open_table(UNSIGNED).map_err(|e| fail(e.to_string()))?;
         tx.open_table(CORS).map_err(|e| fail(e.to_string()))?;
+        tx.open_table(BUCKET_TAGS)
+            .map_err(|e| fail(e.to_string()))?;
         tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(Self { db })
     }
@@ -176,12 +181,23 @@ impl AdminCatalog {
         bucket: &str,
         rules: Option<&[crate::s3::cors::Rule]>,
     ) -> Result<(), CatalogError> {
+        let json = rules.map(serde_json::to_vec).transpose()?;
+        self.set_json(CORS, bucket, json.as_deref())
+    }
+
+    /// Stores (`Some`) or deletes (`None`) a bucket's JSON value in `table`.
+    fn set_json(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        bucket: &str,
+        json: Option<&[u8]>,
+    ) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
         {
-            let mut table = tx.open_table(CORS)?;
-            match rules {
-                Some(rules) => {
-                    table.insert(bucket, serde_json::to_vec(rules)?.as_slice())?;
+            let mut table = tx.open_table(table)?;
+            match json {
+                Some(v) => {
+                    table.insert(bucket, v)?;
                 }
                 None => {
                     table.remove(bucket)?;
@@ -192,6 +208,30 @@ impl AdminCatalog {
         Ok(())
     }
 
+    /// The bucket's tags, if it has any.
+    pub fn bucket_tags(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BUCKET_TAGS)?;
+        let found = table.get(bucket)?;
+        Ok(match found {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Stores (`Some`) or deletes (`None`) the bucket's tags.
+    pub fn set_bucket_tags(
+        &self,
+        bucket: &str,
+        tags: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), CatalogError> {
+        let json = tags.map(serde_json::to_vec).transpose()?;
+        self.set_json(BUCKET_TAGS, bucket, json.as_deref())
+    }
+
     /// Forgets a deleted bucket's choices and rules, so a new bucket of that name starts
     /// private and without CORS.
     pub fn forget_bucket(&self, bucket: &str) -> Result<(), CatalogError> {
@@ -199,6 +239,7 @@ impl AdminCatalog {
         tx.open_table(PUBLIC)?.remove(bucket)?;
         tx.open_table(UNSIGNED)?.remove(bucket)?;
         tx.open_table(CORS)?.remove(bucket)?;
+        tx.open_table(BUCKET_TAGS)?.remove(bucket)?;
         tx.commit()?;
         Ok(())
     }

@@ -128,7 +128,7 @@ impl From<StoreError> for AdminError {
             | StoreError::IncompleteBody(_) => AdminError::BadRequest(text),
             StoreError::Unavailable(_) => AdminError::Unavailable(text),
             StoreError::InsufficientStorage(_) => AdminError::InsufficientStorage(text),
-            StoreError::Internal(_) => AdminError::Internal(text),
+            StoreError::Internal(_) | StoreError::NotImplemented(_) => AdminError::Internal(text),
         }
     }
 }

@@ -47,21 +47,12 @@ fn catalog_error(e: impl std::fmt::Display) -> S3Error {
     )
 }
 
-/// NoSuchBucket unless the bucket exists.
-async fn existing(s: &PixelportS3, bucket: &str, ext: &http::Extensions) -> S3Result<()> {
-    s.store
-        .head_bucket(bucket)
-        .await
-        .map(|_| ())
-        .map_err(|e| s.err(e, ext))
-}
-
 pub async fn put(
     s: &PixelportS3,
     req: S3Request<PutBucketCorsInput>,
 ) -> S3Result<S3Response<PutBucketCorsOutput>> {
     let bucket = req.input.bucket;
-    existing(s, &bucket, &req.extensions).await?;
+    s.existing_bucket(&bucket, &req.extensions).await?;
     let rules: Vec<Rule> = req
         .input
         .cors_configuration
@@ -82,7 +73,7 @@ pub async fn get(
     req: S3Request<GetBucketCorsInput>,
 ) -> S3Result<S3Response<GetBucketCorsOutput>> {
     let bucket = req.input.bucket;
-    existing(s, &bucket, &req.extensions).await?;
+    s.existing_bucket(&bucket, &req.extensions).await?;
     let Some(rules) = s.buckets.cors(&bucket) else {
         return Err(S3Error::with_message(
             S3ErrorCode::NoSuchCORSConfiguration,
@@ -99,7 +90,7 @@ pub async fn delete(
     req: S3Request<DeleteBucketCorsInput>,
 ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
     let bucket = req.input.bucket;
-    existing(s, &bucket, &req.extensions).await?;
+    s.existing_bucket(&bucket, &req.extensions).await?;
     s.buckets.set_cors(&bucket, None).map_err(catalog_error)?;
     tracing::info!(bucket, "bucket CORS rules deleted");
     Ok(S3Response::new(DeleteBucketCorsOutput {}))

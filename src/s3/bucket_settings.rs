@@ -1,5 +1,5 @@
-//! Per-bucket settings kept beside the store, in the admin catalog: CORS rules (the S3
-//! API's PutBucketCors), and the public-read and unsigned-image choices the admin UI makes.
+//! Per-bucket settings kept beside the store, in the admin catalog: CORS rules and tags
+//! (the S3 API's PutBucketCors and PutBucketTagging), and the public-read and unsigned-image choices the admin UI makes.
 //! The rules are held in memory for the request path and written through to the catalog,
 //! so a change takes effect with the next request and survives a restart. Deleting a bucket,
 //! through the S3 API or the admin API, forgets all of them, so a new bucket of that name
@@ -62,6 +62,23 @@ impl BucketSettings {
             };
         }
         Ok(())
+    }
+
+    /// The bucket's tags, if it has any.
+    pub fn tags(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, CatalogError> {
+        self.catalog.bucket_tags(bucket)
+    }
+
+    /// Replaces (`Some`) or deletes (`None`) the bucket's tags.
+    pub fn set_tags(
+        &self,
+        bucket: &str,
+        tags: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), CatalogError> {
+        self.catalog.set_bucket_tags(bucket, tags)
     }
 
     /// Forgets everything about a deleted bucket.

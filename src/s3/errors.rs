@@ -67,6 +67,7 @@ pub fn store_error(e: StoreError, rid: &str) -> S3Error {
             e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
             e
         }
+        StoreError::NotImplemented(m) => S3Error::with_message(S3ErrorCode::NotImplemented, m),
         StoreError::Internal(m) => {
             tracing::error!(request_id = rid, cause = %m, "internal storage error");
             s3_error!(

@@ -150,6 +150,7 @@ pub async fn get_object(
     };
     let a = &info.attrs;
     let output = GetObjectOutput {
+        tag_count: super::tagging_ops::tag_count(&info.attrs.tags),
         body: Some(StreamingBlob::wrap(stream)),
         content_length: Some(len as i64),
         content_range,

@@ -3,6 +3,7 @@
 //! the conversions, and the one `impl S3` that delegates to them.
 
 pub mod access;
+pub mod attributes;
 pub mod bucket;
 pub mod bucket_cors;
 pub mod bucket_settings;
@@ -15,6 +16,8 @@ pub mod multipart;
 pub mod names;
 pub mod put;
 pub mod sigv2;
+pub mod tagging;
+pub mod tagging_ops;
 
 use std::sync::Arc;
 
@@ -55,6 +58,20 @@ pub struct PixelportS3 {
 impl PixelportS3 {
     pub(crate) fn err(&self, e: StoreError, ext: &http::Extensions) -> S3Error {
         errors::store_error(e, errors::request_id(ext))
+    }
+
+    /// NoSuchBucket unless the bucket exists (for the bucket sub-resources kept beside the
+    /// store: CORS, tagging).
+    pub(crate) async fn existing_bucket(
+        &self,
+        bucket: &str,
+        ext: &http::Extensions,
+    ) -> S3Result<()> {
+        self.store
+            .head_bucket(bucket)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e, ext))
     }
 
     pub(crate) fn changed(&self, bucket: &str, key: &str) {
@@ -131,6 +148,7 @@ pub(crate) fn attrs_from(
                     .collect()
             })
             .unwrap_or_default(),
+        tags: std::collections::BTreeMap::new(),
     }
 }
 
@@ -177,6 +195,48 @@ impl S3 for PixelportS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         bucket_cors::delete(self, req).await
+    }
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        attributes::get_object_attributes(self, req).await
+    }
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging_ops::put_object(self, req).await
+    }
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging_ops::get_object(self, req).await
+    }
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging_ops::delete_object(self, req).await
+    }
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        tagging_ops::put_bucket(self, req).await
+    }
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        tagging_ops::get_bucket(self, req).await
+    }
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        tagging_ops::delete_bucket(self, req).await
     }
     async fn get_bucket_location(
         &self,

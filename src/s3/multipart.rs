@@ -24,7 +24,7 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    let attrs = attrs_from(
+    let mut attrs = attrs_from(
         input.content_type,
         input.cache_control,
         input.content_disposition,
@@ -33,6 +33,7 @@ pub async fn create(
         input.expires,
         input.metadata,
     );
+    attrs.tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
     let alg = input
         .checksum_algorithm
         .as_ref()

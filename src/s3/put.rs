@@ -127,6 +127,7 @@ pub async fn put_object(
         .head_bucket(&input.bucket)
         .await
         .map_err(|e| s.err(e, &ext))?;
+    let tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
     if let Some(len) = input.content_length
         && len as u64 > s.max_object_size
     {
@@ -159,7 +160,7 @@ pub async fn put_object(
         .verify(&spooled, req.trailing_headers)
         .map_err(|e| s.err(e, &ext))?;
     let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
-    let attrs = attrs_from(
+    let mut attrs = attrs_from(
         input.content_type,
         input.cache_control,
         input.content_disposition,
@@ -168,6 +169,7 @@ pub async fn put_object(
         input.expires,
         input.metadata,
     );
+    attrs.tags = tags;
     // The store decides the conditions atomically with the write (see `WriteCondition`).
     let info = s
         .store
@@ -262,7 +264,16 @@ pub async fn copy_object(
             )));
         }
     };
-    let attrs: ObjectAttrs = if replace {
+    let replace_tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+        None | Some(TaggingDirective::COPY) => false,
+        Some(TaggingDirective::REPLACE) => true,
+        Some(other) => {
+            return Err(super::invalid_argument(format!(
+                "Unknown tagging directive `{other}`"
+            )));
+        }
+    };
+    let mut attrs: ObjectAttrs = if replace {
         attrs_from(
             input.content_type,
             input.cache_control,
@@ -274,6 +285,11 @@ pub async fn copy_object(
         )
     } else {
         src.attrs.clone()
+    };
+    attrs.tags = if replace_tags {
+        super::tagging_ops::header_tags(s, input.tagging.as_deref())?
+    } else {
+        src.attrs.tags.clone()
     };
     let info = if src_bucket == input.bucket && src_key == input.key {
         if !replace {

@@ -12,6 +12,7 @@ pub mod remote;
 pub mod spool;
 pub mod types;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,6 +60,9 @@ pub enum StoreError {
     InsufficientStorage(String),
     #[error("storage error: {0}")]
     Internal(String),
+    /// What this store cannot do, and why (S3's `NotImplemented`).
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl StoreError {
@@ -180,6 +184,20 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         attrs: ObjectAttrs,
     ) -> StoreResult<ObjectInfo>;
+    /// Replaces the object's tags (`ObjectAttrs::tags`) without touching its bytes, its
+    /// other metadata, its ETag or its Last-Modified, as PutObjectTagging does.
+    async fn set_tags(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _tags: BTreeMap<String, String>,
+    ) -> StoreResult<ObjectInfo> {
+        Err(StoreError::NotImplemented(TAGS_NOT_ON_THIS_STORE.into()))
+    }
+    /// Whether objects written to this store keep `ObjectAttrs::tags`.
+    fn keeps_tags(&self) -> bool {
+        false
+    }
     /// Deletes the object; a missing key is not an error (as in S3).
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()>;
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage>;
@@ -233,6 +251,12 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// Why the remote store refuses object tags.
+pub const TAGS_NOT_ON_THIS_STORE: &str = "Object tagging is not implemented on the remote \
+    store: the cluster keeps tags through its own tagging API, which Pixelport does not call \
+    yet, and keeping them beside the object would rewrite it on every change. Bucket tagging \
+    works on both stores.";
 
 /// An unconditional write cannot fail a condition; if a store says it did, that is our bug.
 fn unconditional(c: ConditionFailed) -> StoreError {

@@ -49,6 +49,9 @@ pub struct ObjectAttrs {
     pub content_language: Option<String>,
     pub expires: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Object tags (`x-amz-tagging`, PutObjectTagging); kept by the embedded store only.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -347,16 +347,38 @@ impl Catalog {
         attrs: crate::store::ObjectAttrs,
         last_modified_ms: i64,
     ) -> StoreResult<ObjectInfo> {
+        Self::update_info(tx, bucket, key, |info| {
+            info.attrs = attrs;
+            info.last_modified_ms = last_modified_ms;
+        })
+    }
+
+    /// Changes an existing object's entry in place.
+    fn update_info(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        change: impl FnOnce(&mut ObjectInfo),
+    ) -> StoreResult<ObjectInfo> {
         let k = object_key(bucket, key);
         let mut objects = tx.open_table(OBJECTS)?;
         let mut record: ObjectRecord = match objects.get(k.as_slice())? {
             Some(v) => decode(v.value())?,
             None => return Err(StoreError::NoSuchKey(key.to_owned())),
         };
-        record.info.attrs = attrs;
-        record.info.last_modified_ms = last_modified_ms;
+        change(&mut record.info);
         objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
         Ok(record.info)
+    }
+
+    /// Replaces the object's tags; nothing else changes, Last-Modified included.
+    pub fn set_tags(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<ObjectInfo> {
+        Self::update_info(tx, bucket, key, |info| info.attrs.tags = tags)
     }
 
     pub fn delete_object(tx: &WriteTransaction, bucket: &str, key: &str) -> StoreResult<Released> {

@@ -624,6 +624,22 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<ObjectInfo> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        self.committer
+            .write(move |tx| Catalog::set_tags(tx, &b, &k, tags.clone()))
+            .await
+    }
+
+    fn keeps_tags(&self) -> bool {
+        true
+    }
+
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
         let released = self
