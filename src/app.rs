@@ -382,7 +382,7 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
     let key_ring_live = key_ring.clone();
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new(key_ring.clone()));
-    builder.set_access(PublicRead::new(public.clone()));
+    builder.set_access(PublicRead::new(public.clone()).with_object_acls(store.clone()));
     let s3_service = builder.build();
 
     let s3_svc = crate::s3::door::service(

@@ -104,11 +104,23 @@ impl BucketSet {
 
 pub struct PublicRead {
     buckets: Arc<BucketSet>,
+    /// Where an object's own public-read ACL is looked up (anonymous GET/HEAD on a private
+    /// bucket).
+    store: Option<crate::store::DynStore>,
 }
 
 impl PublicRead {
     pub fn new(buckets: Arc<BucketSet>) -> Self {
-        Self { buckets }
+        Self {
+            buckets,
+            store: None,
+        }
+    }
+
+    /// Also lets anonymous GET and HEAD read objects whose own ACL is public-read.
+    pub fn with_object_acls(mut self, store: crate::store::DynStore) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -150,6 +162,15 @@ impl S3Access for PublicRead {
         if let Some(b) = bucket
             && self.buckets.contains(b)
             && PUBLIC_OPS.contains(&cx.s3_op().name())
+        {
+            return Ok(());
+        }
+        if let (Some(store), S3Path::Object { bucket, key }) = (&self.store, cx.s3_path())
+            && matches!(cx.s3_op().name(), "GetObject" | "HeadObject")
+            && store
+                .head_object(bucket, key)
+                .await
+                .is_ok_and(|info| info.attrs.public_read)
         {
             return Ok(());
         }

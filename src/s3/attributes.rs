@@ -11,12 +11,7 @@ pub async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let i = req.input;
-    if let Some(v) = i.version_id.as_deref().filter(|v| *v != "null") {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NoSuchVersion,
-            format!("The specified version does not exist: {v}"),
-        ));
-    }
+    super::only_null_version(i.version_id.as_deref())?;
     let mut want = Vec::new();
     // s3s hands the header over as one item when the client joined the names with commas.
     let names = i

@@ -41,11 +41,19 @@ pub async fn create_bucket(
     names::validate_bucket_name(bucket).map_err(|m| {
         S3Error::with_message(S3ErrorCode::InvalidBucketName, format!("`{bucket}`: {m}"))
     })?;
+    let public = super::acl_ops::create_bucket_public(&req.input)?;
     s.store
         .create_bucket(bucket)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    tracing::info!(bucket, "bucket created");
+    if public && let Err(e) = s.buckets.set_public(bucket, true) {
+        tracing::error!(bucket, error = %e, "cannot make the new bucket public-read");
+        return Err(S3Error::with_message(
+            S3ErrorCode::InternalError,
+            "the bucket was created, but its public-read ACL could not be stored",
+        ));
+    }
+    tracing::info!(bucket, public, "bucket created");
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{bucket}")),
     }))

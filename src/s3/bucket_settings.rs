@@ -64,6 +64,19 @@ impl BucketSettings {
         Ok(())
     }
 
+    /// Whether anonymous requests may read the bucket (`[s3] public_buckets`, overlaid by
+    /// the admin UI's toggle and PutBucketAcl, which are one choice).
+    pub fn is_public(&self, bucket: &str) -> bool {
+        self.public.contains(bucket)
+    }
+
+    /// Makes the bucket public-read or private, as the admin UI's toggle does.
+    pub fn set_public(&self, bucket: &str, public: bool) -> Result<(), CatalogError> {
+        self.catalog.set_public(bucket, public)?;
+        self.public.set(bucket, public);
+        Ok(())
+    }
+
     /// The bucket's tags, if it has any.
     pub fn tags(
         &self,

@@ -3,6 +3,8 @@
 //! the conversions, and the one `impl S3` that delegates to them.
 
 pub mod access;
+pub mod acl;
+pub mod acl_ops;
 pub mod attributes;
 pub mod bucket;
 pub mod bucket_cors;
@@ -95,6 +97,18 @@ pub(crate) fn invalid_argument(msg: impl Into<String>) -> S3Error {
     S3Error::with_message(S3ErrorCode::InvalidArgument, msg.into())
 }
 
+/// Pixelport keeps one version of each object (`null`): any other version id is
+/// NoSuchVersion.
+pub(crate) fn only_null_version(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(v) => Err(S3Error::with_message(
+            S3ErrorCode::NoSuchVersion,
+            format!("The specified version does not exist: {v}"),
+        )),
+    }
+}
+
 pub(crate) fn check_key(key: &str) -> S3Result<()> {
     names::validate_key(key).map_err(|m| {
         if key.is_empty() {
@@ -149,6 +163,7 @@ pub(crate) fn attrs_from(
             })
             .unwrap_or_default(),
         tags: std::collections::BTreeMap::new(),
+        public_read: false,
     }
 }
 
@@ -195,6 +210,30 @@ impl S3 for PixelportS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         bucket_cors::delete(self, req).await
+    }
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        acl_ops::get_bucket(self, req).await
+    }
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        acl_ops::put_bucket(self, req).await
+    }
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        acl_ops::get_object(self, req).await
+    }
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        acl_ops::put_object(self, req).await
     }
     async fn get_object_attributes(
         &self,

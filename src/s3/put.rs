@@ -128,6 +128,8 @@ pub async fn put_object(
         .await
         .map_err(|e| s.err(e, &ext))?;
     let tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
+    let public_read =
+        super::acl_ops::upload_public_read(s, input.acl.as_ref().map(|a| a.as_str()))?;
     if let Some(len) = input.content_length
         && len as u64 > s.max_object_size
     {
@@ -170,6 +172,7 @@ pub async fn put_object(
         input.metadata,
     );
     attrs.tags = tags;
+    attrs.public_read = public_read;
     // The store decides the conditions atomically with the write (see `WriteCondition`).
     let info = s
         .store
@@ -291,6 +294,9 @@ pub async fn copy_object(
     } else {
         src.attrs.tags.clone()
     };
+    // The copy's ACL is the request's (private by default), never the source's, as in S3.
+    attrs.public_read =
+        super::acl_ops::upload_public_read(s, input.acl.as_ref().map(|a| a.as_str()))?;
     let info = if src_bucket == input.bucket && src_key == input.key {
         if !replace {
             return Err(S3Error::with_message(

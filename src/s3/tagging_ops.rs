@@ -76,22 +76,12 @@ fn no_tag_set() -> S3Error {
     S3Error::with_message(S3ErrorCode::NoSuchTagSet, "The TagSet does not exist")
 }
 
-fn check_version(version_id: Option<&str>) -> S3Result<()> {
-    match version_id {
-        None | Some("null") => Ok(()),
-        Some(v) => Err(S3Error::with_message(
-            S3ErrorCode::NoSuchVersion,
-            format!("The specified version does not exist: {v}"),
-        )),
-    }
-}
-
 pub async fn put_object(
     s: &PixelportS3,
     req: S3Request<PutObjectTaggingInput>,
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let i = req.input;
-    check_version(i.version_id.as_deref())?;
+    super::only_null_version(i.version_id.as_deref())?;
     let tags = from_tag_set(i.tagging.tag_set, On::Object)?;
     s.store
         .set_tags(&i.bucket, &i.key, tags)
@@ -105,7 +95,7 @@ pub async fn get_object(
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = req.input;
-    check_version(i.version_id.as_deref())?;
+    super::only_null_version(i.version_id.as_deref())?;
     if !s.store.keeps_tags() {
         // The object's existence is still answered first, as S3 would.
         s.store
@@ -133,7 +123,7 @@ pub async fn delete_object(
     req: S3Request<DeleteObjectTaggingInput>,
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let i = req.input;
-    check_version(i.version_id.as_deref())?;
+    super::only_null_version(i.version_id.as_deref())?;
     s.store
         .set_tags(&i.bucket, &i.key, BTreeMap::new())
         .await

@@ -194,7 +194,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<ObjectInfo> {
         Err(StoreError::NotImplemented(TAGS_NOT_ON_THIS_STORE.into()))
     }
-    /// Whether objects written to this store keep `ObjectAttrs::tags`.
+    /// Sets the object's anonymous read (`ObjectAttrs::public_read`), nothing else changing.
+    async fn set_public_read(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _public: bool,
+    ) -> StoreResult<ObjectInfo> {
+        Err(StoreError::NotImplemented(
+            OBJECT_ACL_NOT_ON_THIS_STORE.into(),
+        ))
+    }
+    /// Whether objects written to this store keep `ObjectAttrs::tags` and `public_read`.
     fn keeps_tags(&self) -> bool {
         false
     }
@@ -251,6 +262,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// Why the remote store refuses per-object ACLs.
+pub const OBJECT_ACL_NOT_ON_THIS_STORE: &str = "Object ACLs are not implemented on the \
+    remote store: Pixelport keeps per-object settings only in the embedded store's catalog. \
+    Make the bucket public-read instead (PutBucketAcl, or the admin UI).";
 
 /// Why the remote store refuses object tags.
 pub const TAGS_NOT_ON_THIS_STORE: &str = "Object tagging is not implemented on the remote \

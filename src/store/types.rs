@@ -52,6 +52,10 @@ pub struct ObjectAttrs {
     /// Object tags (`x-amz-tagging`, PutObjectTagging); kept by the embedded store only.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Anonymous read of this object (`x-amz-acl: public-read`, PutObjectAcl); kept by the
+    /// embedded store only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub public_read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

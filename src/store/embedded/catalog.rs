@@ -381,6 +381,16 @@ impl Catalog {
         Self::update_info(tx, bucket, key, |info| info.attrs.tags = tags)
     }
 
+    /// Sets the object's anonymous read; nothing else changes.
+    pub fn set_public_read(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        public: bool,
+    ) -> StoreResult<ObjectInfo> {
+        Self::update_info(tx, bucket, key, |info| info.attrs.public_read = public)
+    }
+
     pub fn delete_object(tx: &WriteTransaction, bucket: &str, key: &str) -> StoreResult<Released> {
         let mut released = Vec::new();
         {

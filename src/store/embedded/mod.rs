@@ -636,6 +636,18 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn set_public_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        public: bool,
+    ) -> StoreResult<ObjectInfo> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        self.committer
+            .write(move |tx| Catalog::set_public_read(tx, &b, &k, public))
+            .await
+    }
+
     fn keeps_tags(&self) -> bool {
         true
     }

@@ -1,0 +1,149 @@
+//! Get/PutBucketAcl, Get/PutObjectAcl, and `x-amz-acl` / `x-amz-grant-*` on CreateBucket,
+//! PutObject, CopyObject and CreateMultipartUpload (`acl` holds what they mean). A bucket's
+//! ACL is the admin UI's public toggle; an object's is kept with it in the embedded store.
+
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::PixelportS3;
+use super::acl;
+use crate::store::OBJECT_ACL_NOT_ON_THIS_STORE;
+
+/// `requested` for an input with S3's ACL fields (CreateBucket, PutBucketAcl and
+/// PutObjectAcl are different types with the same fields).
+macro_rules! acl_of {
+    ($i:expr, $body:expr) => {
+        requested(
+            $i.acl.as_ref().map(|a| a.as_str()),
+            (
+                $i.grant_read.as_deref(),
+                $i.grant_full_control.as_deref(),
+                $i.grant_write.is_some()
+                    || $i.grant_read_acp.is_some()
+                    || $i.grant_write_acp.is_some(),
+            ),
+            $body,
+        )
+    };
+}
+
+fn catalog_error(e: impl std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "cannot store the bucket's ACL");
+    S3Error::with_message(S3ErrorCode::InternalError, "the ACL could not be stored")
+}
+
+/// What a request's ACL says about anonymous read: a canned ACL, grant headers, or a body.
+/// Giving more than one of them is refused, as S3 does.
+fn requested(
+    canned: Option<&str>,
+    grants: (Option<&str>, Option<&str>, bool),
+    body: Option<&AccessControlPolicy>,
+) -> S3Result<Option<bool>> {
+    let (read, full, others) = grants;
+    let any_grant = read.is_some() || full.is_some() || others;
+    if [canned.is_some(), any_grant, body.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        > 1
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Specifying both Canned ACLs and Header Grants (or an AccessControlPolicy) is not allowed",
+        ));
+    }
+    if let Some(p) = body {
+        return acl::from_policy(p).map(Some);
+    }
+    if any_grant {
+        return acl::grant_headers(read, full, others);
+    }
+    acl::canned(canned)
+}
+
+fn missing_acl() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::MissingSecurityHeader,
+        "Your request was missing a required header: x-amz-acl, x-amz-grant-* or an AccessControlPolicy body",
+    )
+}
+
+/// The object ACL an upload asks for (`x-amz-acl` on PUT, copy, multipart), refused up front
+/// where the store cannot keep it.
+pub(crate) fn upload_public_read(s: &PixelportS3, canned: Option<&str>) -> S3Result<bool> {
+    let public = acl::canned(canned)?.unwrap_or(false);
+    if public && !s.store.keeps_tags() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            OBJECT_ACL_NOT_ON_THIS_STORE,
+        ));
+    }
+    Ok(public)
+}
+
+/// The bucket ACL CreateBucket asks for; `None`: private (the default).
+pub(crate) fn create_bucket_public(i: &CreateBucketInput) -> S3Result<bool> {
+    Ok(acl_of!(i, None)?.unwrap_or(false))
+}
+
+pub async fn get_bucket(
+    s: &PixelportS3,
+    req: S3Request<GetBucketAclInput>,
+) -> S3Result<S3Response<GetBucketAclOutput>> {
+    let bucket = req.input.bucket;
+    s.existing_bucket(&bucket, &req.extensions).await?;
+    let (owner, grants) = acl::policy(s.buckets.is_public(&bucket));
+    Ok(S3Response::new(GetBucketAclOutput {
+        grants: Some(grants),
+        owner: Some(owner),
+    }))
+}
+
+pub async fn put_bucket(
+    s: &PixelportS3,
+    req: S3Request<PutBucketAclInput>,
+) -> S3Result<S3Response<PutBucketAclOutput>> {
+    let i = req.input;
+    s.existing_bucket(&i.bucket, &req.extensions).await?;
+    let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
+    s.buckets
+        .set_public(&i.bucket, public)
+        .map_err(catalog_error)?;
+    tracing::info!(bucket = %i.bucket, public, "bucket ACL set");
+    Ok(S3Response::new(PutBucketAclOutput {}))
+}
+
+pub async fn get_object(
+    s: &PixelportS3,
+    req: S3Request<GetObjectAclInput>,
+) -> S3Result<S3Response<GetObjectAclOutput>> {
+    let i = req.input;
+    super::only_null_version(i.version_id.as_deref())?;
+    let info = s
+        .store
+        .head_object(&i.bucket, &i.key)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let (owner, grants) = acl::policy(info.attrs.public_read);
+    Ok(S3Response::new(GetObjectAclOutput {
+        grants: Some(grants),
+        owner: Some(owner),
+        request_charged: None,
+    }))
+}
+
+pub async fn put_object(
+    s: &PixelportS3,
+    req: S3Request<PutObjectAclInput>,
+) -> S3Result<S3Response<PutObjectAclOutput>> {
+    let i = req.input;
+    super::only_null_version(i.version_id.as_deref())?;
+    let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
+    s.store
+        .set_public_read(&i.bucket, &i.key, public)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    Ok(S3Response::new(PutObjectAclOutput {
+        request_charged: None,
+    }))
+}
