@@ -10,7 +10,8 @@ use super::get::check_conditions;
 use super::{PixelportS3, attrs_from, check_key, strong_etag, timestamp};
 use crate::store::spool::ChecksumSet;
 use crate::store::{
-    Checksums, ConditionFailed, ETagMatch, ObjectAttrs, Spooled, StoreError, WriteCondition,
+    Checksums, ConditionFailed, DeleteCondition, ETagMatch, ObjectAttrs, Spooled, StoreError,
+    WriteCondition,
 };
 
 /// Checksums the client declared in headers; trailer values are filled in after the body.
@@ -210,6 +211,24 @@ pub(crate) fn write_condition(
     }
 }
 
+/// A conditional delete's preconditions (`If-Match`, last-modified time, size).
+fn delete_condition(
+    if_match: Option<&ETagCondition>,
+    last_modified: Option<Timestamp>,
+    size: Option<i64>,
+) -> S3Result<DeleteCondition> {
+    let size = size
+        .map(|n| {
+            u64::try_from(n).map_err(|_| super::invalid_argument("x-amz-if-match-size is negative"))
+        })
+        .transpose()?;
+    Ok(DeleteCondition {
+        if_match: write_condition(if_match, None).if_match,
+        last_modified_secs: last_modified.map(|t| time::OffsetDateTime::from(t).unix_timestamp()),
+        size,
+    })
+}
+
 pub(crate) fn precondition_failed(c: ConditionFailed) -> S3Error {
     S3Error::with_message(
         S3ErrorCode::PreconditionFailed,
@@ -363,10 +382,16 @@ pub async fn delete_object(
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let input = req.input;
+    let cond = delete_condition(
+        input.if_match.as_ref(),
+        input.if_match_last_modified_time.clone(),
+        input.if_match_size,
+    )?;
     s.store
-        .delete_object(&input.bucket, &input.key)
+        .delete_object_if(&input.bucket, &input.key, &cond)
         .await
-        .map_err(|e| s.err(e, &req.extensions))?;
+        .map_err(|e| s.err(e, &req.extensions))?
+        .map_err(precondition_failed)?;
     s.changed(&input.bucket, &input.key);
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
@@ -390,7 +415,20 @@ pub async fn delete_objects(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for obj in input.delete.objects {
-        match s.store.delete_object(&input.bucket, &obj.key).await {
+        let etag = obj.e_tag.map(ETagCondition::ETag);
+        let done = match delete_condition(etag.as_ref(), obj.last_modified_time, obj.size) {
+            Ok(cond) => match s
+                .store
+                .delete_object_if(&input.bucket, &obj.key, &cond)
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(failed)) => Err(precondition_failed(failed)),
+                Err(e) => Err(s.err(e, &req.extensions)),
+            },
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(()) => {
                 s.changed(&input.bucket, &obj.key);
                 if !quiet {
@@ -401,7 +439,6 @@ pub async fn delete_objects(
                 }
             }
             Err(e) => {
-                let e = s.err(e, &req.extensions);
                 errors.push(Error {
                     code: Some(e.code().as_str().to_owned()),
                     key: Some(obj.key),

@@ -211,6 +211,29 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes the object; a missing key is not an error (as in S3).
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()>;
+    /// Deletes the object if `cond` holds for it. This default decides from a HEAD just
+    /// before the delete (the remote store: S3 clusters take no conditional delete through
+    /// OpenDAL), so a write landing between the two is not seen; the embedded store decides
+    /// inside the delete's own transaction.
+    async fn delete_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: &DeleteCondition,
+    ) -> StoreResult<Conditional<()>> {
+        if cond.is_unconditional() {
+            return self.delete_object(bucket, key).await.map(Ok);
+        }
+        let existing = match self.head_object(bucket, key).await {
+            Ok(info) => Some(info),
+            Err(StoreError::NoSuchKey(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Err(failed) = cond.check(key, existing.as_ref())? {
+            return Ok(Err(failed));
+        }
+        self.delete_object(bucket, key).await.map(Ok)
+    }
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage>;
 
     async fn create_upload(

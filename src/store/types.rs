@@ -230,6 +230,48 @@ impl WriteCondition {
     }
 }
 
+/// The preconditions of a conditional delete (`If-Match`, `x-amz-if-match-last-modified-time`
+/// and `x-amz-if-match-size` on DeleteObject; `ETag`, `LastModifiedTime` and `Size` per key
+/// in DeleteObjects). The embedded store decides them inside the delete's transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteCondition {
+    pub if_match: Option<ETagMatch>,
+    /// Unix seconds: Last-Modified is compared at HTTP-date precision.
+    pub last_modified_secs: Option<i64>,
+    pub size: Option<u64>,
+}
+
+impl DeleteCondition {
+    pub fn is_unconditional(&self) -> bool {
+        self.if_match.is_none() && self.last_modified_secs.is_none() && self.size.is_none()
+    }
+
+    /// Whether the object there now (`None`: none) may be deleted. A condition on a missing
+    /// object is `NoSuchKey`, as S3 answers it; one that does not hold is `Ok(Err(..))`.
+    pub fn check(
+        &self,
+        key: &str,
+        existing: Option<&ObjectInfo>,
+    ) -> Result<Conditional<()>, super::StoreError> {
+        if self.is_unconditional() {
+            return Ok(Ok(()));
+        }
+        let Some(info) = existing else {
+            return Err(super::StoreError::NoSuchKey(key.to_owned()));
+        };
+        let etag_ok = self.if_match.as_ref().is_none_or(|c| c.matches(&info.etag));
+        let time_ok = self
+            .last_modified_secs
+            .is_none_or(|t| info.last_modified_ms.div_euclid(1000) == t);
+        let size_ok = self.size.is_none_or(|n| info.size == n);
+        Ok(if etag_ok && time_ok && size_ok {
+            Ok(())
+        } else {
+            Err(ConditionFailed::IfMatch)
+        })
+    }
+}
+
 /// Checks the client's part list against the stored parts and returns the chosen parts in
 /// order with the multipart ETag `hex(md5(concat(part md5s)))-N`.
 pub fn select_parts<'a>(
@@ -291,6 +333,50 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_conditions_hold_or_fail_like_s3() {
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: 5,
+            etag: "abc".into(),
+            last_modified_ms: 1_700_000_000_999,
+            attrs: ObjectAttrs::default(),
+            checksums: Checksums::default(),
+            parts: 0,
+        };
+        let none = DeleteCondition::default();
+        assert_eq!(none.check("k", None).ok(), Some(Ok(())));
+        let c = DeleteCondition {
+            if_match: Some(ETagMatch::ETag("abc".into())),
+            last_modified_secs: Some(1_700_000_000),
+            size: Some(5),
+        };
+        assert_eq!(c.check("k", Some(&info)).ok(), Some(Ok(())));
+        assert!(matches!(
+            c.check("k", None),
+            Err(crate::store::StoreError::NoSuchKey(_))
+        ));
+        for wrong in [
+            DeleteCondition {
+                size: Some(6),
+                ..c.clone()
+            },
+            DeleteCondition {
+                last_modified_secs: Some(1_700_000_001),
+                ..c.clone()
+            },
+            DeleteCondition {
+                if_match: Some(ETagMatch::ETag("x".into())),
+                ..c.clone()
+            },
+        ] {
+            assert_eq!(
+                wrong.check("k", Some(&info)).ok(),
+                Some(Err(ConditionFailed::IfMatch))
+            );
+        }
+    }
 
     #[test]
     fn ranges_resolve_like_s3() {

@@ -391,6 +391,26 @@ impl Catalog {
         Self::update_info(tx, bucket, key, |info| info.attrs.public_read = public)
     }
 
+    /// `delete_object` if `cond` holds for the object there, decided in the same transaction.
+    pub fn delete_object_if(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        cond: &crate::store::DeleteCondition,
+    ) -> StoreResult<crate::store::Conditional<Released>> {
+        if !cond.is_unconditional() {
+            let k = object_key(bucket, key);
+            let existing = match tx.open_table(OBJECTS)?.get(k.as_slice())? {
+                Some(v) => Some(decode::<ObjectRecord>(v.value())?.info),
+                None => None,
+            };
+            if let Err(failed) = cond.check(key, existing.as_ref())? {
+                return Ok(Err(failed));
+            }
+        }
+        Self::delete_object(tx, bucket, key).map(Ok)
+    }
+
     pub fn delete_object(tx: &WriteTransaction, bucket: &str, key: &str) -> StoreResult<Released> {
         let mut released = Vec::new();
         {

@@ -662,6 +662,20 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
+    async fn delete_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: &crate::store::DeleteCondition,
+    ) -> StoreResult<crate::store::Conditional<()>> {
+        let (b, k, c) = (bucket.to_owned(), key.to_owned(), cond.clone());
+        let outcome = self
+            .committer
+            .write(move |tx| Catalog::delete_object_if(tx, &b, &k, &c))
+            .await?;
+        Ok(outcome.map(|released| self.release(released)))
+    }
+
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {
         let (b, q) = (bucket.to_owned(), query.clone());
         self.cat(move |c| c.list_objects(&b, &q)).await
