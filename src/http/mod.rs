@@ -36,10 +36,7 @@ impl<B: Send + 'static> hyper::service::Service<axum::http::Request<B>> for Imag
     fn call(&self, req: axum::http::Request<B>) -> Self::Future {
         let state = self.0.clone();
         Box::pin(async move {
-            let allow_origin = (!state.config.allow_origin.is_empty())
-                .then(|| axum::http::HeaderValue::from_str(&state.config.allow_origin).ok())
-                .flatten();
-            let Some(allow_origin) = allow_origin else {
+            let Some(allow_origin) = state.allow_origin.clone() else {
                 return Ok(route(state, req).await);
             };
             // `[images] allow_origin`, as imgproxy's IMGPROXY_ALLOW_ORIGIN: on every

@@ -53,6 +53,8 @@ pub struct ImagesState {
     /// changed `[images]` default never serves what the old one rendered.
     pub defaults_tag: String,
     pub negotiation: Negotiation,
+    /// `[images] allow_origin` as a header value, parsed once (`None`: no CORS headers).
+    pub allow_origin: Option<axum::http::HeaderValue>,
     pub skip_processing: Vec<ImageFormat>,
     pub http: HttpSource,
     pub metrics: Arc<Metrics>,
@@ -111,7 +113,11 @@ impl ImagesState {
             let digest = sha2::Sha256::digest(format!("{defaults:?}").as_bytes());
             hex::encode(digest.get(..8).unwrap_or_default())
         };
+        let allow_origin = (!config.allow_origin.is_empty())
+            .then(|| axum::http::HeaderValue::from_str(&config.allow_origin).ok())
+            .flatten();
         Ok(Self {
+            allow_origin,
             signer,
             config,
             parse_ctx,

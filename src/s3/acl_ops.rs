@@ -27,11 +27,6 @@ macro_rules! acl_of {
     };
 }
 
-fn catalog_error(e: impl std::fmt::Display) -> S3Error {
-    tracing::error!(error = %e, "cannot store the bucket's ACL");
-    S3Error::with_message(S3ErrorCode::InternalError, "the ACL could not be stored")
-}
-
 /// What a request's ACL says about anonymous read: a canned ACL, grant headers, or a body.
 /// Giving more than one of them is refused, as S3 does.
 fn requested(
@@ -108,7 +103,7 @@ pub async fn put_bucket(
     let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
     s.buckets
         .set_public(&i.bucket, public)
-        .map_err(catalog_error)?;
+        .map_err(|e| super::catalog_error("ACL", e))?;
     tracing::info!(bucket = %i.bucket, public, "bucket ACL set");
     Ok(S3Response::new(PutBucketAclOutput {}))
 }

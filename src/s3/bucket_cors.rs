@@ -39,14 +39,6 @@ fn refused(e: CorsError) -> S3Error {
     S3Error::with_message(code, e.to_string())
 }
 
-fn catalog_error(e: impl std::fmt::Display) -> S3Error {
-    tracing::error!(error = %e, "cannot write the bucket's CORS rules");
-    S3Error::with_message(
-        S3ErrorCode::InternalError,
-        "the CORS rules could not be stored",
-    )
-}
-
 pub async fn put(
     s: &PixelportS3,
     req: S3Request<PutBucketCorsInput>,
@@ -63,7 +55,7 @@ pub async fn put(
     validate(&rules).map_err(refused)?;
     s.buckets
         .set_cors(&bucket, Some(rules))
-        .map_err(catalog_error)?;
+        .map_err(|e| super::catalog_error("CORS rules", e))?;
     tracing::info!(bucket, "bucket CORS rules set");
     Ok(S3Response::new(PutBucketCorsOutput {}))
 }
@@ -91,7 +83,9 @@ pub async fn delete(
 ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
     let bucket = req.input.bucket;
     s.existing_bucket(&bucket, &req.extensions).await?;
-    s.buckets.set_cors(&bucket, None).map_err(catalog_error)?;
+    s.buckets
+        .set_cors(&bucket, None)
+        .map_err(|e| super::catalog_error("CORS rules", e))?;
     tracing::info!(bucket, "bucket CORS rules deleted");
     Ok(S3Response::new(DeleteBucketCorsOutput {}))
 }

@@ -93,6 +93,16 @@ pub(crate) fn strong_etag(s: &str) -> ETag {
     ETag::Strong(s.to_owned())
 }
 
+/// A bucket setting kept in the admin catalog (CORS rules, tags, ACL) could not be read or
+/// written: logged with the cause, answered as InternalError naming `what`.
+pub(crate) fn catalog_error(what: &str, e: impl std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "cannot read or write the bucket's {what}");
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        format!("the bucket's {what} could not be read or stored"),
+    )
+}
+
 pub(crate) fn invalid_argument(msg: impl Into<String>) -> S3Error {
     S3Error::with_message(S3ErrorCode::InvalidArgument, msg.into())
 }

@@ -64,14 +64,6 @@ pub(crate) fn tag_count(tags: &BTreeMap<String, String>) -> Option<i32> {
     (!tags.is_empty()).then(|| i32::try_from(tags.len()).unwrap_or(i32::MAX))
 }
 
-fn catalog_error(e: impl std::fmt::Display) -> S3Error {
-    tracing::error!(error = %e, "cannot read or write the bucket's tags");
-    S3Error::with_message(
-        S3ErrorCode::InternalError,
-        "the bucket's tags are unavailable",
-    )
-}
-
 fn no_tag_set() -> S3Error {
     S3Error::with_message(S3ErrorCode::NoSuchTagSet, "The TagSet does not exist")
 }
@@ -142,7 +134,7 @@ pub async fn put_bucket(
     let tags = from_tag_set(i.tagging.tag_set, On::Bucket)?;
     s.buckets
         .set_tags(&i.bucket, Some(&tags))
-        .map_err(catalog_error)?;
+        .map_err(|e| super::catalog_error("tags", e))?;
     Ok(S3Response::new(PutBucketTaggingOutput {}))
 }
 
@@ -155,7 +147,7 @@ pub async fn get_bucket(
     let tags = s
         .buckets
         .tags(&bucket)
-        .map_err(catalog_error)?
+        .map_err(|e| super::catalog_error("tags", e))?
         .ok_or_else(no_tag_set)?;
     Ok(S3Response::new(GetBucketTaggingOutput {
         tag_set: to_tag_set(&tags),
@@ -168,6 +160,8 @@ pub async fn delete_bucket(
 ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
     let bucket = req.input.bucket;
     s.existing_bucket(&bucket, &req.extensions).await?;
-    s.buckets.set_tags(&bucket, None).map_err(catalog_error)?;
+    s.buckets
+        .set_tags(&bucket, None)
+        .map_err(|e| super::catalog_error("tags", e))?;
     Ok(S3Response::new(DeleteBucketTaggingOutput {}))
 }

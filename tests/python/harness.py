@@ -693,6 +693,11 @@ def parse_xml(text: str | bytes):
     return root
 
 
+def client_error(e) -> tuple[str, int]:
+    """A botocore ClientError's S3 error code and HTTP status."""
+    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
 def error_code(resp: requests.Response) -> str | None:
     """The <Code> of an S3 XML error body, or None."""
     if not resp.content:

@@ -20,8 +20,7 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 TOKEN = "acl-admin-token-0123456789abcdef"
 
 
-def code(e: ClientError) -> tuple[str, int]:
-    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+code = harness.client_error
 
 
 def public_in(acl: dict) -> bool:

@@ -15,8 +15,7 @@ import harness
 pytestmark = pytest.mark.pixelport_only
 
 
-def code(e: ClientError) -> tuple[str, int]:
-    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+code = harness.client_error
 
 
 def exists(c, bucket: str, key: str) -> bool:

@@ -40,8 +40,7 @@ RULES = {"CORSRules": [
 ]}
 
 
-def code(e: ClientError) -> tuple[str, int]:
-    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+code = harness.client_error
 
 
 def test_bucket_cors_round_trip_and_errors(backend_daemon):

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.pixelport_only
 MiB = 1024 * 1024
 
 
-def code(e: ClientError) -> tuple[str, int]:
-    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+code = harness.client_error
 
 
 def tagset(d: dict[str, str]) -> list[dict]:
