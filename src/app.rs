@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::{Config, StoreKind};
 use crate::credentials::{self, Origin};
 use crate::s3::PixelportS3;
-use crate::s3::access::{BucketSet, KeyAuth, KeyRing, PublicRead};
+use crate::s3::access::{KeyAuth, KeyRing, PolicyAccess};
 use crate::server::limits::Caps;
 use crate::server::{DoorLimits, accept_loop};
 use crate::store::embedded::EmbeddedStore;
@@ -352,14 +352,10 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         crate::admin::AdminCatalog::open(&config.server.data_dir)
             .map_err(|e| AppError::Admin(e.to_string()))?,
     );
-    let public = Arc::new(BucketSet::new(config.s3.public_buckets.iter().cloned()));
     let bucket_settings = Arc::new(
         crate::s3::bucket_settings::BucketSettings::load(
             catalog.clone(),
-            (
-                public.clone(),
-                config.s3.public_buckets.iter().cloned().collect(),
-            ),
+            config.s3.public_buckets.iter().cloned().collect(),
             (
                 images_state.unsigned_buckets.clone(),
                 config.images.unsigned_buckets.iter().cloned().collect(),
@@ -382,7 +378,10 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
     let key_ring_live = key_ring.clone();
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(KeyAuth::new(key_ring.clone()));
-    builder.set_access(PublicRead::new(public.clone()).with_object_acls(store.clone()));
+    builder.set_access(
+        PolicyAccess::new(bucket_settings.clone(), key_ring.clone())
+            .with_object_acls(store.clone()),
+    );
     let s3_service = builder.build();
 
     let s3_svc = crate::s3::door::service(
@@ -401,7 +400,6 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
             metrics: metrics.clone(),
             keys: key_ring,
             root_access_key: keys.access_key.clone(),
-            public,
             catalog,
             buckets: bucket_settings,
             spool,
@@ -471,7 +469,8 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         s3_acceptor,
         s3_svc,
         door("s3", s3_cap),
-        false,
+        // Bucket policies' aws:SourceIp needs the client's address.
+        true,
         stop_rx.clone(),
         shutdown.drain(),
     ));
@@ -594,7 +593,6 @@ struct AdminParts {
     metrics: Arc<crate::metrics::Metrics>,
     keys: Arc<KeyRing>,
     root_access_key: String,
-    public: Arc<BucketSet>,
     catalog: Arc<crate::admin::AdminCatalog>,
     buckets: Arc<crate::s3::bucket_settings::BucketSettings>,
     spool: Spool,
@@ -654,8 +652,6 @@ fn admin_state(config: &Config, p: AdminParts) -> Result<Arc<crate::admin::Admin
         buckets: p.buckets,
         keys: p.keys,
         root_access_key: std::sync::RwLock::new(p.root_access_key),
-        public: p.public,
-        config_public: config.s3.public_buckets.iter().cloned().collect(),
         config_unsigned: config.images.unsigned_buckets.iter().cloned().collect(),
         spool: p.spool,
         max_object_size: config.s3.max_object_size.0,

@@ -2092,4 +2092,42 @@ proptest! {
             }
         }
     }
+
+    /// Bucket policies (`s3::policy`): any text parses or is refused with a message naming
+    /// the problem; and a Deny on everything added to any accepted policy refuses every
+    /// request, signed or not, whatever the Allows say.
+    #[test]
+    fn bucket_policy_deny_always_wins(
+        effect in select(vec!["Allow", "Deny"]),
+        action in select(vec!["s3:GetObject", "s3:*", "s3:Get*", "s3:ListBucket", "s3:PutObject", "*", "s3:?utObject"]),
+        resource in "(/[a-z*?]{0,6}){0,2}",
+        junk in "[ -~]{0,80}",
+        req_action in select(vec!["GetObject", "PutObject", "ListBucket", "DeleteObject"]),
+        key in "[a-z/]{0,10}",
+        signed in any::<bool>(),
+    ) {
+        use pixelport::s3::policy::{parse, Decision, Request};
+        if let Err(e) = parse("b", &junk) {
+            prop_assert!(!e.0.is_empty());
+        }
+        let allow = serde_json::json!({"Effect": effect, "Principal": "*", "Action": action,
+            "Resource": format!("arn:aws:s3:::b{resource}")});
+        let deny_all = serde_json::json!({"Effect": "Deny", "Principal": {"AWS": ["*"]},
+            "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]});
+        let resource_of = if req_action == "ListBucket" { "b".to_owned() } else { format!("b/{key}") };
+        let r = Request {
+            principal: signed.then_some("AKIA"),
+            action: req_action,
+            resource: &resource_of,
+            ..Request::default()
+        };
+        let one = serde_json::json!({"Statement": [allow.clone()]}).to_string();
+        if let Ok(p) = parse("b", &one) {
+            let d = p.evaluate(&r);
+            prop_assert!(effect == "Allow" || d != Decision::Allow);
+            let both = serde_json::json!({"Statement": [allow, deny_all]}).to_string();
+            let p = parse("b", &both).map_err(|e| TestCaseError::fail(e.0))?;
+            prop_assert_eq!(p.evaluate(&r), Decision::Deny);
+        }
+    }
 }

@@ -313,10 +313,13 @@ pub async fn set_public(
 ) -> ApiResult<Json<Value>> {
     let b: PublicBody = parse(&body)?;
     state.store.head_bucket(&bucket).await?;
-    state.catalog.set_public(&bucket, b.public)?;
-    state.public.set(&bucket, b.public);
+    state.buckets.set_public(&bucket, b.public)?;
     tracing::info!(bucket, public = b.public, "bucket public-read changed");
-    Ok(Json(json!({ "name": bucket, "public": b.public })))
+    Ok(Json(json!({
+        "name": bucket,
+        "public": state.buckets.is_public(&bucket),
+        "policy": state.buckets.access(&bucket).policy.is_some(),
+    })))
 }
 
 /// A bucket as the API shows it: its S3 public-read and unsigned-image settings included.
@@ -324,7 +327,8 @@ fn bucket_json(state: &AdminState, name: &str, created_ms: i64) -> Value {
     json!({
         "name": name,
         "created": rfc3339_ms(created_ms),
-        "public": state.public.contains(name),
+        "public": state.buckets.is_public(name),
+        "policy": state.buckets.access(name).policy.is_some(),
         "unsigned_images": state.images.config.allow_unsafe
             || state.images.unsigned_buckets.contains(name),
     })
@@ -724,25 +728,86 @@ pub async fn image(State(state): State<Arc<AdminState>>, req: Request) -> Respon
 pub async fn list_keys(State(state): State<Arc<AdminState>>) -> ApiResult<Json<Value>> {
     let mut keys = vec![json!({
         "access_key": state.root_key(), "name": "root (configuration)",
-        "created": null, "root": true,
+        "created": null, "root": true, "policy": null,
     })];
     for k in state.catalog.keys()? {
+        let policy = k
+            .policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Value>(p).ok());
         keys.push(json!({
             "access_key": k.access_key, "name": k.name,
-            "created": rfc3339_ms(k.created_ms), "root": false,
+            "created": rfc3339_ms(k.created_ms), "root": false, "policy": policy,
         }));
     }
     Ok(Json(json!({ "keys": keys })))
 }
 
+#[derive(Deserialize)]
+struct KeyBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    policy: Option<KeyPolicyBody>,
+}
+
+/// A key's policy as the admin API takes it: one of the common shapes, or a policy
+/// document in the bucket policy language without principals.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyPolicyBody {
+    Shape {
+        shape: String,
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+    },
+    Document(Value),
+}
+
+/// The policy text and its meaning for a request body's `policy` (`None`: full access).
+fn key_policy(
+    body: Option<KeyPolicyBody>,
+) -> ApiResult<Option<(String, Arc<crate::s3::policy::Policy>)>> {
+    use crate::s3::policy::{KeyShape, key_shape, parse_key_policy};
+    let doc = match body {
+        None | Some(KeyPolicyBody::Document(Value::Null)) => return Ok(None),
+        Some(KeyPolicyBody::Shape {
+            shape,
+            bucket,
+            prefix,
+        }) => {
+            let s = KeyShape::parse(&shape).ok_or_else(|| {
+                AdminError::BadRequest(format!(
+                    "unknown key shape `{shape}`: use read-only, write-only or full"
+                ))
+            })?;
+            crate::s3::names::validate_bucket_name(&bucket)
+                .map_err(|m| AdminError::BadRequest(format!("bucket `{bucket}`: {m}")))?;
+            key_shape(s, &bucket, &prefix)
+        }
+        Some(KeyPolicyBody::Document(Value::String(text))) => {
+            serde_json::from_str(&text).map_err(|e| {
+                AdminError::BadRequest(format!("the key's policy is not valid JSON: {e}"))
+            })?
+        }
+        Some(KeyPolicyBody::Document(v)) => v,
+    };
+    let text = doc.to_string();
+    let parsed = parse_key_policy(&text)
+        .map_err(|e| AdminError::BadRequest(format!("the key's policy: {e}")))?;
+    Ok(Some((text, Arc::new(parsed))))
+}
+
 pub async fn create_key(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResult {
-    let b: NameBody = parse(&body)?;
+    let b: KeyBody = parse(&body)?;
     let name = b.name.trim().to_owned();
     if name.chars().count() > 64 {
         return Err(AdminError::BadRequest(
             "a key's name is at most 64 characters".into(),
         ));
     }
+    let policy = key_policy(b.policy)?;
     let pair = crate::credentials::generate_pair();
     let stored = StoredKey {
         access_key: pair.access_key.clone(),
@@ -753,22 +818,80 @@ pub async fn create_key(State(state): State<Arc<AdminState>>, body: Bytes) -> Ap
             name
         },
         created_ms: now_ms(),
+        policy: policy.as_ref().map(|(text, _)| text.clone()),
     };
     state.catalog.add_key(&stored)?;
-    state.keys.insert(&stored.access_key, &stored.secret_key);
+    state.keys.insert_scoped(
+        &stored.access_key,
+        &stored.secret_key,
+        policy.map(|(_, p)| p),
+    );
     tracing::info!(
         access_key = stored.access_key,
         name = stored.name,
+        scoped = stored.policy.is_some(),
         "access key created"
     );
+    let shown: Value = stored
+        .policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "access_key": stored.access_key, "secret_key": stored.secret_key,
             "name": stored.name, "created": rfc3339_ms(stored.created_ms),
+            "policy": shown,
         })),
     )
         .into_response())
+}
+
+/// Scopes a key (`{"policy": {...}}` or a shape) or gives it full access again
+/// (`{"policy": null}`); the next request sees the change.
+pub async fn set_key_policy(
+    State(state): State<Arc<AdminState>>,
+    Path(access_key): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    if access_key == state.root_key() {
+        return Err(AdminError::BadRequest(
+            "the root key always has full access; create a key to scope it".into(),
+        ));
+    }
+    let b: KeyBody = parse(&body)?;
+    let policy = key_policy(b.policy)?;
+    let text = policy.as_ref().map(|(t, _)| t.clone());
+    if !state.catalog.set_key_policy(&access_key, text.as_deref())? {
+        return Err(AdminError::NotFound(format!(
+            "no access key `{access_key}`"
+        )));
+    }
+    let policy = policy.map(|(_, p)| p);
+    if !state.keys.set_policy(&access_key, policy.clone()) {
+        // A key disabled because its stored policy no longer parsed comes back scoped.
+        if let Some(k) = state
+            .catalog
+            .keys()?
+            .into_iter()
+            .find(|k| k.access_key == access_key)
+        {
+            state
+                .keys
+                .insert_scoped(&k.access_key, &k.secret_key, policy);
+        }
+    }
+    tracing::info!(
+        access_key,
+        scoped = text.is_some(),
+        "access key policy changed"
+    );
+    let shown: Value = text
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    Ok(Json(json!({ "access_key": access_key, "policy": shown })))
 }
 
 pub async fn delete_key(

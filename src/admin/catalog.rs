@@ -1,6 +1,7 @@
 //! The admin catalog: a small redb file (`data_dir/admin.redb`, mode 0600) holding what the
 //! admin UI changes at run time: S3 access keys, per-bucket S3 public-read settings,
-//! per-bucket unsigned-image settings, and each bucket's CORS rules (PutBucketCors). The daemon loads it at start into the S3 listener's
+//! per-bucket unsigned-image settings, and each bucket's CORS rules, tags, policy, public
+//! access block and ownership controls. The daemon loads it at start into the S3 listener's
 //! key ring and public set and the image endpoint's unsigned set, and every change goes to
 //! both, so it takes effect with the next request and survives a restart.
 //!
@@ -13,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// access key → JSON [`StoredKey`].
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
-/// bucket → public (an explicit choice that overrides `[s3] public_buckets`).
+/// bucket → an explicit public choice that overrides `[s3] public_buckets`: `true` when a
+/// bucket policy was written, `false` when it was removed. (Before bucket policies, `true`
+/// meant the public toggle was on; `BucketSettings::load` turns such a bucket's choice into
+/// the public-read policy.)
 const PUBLIC: TableDefinition<&str, bool> = TableDefinition::new("bucket_public");
 /// bucket → unsigned image URLs may read it (overrides `[images] unsigned_buckets`).
 const UNSIGNED: TableDefinition<&str, bool> = TableDefinition::new("bucket_unsigned_images");
@@ -23,6 +27,34 @@ const CORS: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_cors");
 
 /// bucket → JSON map of the bucket's tags (PutBucketTagging).
 const BUCKET_TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_tags");
+
+/// bucket → its bucket policy as the client wrote it (PutBucketPolicy; the public toggle).
+const BUCKET_POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_policy");
+/// bucket → JSON `s3::bucket_access::Block` (PutPublicAccessBlock).
+const BUCKET_BLOCK: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("bucket_public_access_block");
+/// bucket → its object ownership setting (PutBucketOwnershipControls).
+const BUCKET_OWNERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_ownership");
+
+/// The per-bucket access settings kept as one value per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTable {
+    Policy,
+    PublicAccessBlock,
+    Ownership,
+}
+
+impl AccessTable {
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Self::Policy => BUCKET_POLICY,
+            Self::PublicAccessBlock => BUCKET_BLOCK,
+            Self::Ownership => BUCKET_OWNERSHIP,
+        }
+    }
+
+    const ALL: [AccessTable; 3] = [Self::Policy, Self::PublicAccessBlock, Self::Ownership];
+}
 
 pub const FILE_NAME: &str = "admin.redb";
 
@@ -55,6 +87,11 @@ pub struct StoredKey {
     pub secret_key: String,
     pub name: String,
     pub created_ms: i64,
+    /// The key's own policy (JSON text, `s3::policy::parse_key_policy`); none: the key may
+    /// do everything bucket policies do not deny. Absent in catalogs written before scoped
+    /// keys, which read as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 pub struct AdminCatalog {
@@ -86,6 +123,9 @@ impl AdminCatalog {
         tx.open_table(CORS).map_err(|e| fail(e.to_string()))?;
         tx.open_table(BUCKET_TAGS)
             .map_err(|e| fail(e.to_string()))?;
+        for t in AccessTable::ALL {
+            tx.open_table(t.def()).map_err(|e| fail(e.to_string()))?;
+        }
         tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(Self { db })
     }
@@ -109,6 +149,33 @@ impl AdminCatalog {
             .insert(key.access_key.as_str(), json.as_slice())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Replaces a key's policy; false when there is no such key.
+    pub fn set_key_policy(
+        &self,
+        access_key: &str,
+        policy: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let found = {
+            let mut table = tx.open_table(KEYS)?;
+            let current: Option<StoredKey> = match table.get(access_key)? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            match current {
+                Some(mut k) => {
+                    k.policy = policy.map(str::to_owned);
+                    let json = serde_json::to_vec(&k)?;
+                    table.insert(access_key, json.as_slice())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        tx.commit()?;
+        Ok(found)
     }
 
     /// Whether the key existed.
@@ -232,10 +299,53 @@ impl AdminCatalog {
         self.set_json(BUCKET_TAGS, bucket, json.as_deref())
     }
 
+    /// Every bucket's value in one of the access tables.
+    pub fn access_rows(&self, table: AccessTable) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table.def())?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores (`Some`) or deletes (`None`) a bucket's value in one of the access tables.
+    /// Writing the policy also records an explicit public choice (whether a policy is left),
+    /// so `[s3] public_buckets` no longer applies to the bucket.
+    pub fn set_access_row(
+        &self,
+        table: AccessTable,
+        bucket: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(table.def())?;
+            match value {
+                Some(v) => {
+                    t.insert(bucket, v)?;
+                }
+                None => {
+                    t.remove(bucket)?;
+                }
+            }
+        }
+        if table == AccessTable::Policy {
+            tx.open_table(PUBLIC)?.insert(bucket, value.is_some())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a deleted bucket's choices and rules, so a new bucket of that name starts
     /// private and without CORS.
     pub fn forget_bucket(&self, bucket: &str) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
+        for t in AccessTable::ALL {
+            tx.open_table(t.def())?.remove(bucket)?;
+        }
         tx.open_table(PUBLIC)?.remove(bucket)?;
         tx.open_table(UNSIGNED)?.remove(bucket)?;
         tx.open_table(CORS)?.remove(bucket)?;
@@ -260,6 +370,7 @@ mod tests {
                     secret_key: format!("secret-{ak}"),
                     name: format!("n{i}"),
                     created_ms: i as i64,
+                    policy: None,
                 })
                 .unwrap();
             }

@@ -29,7 +29,7 @@ use axum::routing::{delete, get, post, put};
 use crate::image_service::ImagesState;
 use crate::metrics::Metrics;
 use crate::s3::ChangeListener;
-use crate::s3::access::{BucketSet, KeyRing};
+use crate::s3::access::KeyRing;
 use crate::store::{DynStore, Spool, StoreError};
 
 pub use auth::{Auth, Principal};
@@ -54,6 +54,8 @@ pub enum AdminError {
     #[error("missing or wrong CSRF token: send the session's token in X-CSRF-Token")]
     Csrf,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -76,6 +78,7 @@ impl AdminError {
             AdminError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             AdminError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             AdminError::Csrf => (StatusCode::FORBIDDEN, "csrf"),
+            AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
@@ -133,6 +136,17 @@ impl From<StoreError> for AdminError {
     }
 }
 
+impl From<crate::s3::bucket_settings::SettingsError> for AdminError {
+    fn from(e: crate::s3::bucket_settings::SettingsError) -> Self {
+        use crate::s3::bucket_settings::SettingsError;
+        match e {
+            SettingsError::Catalog(e) => e.into(),
+            SettingsError::Refused(r) => AdminError::Forbidden(r.to_string()),
+            SettingsError::Policy(p) => AdminError::BadRequest(p.to_string()),
+        }
+    }
+}
+
 impl From<catalog::CatalogError> for AdminError {
     fn from(e: catalog::CatalogError) -> Self {
         AdminError::Internal(e.to_string())
@@ -165,9 +179,6 @@ pub struct AdminState {
     pub keys: Arc<KeyRing>,
     /// The root S3 key (configuration or credentials.toml); SIGHUP may replace it.
     pub root_access_key: std::sync::RwLock<String>,
-    /// The S3 listener's public buckets: `[s3] public_buckets` overlaid by the catalog.
-    pub public: Arc<BucketSet>,
-    pub config_public: HashSet<String>,
     /// `[images] unsigned_buckets`, what a deleted bucket's choice falls back to (the live
     /// set is `images.unsigned_buckets`).
     pub config_unsigned: HashSet<String>,
@@ -197,12 +208,9 @@ impl AdminState {
             .unwrap_or_default()
     }
 
-    /// Applies the catalog's public-read and unsigned-image choices on top of the
-    /// configured ones.
+    /// Applies the catalog's unsigned-image choices on top of the configured ones (the
+    /// public-read choices are bucket policies, loaded by `BucketSettings`).
     pub fn load_public(&self) -> Result<(), AdminError> {
-        for (bucket, public) in self.catalog.public_overrides()? {
-            self.public.set(&bucket, public);
-        }
         for (bucket, open) in self.catalog.unsigned_overrides()? {
             self.images.unsigned_buckets.set(&bucket, open);
         }
@@ -213,7 +221,17 @@ impl AdminState {
     pub fn load_keys(&self) -> Result<usize, AdminError> {
         let keys = self.catalog.keys()?;
         for k in &keys {
-            self.keys.insert(&k.access_key, &k.secret_key);
+            let policy = match k.policy.as_deref().map(crate::s3::policy::parse_key_policy) {
+                None => None,
+                Some(Ok(p)) => Some(Arc::new(p)),
+                Some(Err(e)) => {
+                    // Never let a key whose scope cannot be read act unscoped.
+                    tracing::error!(access_key = k.access_key, error = %e, "the key's policy no longer parses; the key is disabled until its policy is set again");
+                    continue;
+                }
+            };
+            self.keys
+                .insert_scoped(&k.access_key, &k.secret_key, policy);
         }
         Ok(keys.len())
     }
@@ -364,6 +382,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/cache/purge", post(api::cache_purge))
         .route("/api/keys", get(api::list_keys).post(api::create_key))
         .route("/api/keys/{access_key}", delete(api::delete_key))
+        .route("/api/keys/{access_key}/policy", put(api::set_key_policy))
         .route("/api/settings", get(api::settings))
         .route("/api/tunnel", get(api::tunnel))
         .route("/img/{*path}", get(api::image).head(api::image))

@@ -1,6 +1,8 @@
 //! Get/PutBucketAcl, Get/PutObjectAcl, and `x-amz-acl` / `x-amz-grant-*` on CreateBucket,
 //! PutObject, CopyObject and CreateMultipartUpload (`acl` holds what they mean). A bucket's
-//! ACL is the admin UI's public toggle; an object's is kept with it in the embedded store.
+//! ACL is the admin UI's public toggle (the bucket policy's public-read statements); an
+//! object's is kept with it in the embedded store. The bucket's public access block and
+//! ownership controls may refuse a public ACL (`bucket_access`).
 
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -64,9 +66,18 @@ fn missing_acl() -> S3Error {
 }
 
 /// The object ACL an upload asks for (`x-amz-acl` on PUT, copy, multipart), refused up front
-/// where the store cannot keep it.
-pub(crate) fn upload_public_read(s: &PixelportS3, canned: Option<&str>) -> S3Result<bool> {
+/// where the store cannot keep it, where the bucket's public access block refuses public
+/// ACLs, or where its ownership controls disable ACLs.
+pub(crate) fn upload_public_read(
+    s: &PixelportS3,
+    bucket: &str,
+    canned: Option<&str>,
+) -> S3Result<bool> {
     let public = acl::canned(canned)?.unwrap_or(false);
+    s.buckets
+        .access(bucket)
+        .check_acl(public)
+        .map_err(super::policy_ops::refusal)?;
     if public && !s.store.keeps_tags() {
         return Err(S3Error::with_message(
             S3ErrorCode::NotImplemented,
@@ -102,8 +113,12 @@ pub async fn put_bucket(
     s.existing_bucket(&i.bucket, &req.extensions).await?;
     let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
     s.buckets
+        .access(&i.bucket)
+        .check_acl(public)
+        .map_err(super::policy_ops::refusal)?;
+    s.buckets
         .set_public(&i.bucket, public)
-        .map_err(|e| super::catalog_error("ACL", e))?;
+        .map_err(|e| super::policy_ops::settings_error("ACL", e))?;
     tracing::info!(bucket = %i.bucket, public, "bucket ACL set");
     Ok(S3Response::new(PutBucketAclOutput {}))
 }
@@ -119,7 +134,10 @@ pub async fn get_object(
         .head_object(&i.bucket, &i.key)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    let (owner, grants) = acl::policy(info.attrs.public_read);
+    let shown = info.attrs.public_read
+        && s.buckets.access(&i.bucket).ownership
+            != Some(super::bucket_access::Ownership::BucketOwnerEnforced);
+    let (owner, grants) = acl::policy(shown);
     Ok(S3Response::new(GetObjectAclOutput {
         grants: Some(grants),
         owner: Some(owner),
@@ -134,6 +152,10 @@ pub async fn put_object(
     let i = req.input;
     super::only_null_version(i.version_id.as_deref())?;
     let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
+    s.buckets
+        .access(&i.bucket)
+        .check_acl(public)
+        .map_err(super::policy_ops::refusal)?;
     s.store
         .set_public_read(&i.bucket, &i.key, public)
         .await

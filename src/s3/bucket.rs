@@ -42,15 +42,36 @@ pub async fn create_bucket(
         S3Error::with_message(S3ErrorCode::InvalidBucketName, format!("`{bucket}`: {m}"))
     })?;
     let public = super::acl_ops::create_bucket_public(&req.input)?;
+    let ownership = req
+        .input
+        .object_ownership
+        .as_ref()
+        .map(|o| super::policy_ops::ownership_of(o.as_str()))
+        .transpose()?;
+    if public && ownership == Some(super::bucket_access::Ownership::BucketOwnerEnforced) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidBucketAclWithObjectOwnership,
+            "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+        ));
+    }
     s.store
         .create_bucket(bucket)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    if public && let Err(e) = s.buckets.set_public(bucket, true) {
-        tracing::error!(bucket, error = %e, "cannot make the new bucket public-read");
+    let stored = if public {
+        s.buckets.set_public(bucket, true)
+    } else {
+        Ok(())
+    }
+    .and_then(|()| match ownership {
+        Some(o) => s.buckets.set_ownership(bucket, Some(o)),
+        None => Ok(()),
+    });
+    if let Err(e) = stored {
+        tracing::error!(bucket, error = %e, "cannot store the new bucket's ACL or ownership");
         return Err(S3Error::with_message(
             S3ErrorCode::InternalError,
-            "the bucket was created, but its public-read ACL could not be stored",
+            "the bucket was created, but its ACL or ownership controls could not be stored",
         ));
     }
     tracing::info!(bucket, public, "bucket created");

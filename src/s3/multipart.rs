@@ -34,8 +34,11 @@ pub async fn create(
         input.metadata,
     );
     attrs.tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
-    attrs.public_read =
-        super::acl_ops::upload_public_read(s, input.acl.as_ref().map(|a| a.as_str()))?;
+    attrs.public_read = super::acl_ops::upload_public_read(
+        s,
+        &input.bucket,
+        input.acl.as_ref().map(|a| a.as_str()),
+    )?;
     let alg = input
         .checksum_algorithm
         .as_ref()

@@ -129,8 +129,11 @@ pub async fn put_object(
         .await
         .map_err(|e| s.err(e, &ext))?;
     let tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
-    let public_read =
-        super::acl_ops::upload_public_read(s, input.acl.as_ref().map(|a| a.as_str()))?;
+    let public_read = super::acl_ops::upload_public_read(
+        s,
+        &input.bucket,
+        input.acl.as_ref().map(|a| a.as_str()),
+    )?;
     if let Some(len) = input.content_length
         && len as u64 > s.max_object_size
     {
@@ -314,8 +317,11 @@ pub async fn copy_object(
         src.attrs.tags.clone()
     };
     // The copy's ACL is the request's (private by default), never the source's, as in S3.
-    attrs.public_read =
-        super::acl_ops::upload_public_read(s, input.acl.as_ref().map(|a| a.as_str()))?;
+    attrs.public_read = super::acl_ops::upload_public_read(
+        s,
+        &input.bucket,
+        input.acl.as_ref().map(|a| a.as_str()),
+    )?;
     let info = if src_bucket == input.bucket && src_key == input.key {
         if !replace {
             return Err(S3Error::with_message(

@@ -188,7 +188,7 @@ def test_buckets_create_delete_and_public_toggle(d, api):
     anon = f"{d.endpoint}/{name}/pub.txt"
     assert requests.get(anon, timeout=30).status_code == 403
     r = api("PUT", f"/api/buckets/{name}/public", json={"public": True})
-    assert r.json() == {"name": name, "public": True}
+    assert r.json() == {"name": name, "public": True, "policy": True}
     got = requests.get(anon, timeout=30)
     assert got.status_code == 200 and got.content == b"hello"
     # The choice survives a restart.
