@@ -363,6 +363,8 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         )
         .map_err(|e| AppError::Admin(e.to_string()))?,
     );
+    let lifecycle_settings = bucket_settings.clone();
+    let lifecycle_listeners = listeners.clone();
     let s3 = PixelportS3 {
         store: store.clone(),
         spool: spool.clone(),
@@ -503,6 +505,18 @@ pub async fn serve(mut config: Config, reloader: crate::reload::Reloader) -> Res
         stop_rx.clone(),
     ));
     shutdown.closed_when("s3", async move { janitor.abort() });
+    let lifecycle = tokio::spawn(
+        crate::s3::lifecycle_runner::LifecycleRunner {
+            store: store.clone(),
+            settings: lifecycle_settings,
+            listeners: lifecycle_listeners,
+            interval: config.s3.lifecycle_interval.0,
+            day: config.s3.lifecycle_day.0,
+            max_objects: config.s3.lifecycle_max_objects,
+        }
+        .run_forever(stop_rx.clone()),
+    );
+    shutdown.closed_when("s3", async move { lifecycle.abort() });
     for t in eager_tasks {
         shutdown.finished_when(crate::server::shutdown::joined(t));
     }

@@ -260,6 +260,13 @@ pub struct S3Config {
     pub public_buckets: Vec<String>,
     /// Multipart uploads not completed after this long are aborted and their parts deleted.
     pub multipart_expiry: Seconds,
+    /// How often the bucket lifecycle rules are applied.
+    pub lifecycle_interval: Seconds,
+    /// The length of a lifecycle rule's "day" (1d; tests shorten it).
+    pub lifecycle_day: Seconds,
+    /// At most this many objects (and as many uploads) are examined per bucket per pass; the
+    /// next pass goes on where this one stopped.
+    pub lifecycle_max_objects: usize,
 }
 
 impl Default for S3Config {
@@ -274,6 +281,9 @@ impl Default for S3Config {
             max_object_size: ByteSize(5 << 40),
             public_buckets: Vec::new(),
             multipart_expiry: Seconds(Duration::from_secs(7 * 86400)),
+            lifecycle_interval: Seconds(Duration::from_secs(3600)),
+            lifecycle_day: Seconds(Duration::from_secs(86400)),
+            lifecycle_max_objects: 10_000,
         }
     }
 }
@@ -594,6 +604,18 @@ impl Config {
         }
         if self.s3.region.is_empty() {
             return Err(invalid("s3.region", "must not be empty"));
+        }
+        if self.s3.lifecycle_interval.0.is_zero() || self.s3.lifecycle_day.0.is_zero() {
+            return Err(invalid(
+                "s3.lifecycle_interval",
+                "s3.lifecycle_interval and s3.lifecycle_day must be at least 1s",
+            ));
+        }
+        if self.s3.lifecycle_max_objects == 0 {
+            return Err(invalid(
+                "s3.lifecycle_max_objects",
+                "must be greater than 0",
+            ));
         }
         if self.s3.max_object_size.0 == 0 {
             return Err(invalid("s3.max_object_size", "must be greater than 0"));

@@ -35,13 +35,16 @@ const BUCKET_BLOCK: TableDefinition<&str, &[u8]> =
     TableDefinition::new("bucket_public_access_block");
 /// bucket → its object ownership setting (PutBucketOwnershipControls).
 const BUCKET_OWNERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_ownership");
+/// bucket → JSON `[s3::lifecycle::Rule]` (PutBucketLifecycleConfiguration).
+const BUCKET_LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_lifecycle");
 
-/// The per-bucket access settings kept as one value per bucket.
+/// The per-bucket settings kept as one value per bucket (access settings and lifecycle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessTable {
     Policy,
     PublicAccessBlock,
     Ownership,
+    Lifecycle,
 }
 
 impl AccessTable {
@@ -50,10 +53,16 @@ impl AccessTable {
             Self::Policy => BUCKET_POLICY,
             Self::PublicAccessBlock => BUCKET_BLOCK,
             Self::Ownership => BUCKET_OWNERSHIP,
+            Self::Lifecycle => BUCKET_LIFECYCLE,
         }
     }
 
-    const ALL: [AccessTable; 3] = [Self::Policy, Self::PublicAccessBlock, Self::Ownership];
+    const ALL: [AccessTable; 4] = [
+        Self::Policy,
+        Self::PublicAccessBlock,
+        Self::Ownership,
+        Self::Lifecycle,
+    ];
 }
 
 pub const FILE_NAME: &str = "admin.redb";

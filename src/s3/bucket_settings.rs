@@ -20,6 +20,7 @@ use crate::admin::catalog::{AccessTable, CatalogError};
 use crate::s3::access::BucketSet;
 use crate::s3::bucket_access::{AclRefusal, Block, BucketAccess, Ownership, StoredPolicy};
 use crate::s3::cors::Rule;
+use crate::s3::lifecycle::Rule as LifecycleRule;
 use crate::s3::policy::{self, Policy, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +243,38 @@ impl BucketSettings {
         tags: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<(), CatalogError> {
         self.catalog.set_bucket_tags(bucket, tags)
+    }
+
+    /// The bucket's lifecycle rules, if it has any (read from the catalog: the request path
+    /// never needs them).
+    pub fn lifecycle(&self, bucket: &str) -> Result<Option<Vec<LifecycleRule>>, CatalogError> {
+        Ok(self
+            .catalog
+            .access_rows(AccessTable::Lifecycle)?
+            .into_iter()
+            .find(|(b, _)| b == bucket)
+            .map(|(_, json)| serde_json::from_slice(&json))
+            .transpose()?)
+    }
+
+    /// Every bucket's lifecycle rules.
+    pub fn lifecycles(&self) -> Result<Vec<(String, Vec<LifecycleRule>)>, CatalogError> {
+        self.catalog
+            .access_rows(AccessTable::Lifecycle)?
+            .into_iter()
+            .map(|(b, json)| Ok((b, serde_json::from_slice(&json)?)))
+            .collect()
+    }
+
+    /// Replaces (`Some`) or deletes (`None`) the bucket's lifecycle rules.
+    pub fn set_lifecycle(
+        &self,
+        bucket: &str,
+        rules: Option<&[LifecycleRule]>,
+    ) -> Result<(), CatalogError> {
+        let json = rules.map(serde_json::to_vec).transpose()?;
+        self.catalog
+            .set_access_row(AccessTable::Lifecycle, bucket, json.as_deref())
     }
 
     /// Forgets everything about a deleted bucket.

@@ -14,6 +14,9 @@ pub mod cors;
 pub mod door;
 pub mod errors;
 pub mod get;
+pub mod lifecycle;
+pub mod lifecycle_ops;
+pub mod lifecycle_runner;
 pub mod list;
 pub mod multipart;
 pub mod names;
@@ -307,6 +310,24 @@ impl S3 for PixelportS3 {
         req: S3Request<DeleteBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
         policy_ops::delete_ownership(self, req).await
+    }
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        lifecycle_ops::put(self, req).await
+    }
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        lifecycle_ops::get(self, req).await
+    }
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        lifecycle_ops::delete(self, req).await
     }
     async fn get_object_attributes(
         &self,

@@ -165,6 +165,7 @@ const ACTIONS: &[(&str, Scope)] = &[
     ("GetBucketPublicAccessBlock", Scope::Bucket),
     ("GetBucketTagging", Scope::Bucket),
     ("GetBucketVersioning", Scope::Bucket),
+    ("GetLifecycleConfiguration", Scope::Bucket),
     ("GetObject", Scope::Object),
     ("GetObjectAcl", Scope::Object),
     ("GetObjectAttributes", Scope::Object),
@@ -182,6 +183,7 @@ const ACTIONS: &[(&str, Scope)] = &[
     ("PutBucketPublicAccessBlock", Scope::Bucket),
     ("PutBucketTagging", Scope::Bucket),
     ("PutBucketVersioning", Scope::Bucket),
+    ("PutLifecycleConfiguration", Scope::Bucket),
     ("PutObject", Scope::Object),
     ("PutObjectAcl", Scope::Object),
     ("PutObjectTagging", Scope::Object),
@@ -232,6 +234,8 @@ pub fn action_of(op: &str) -> Option<&'static str> {
             "PutBucketOwnershipControls"
         }
         "GetBucketVersioning" => "GetBucketVersioning",
+        "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "PutBucketVersioning" => "PutBucketVersioning",
         _ => return None,
     })
