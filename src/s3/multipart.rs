@@ -24,6 +24,10 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     check_key(&input.key)?;
+    super::put::refuse_encryption(
+        input.server_side_encryption.as_ref(),
+        input.sse_customer_algorithm.as_deref(),
+    )?;
     let mut attrs = attrs_from(
         input.content_type,
         input.cache_control,
