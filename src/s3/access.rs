@@ -15,7 +15,8 @@ use std::sync::{Arc, RwLock};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{
-    CopyObjectInput, DeleteObjectsInput, GetObjectInput, HeadObjectInput, UploadPartCopyInput,
+    CopyObjectInput, DeleteObjectsInput, GetObjectInput, HeadObjectInput, PostObjectInput,
+    UploadPartCopyInput,
 };
 use s3s::path::S3Path;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
@@ -311,7 +312,7 @@ macro_rules! overrides_given {
 
 /// Operations whose bucket policy applies to keys named in the request, not in the path:
 /// each is checked in its own hook below.
-const CHECKED_PER_KEY: [&str; 1] = ["DeleteObjects"];
+const CHECKED_PER_KEY: [&str; 2] = ["DeleteObjects", "PostObject"];
 
 #[async_trait::async_trait]
 impl S3Access for PolicyAccess {
@@ -421,6 +422,26 @@ impl S3Access for PolicyAccess {
             }
         }
         Ok(())
+    }
+
+    /// POST Object (a browser form upload, s3s checks its policy document and signature)
+    /// needs s3:PutObject on the form's key, which is in the body, not the path.
+    async fn post_object(&self, req: &mut S3Request<PostObjectInput>) -> S3Result<()> {
+        if req.input.key.contains("${filename}") {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "The ${filename} variable in a POST form's key is not supported: name the object's key in the form (the object would otherwise be stored under the literal name)",
+            ));
+        }
+        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
+        let who = Requester::new(key, &req.headers, &req.extensions);
+        let resource = format!("{}/{}", req.input.bucket, req.input.key);
+        let bucket = Some(req.input.bucket.as_str());
+        if self.decide(&who, bucket, "PutObject", &resource, ListParams::default())? {
+            Ok(())
+        } else {
+            Err(anonymous_denied())
+        }
     }
 
     /// CopyObject also needs s3:GetObject on its source.

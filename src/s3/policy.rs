@@ -199,6 +199,7 @@ pub fn action_of(op: &str) -> Option<&'static str> {
         "GetObject" | "HeadObject" => "GetObject",
         "GetObjectAttributes" => "GetObjectAttributes",
         "PutObject"
+        | "PostObject"
         | "CopyObject"
         | "CreateMultipartUpload"
         | "UploadPart"

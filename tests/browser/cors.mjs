@@ -11,22 +11,9 @@
 //
 // Env: PAGE_URL (the other origin's page), PUT_URL, GET_URL, IMAGE_URL, CHROMIUM.
 
-import { chromium } from 'playwright-core';
+import { env, launch } from './launch.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`missing env ${name}`);
-    process.exit(2);
-  }
-  return v;
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   const console_ = [];

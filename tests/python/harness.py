@@ -94,10 +94,66 @@ def s3s_fs_bin() -> str:
     return str(cargo_home / "bin" / "s3s-fs")
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port that is free now, below the kernel's ephemeral range.
+
+    bind(port 0) and every outgoing connection take their ports from the ephemeral range, so
+    a port found there could be taken by a client socket before the daemon binds it: a CI
+    run failed once with "Address already in use" on an edge listener this way. Ports below
+    the range are only ever taken by an explicit bind, and each is handed out once per run.
+    """
+    import random
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(2000):
+            port = random.randint(10000, low - 1)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class StaticSite:
+    """Another origin for browser tests: `root` served on its own loopback port by Python's
+    http.server (pages the tests write there)."""
+
+    def __init__(self, root: Path):
+        import http.server
+        import threading
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(root), **kw)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def page(self, name: str, text: str) -> str:
+        """Writes a page and returns its URL."""
+        (self.root / name).write_text(text)
+        return f"{self.origin}/{name}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def unique_name(prefix: str = "b") -> str:

@@ -9,13 +9,11 @@ seed's own instructions need it: "Configure CORS on MinIO for cross-domain image
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -230,21 +228,12 @@ def test_image_listener_allow_origin(tmp_path):
         d.stop_all()
 
 
-class Page:
-    """A page on another origin (its own port), served by Python's http.server."""
+class Page(harness.StaticSite):
+    """A page on another origin (its own port)."""
 
     def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "index.html").write_text("<!doctype html><title>other origin</title><p>site")
-        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-            *a, directory=str(root), **kw)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/index.html"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(root)
+        self.url = self.page("index.html", "<!doctype html><title>other origin</title><p>site")
 
 
 def run_page(page: Page, put_url: str, get_url: str, image_url: str) -> dict:
