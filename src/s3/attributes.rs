@@ -54,7 +54,7 @@ pub async fn get_object_attributes(
         checksum_crc64nvme: c.crc64nvme.clone(),
         checksum_sha1: c.sha1.clone(),
         checksum_sha256: c.sha256.clone(),
-        checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        checksum_type: super::checksum_type(c, info.parts),
     });
     // Part sizes are not kept after completion: the count is, as S3 gives it for objects
     // uploaded without checksums. The remote store's objects carry it in the ETag (`-N`).

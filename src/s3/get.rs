@@ -148,6 +148,7 @@ pub async fn get_object(
     } else {
         Default::default()
     };
+    let kind = super::checksum_type(&checksums, info.parts);
     let a = &info.attrs;
     let output = GetObjectOutput {
         tag_count: super::tagging_ops::tag_count(&info.attrs.tags),
@@ -182,6 +183,7 @@ pub async fn get_object(
         checksum_crc32c: checksums.crc32c,
         checksum_sha1: checksums.sha1,
         checksum_sha256: checksums.sha256,
+        checksum_type: kind,
         checksum_crc64nvme: checksums.crc64nvme,
         parts_count: (info.parts > 0).then_some(info.parts as i32),
         ..Default::default()
@@ -237,6 +239,7 @@ pub async fn head_object(
     } else {
         Default::default()
     };
+    let kind = super::checksum_type(&checksums, info.parts);
     let a = &info.attrs;
     let output = HeadObjectOutput {
         content_length: Some(len as i64),
@@ -269,6 +272,7 @@ pub async fn head_object(
         checksum_crc32c: checksums.crc32c,
         checksum_sha1: checksums.sha1,
         checksum_sha256: checksums.sha256,
+        checksum_type: kind,
         checksum_crc64nvme: checksums.crc64nvme,
         parts_count: (info.parts > 0).then_some(info.parts as i32),
         ..Default::default()

@@ -95,6 +95,19 @@ pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(t)
 }
 
+/// How an object's checksum was made: COMPOSITE (of its parts' checksums, `-N`) for a
+/// multipart object, FULL_OBJECT otherwise; none without a checksum.
+pub(crate) fn checksum_type(c: &crate::store::Checksums, parts: u32) -> Option<ChecksumType> {
+    if c.is_empty() {
+        return None;
+    }
+    Some(ChecksumType::from_static(if parts > 0 {
+        ChecksumType::COMPOSITE
+    } else {
+        ChecksumType::FULL_OBJECT
+    }))
+}
+
 pub(crate) fn strong_etag(s: &str) -> ETag {
     ETag::Strong(s.to_owned())
 }

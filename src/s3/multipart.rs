@@ -1,7 +1,7 @@
 //! Multipart uploads: create, upload part (and part copy), complete, abort, and the two listings.
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::get::to_read_range;
 use super::put::{Declared, copy_source};
@@ -43,6 +43,16 @@ pub async fn create(
         &input.bucket,
         input.acl.as_ref().map(|a| a.as_str()),
     )?;
+    if input
+        .checksum_type
+        .as_ref()
+        .is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT)
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "x-amz-checksum-type FULL_OBJECT is not supported yet: Pixelport gives multipart objects the COMPOSITE checksum of their parts (leave the type out, or ask for COMPOSITE)",
+        ));
+    }
     let alg = input
         .checksum_algorithm
         .as_ref()
@@ -56,6 +66,10 @@ pub async fn create(
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(id),
+        checksum_type: input
+            .checksum_algorithm
+            .is_some()
+            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
         checksum_algorithm: input.checksum_algorithm,
         ..Default::default()
     }))
@@ -282,11 +296,18 @@ pub async fn complete(
         .map_err(|e| s.err(e, &req.extensions))?
         .map_err(super::put::precondition_failed)?;
     s.changed(&input.bucket, &input.key);
+    let c = &info.checksums;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(strong_etag(&info.etag)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        checksum_type: super::checksum_type(c, info.parts),
+        checksum_crc32: c.crc32.clone(),
+        checksum_crc32c: c.crc32c.clone(),
+        checksum_sha1: c.sha1.clone(),
+        checksum_sha256: c.sha256.clone(),
+        checksum_crc64nvme: c.crc64nvme.clone(),
         ..Default::default()
     }))
 }

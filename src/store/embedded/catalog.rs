@@ -636,13 +636,27 @@ impl Catalog {
                     })
                 })
                 .collect();
+            // With an algorithm named at CreateMultipartUpload, the object carries S3's
+            // COMPOSITE checksum of its parts (none when a part was sent without one).
+            let checksums = upload
+                .checksum_algorithm
+                .as_deref()
+                .and_then(|alg| {
+                    let sums: Vec<&crate::store::Checksums> = chosen
+                        .iter()
+                        .filter_map(|p| stored_records.get(&p.part_number))
+                        .map(|r| &r.info.checksums)
+                        .collect();
+                    crate::store::spool::composite_checksum(alg, &sums)
+                })
+                .unwrap_or_default();
             info = ObjectInfo {
                 key: key.to_owned(),
                 size: segments.iter().map(|s| s.size).sum(),
                 etag,
                 last_modified_ms,
                 attrs: upload.attrs.clone(),
-                checksums: Default::default(),
+                checksums,
                 parts: segments.len() as u32,
             };
             let record = ObjectRecord {
