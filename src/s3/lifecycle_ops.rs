@@ -221,6 +221,14 @@ pub async fn put(
         .collect::<Result<Vec<_>, _>>()
         .map_err(lifecycle_error)?;
     lifecycle::validate(&rules).map_err(lifecycle_error)?;
+    if !s.store.keeps_tags() && rules.iter().any(Rule::needs_tags) {
+        // A tag filter would never match on a store without object tags: refused, not kept
+        // as a rule that silently does nothing.
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "Lifecycle rules that filter on tags need object tags, which the remote store does not keep (filter on prefix and size instead)",
+        ));
+    }
     s.buckets
         .set_lifecycle(&i.bucket, Some(&rules))
         .map_err(|e| super::catalog_error("lifecycle configuration", e))?;

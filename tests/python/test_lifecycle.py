@@ -57,10 +57,18 @@ def test_expiration_by_prefix_size_and_tags(d, tmp_path):
         {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": "keep/"},
          "Expiration": {"Days": 1}},
     ]}
+    scratch = {"ID": "scratch", "Status": "Enabled",
+               "Filter": {"Tag": {"Key": "class", "Value": "scratch"}}, "Expiration": {"Days": 3}}
     if d.backend == "embedded":
-        rules["Rules"].append({"ID": "scratch", "Status": "Enabled",
-                               "Filter": {"Tag": {"Key": "class", "Value": "scratch"}},
-                               "Expiration": {"Days": 3}})
+        rules["Rules"].append(scratch)
+    else:
+        # The remote store keeps no object tags: a tag filter would never match, so it is
+        # refused rather than kept as a rule that does nothing.
+        with pytest.raises(ClientError) as e:
+            c.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={
+                "Rules": [scratch]})
+        assert code(e.value) == ("NotImplemented", 501)
+        assert "tags" in e.value.response["Error"]["Message"]
     f = tmp_path / "lc.json"
     f.write_text(json.dumps(rules))
     harness.AwsCli(d.endpoint)("s3api", "put-bucket-lifecycle-configuration", "--bucket", b,
