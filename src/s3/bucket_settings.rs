@@ -208,9 +208,11 @@ impl BucketSettings {
             Some(one @ serde_json::Value::Object(_)) => vec![one.clone()],
             _ => Vec::new(),
         };
-        if public {
+        // (A bucket public through `[s3] public_buckets` already holds the statements: the
+        // switch then only makes that policy explicit.)
+        if public && !self.is_public(bucket) {
             statements.extend(policy::public_read_statements(bucket));
-        } else if let Some(p) = &current {
+        } else if !public && let Some(p) = &current {
             let drop = p.policy.public_statements();
             statements = statements
                 .into_iter()
@@ -362,6 +364,27 @@ mod tests {
             assert!(s.is_public("configured"));
             assert!(!s.is_public("other"));
         }
+    }
+
+    /// Switching a `[s3] public_buckets` bucket public made its policy explicit by adding
+    /// the public-read statements a second time.
+    #[test]
+    fn switching_a_configured_public_bucket_on_keeps_one_copy_of_the_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = settings(dir.path(), &["configured"]);
+            s.set_public("configured", true).unwrap();
+            let p = s.access("configured").policy.clone().unwrap();
+            assert!(!p.from_config);
+            assert_eq!(
+                p.text.matches("PixelportPublicRead").count(),
+                1,
+                "{}",
+                p.text
+            );
+        }
+        let reopened = settings(dir.path(), &[]);
+        assert!(reopened.is_public("configured"));
     }
 
     #[test]
