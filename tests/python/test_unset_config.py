@@ -1,0 +1,47 @@
+"""Bucket sub-resources Pixelport keeps no settings for answer as AWS answers a bucket that
+has none (#14 part 8: "each 501 on an error path replaced by AWS's documented status").
+
+Before this, GetBucketEncryption, GetBucketWebsite, GetBucketReplication,
+GetObjectLockConfiguration, GetBucketNotificationConfiguration, GetBucketLogging,
+GetBucketRequestPayment and GetBucketAccelerateConfiguration all answered 501
+NotImplemented, which fails a tool's whole read of a bucket (Terraform's aws_s3_bucket
+reads every one of them).
+"""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+import harness
+
+pytestmark = pytest.mark.pixelport_only
+
+
+def test_unset_configurations_read_as_absent(backend_daemon):
+    c = backend_daemon.client()
+    b = harness.unique_name("unset")
+    c.create_bucket(Bucket=b)
+    for call, want in (
+            (c.get_bucket_encryption, ("ServerSideEncryptionConfigurationNotFoundError", 404)),
+            (c.get_bucket_website, ("NoSuchWebsiteConfiguration", 404)),
+            (c.get_bucket_replication, ("ReplicationConfigurationNotFoundError", 404)),
+            (c.get_object_lock_configuration, ("ObjectLockConfigurationNotFoundError", 404))):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=b)
+        assert harness.client_error(e.value) == want, call
+    n = c.get_bucket_notification_configuration(Bucket=b)
+    assert not any(k in n for k in ("TopicConfigurations", "QueueConfigurations",
+                                    "LambdaFunctionConfigurations"))
+    assert "LoggingEnabled" not in c.get_bucket_logging(Bucket=b)
+    assert c.get_bucket_request_payment(Bucket=b)["Payer"] == "BucketOwner"
+    assert "Status" not in c.get_bucket_accelerate_configuration(Bucket=b)
+    # A missing bucket is NoSuchBucket, as everywhere.
+    for call in (c.get_bucket_encryption, c.get_bucket_logging, c.get_bucket_request_payment):
+        with pytest.raises(ClientError) as e:
+            call(Bucket="no-such-unset-bucket")
+        assert harness.client_error(e.value) == ("NoSuchBucket", 404)
+    # Writing them stays NotImplemented: Pixelport has none of these features.
+    with pytest.raises(ClientError) as e:
+        c.put_bucket_website(Bucket=b, WebsiteConfiguration={"IndexDocument": {"Suffix": "i"}})
+    assert harness.client_error(e.value)[1] == 501
