@@ -320,6 +320,17 @@ impl AdminCatalog {
         Ok(out)
     }
 
+    /// One bucket's value in one of the access tables.
+    pub fn access_row(
+        &self,
+        table: AccessTable,
+        bucket: &str,
+    ) -> Result<Option<Vec<u8>>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table.def())?;
+        Ok(t.get(bucket)?.map(|v| v.value().to_vec()))
+    }
+
     /// Stores (`Some`) or deletes (`None`) a bucket's value in one of the access tables.
     /// Writing the policy also records an explicit public choice (whether a policy is left),
     /// so `[s3] public_buckets` no longer applies to the bucket.

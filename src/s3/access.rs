@@ -245,18 +245,41 @@ struct ListParams<'a> {
 
 impl<'a> Requester<'a> {
     fn new(key: Option<&'a str>, headers: &'a http::HeaderMap, ext: &http::Extensions) -> Self {
+        Self::from_parts(key, headers, Connection::of(ext))
+    }
+
+    fn from_parts(key: Option<&'a str>, headers: &'a http::HeaderMap, c: Connection) -> Self {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let tunneled = ext.get::<crate::server::Tunneled>().is_some();
         Self {
             key,
-            source_ip: ext.get::<crate::server::PeerAddr>().map(|p| p.0.ip()),
-            secure: ext.get::<crate::server::OverTls>().is_some()
-                || (tunneled && header("x-forwarded-proto") == Some("https")),
+            source_ip: c.source_ip,
+            secure: c.over_tls || (c.tunneled && header("x-forwarded-proto") == Some("https")),
             referer: header("referer"),
             user_agent: header("user-agent"),
         }
     }
+}
 
+/// What the accept loop (or the tunnel) put into a request's extensions about its
+/// connection, copied out so the headers can be borrowed without cloning them.
+#[derive(Clone, Copy)]
+struct Connection {
+    source_ip: Option<std::net::IpAddr>,
+    over_tls: bool,
+    tunneled: bool,
+}
+
+impl Connection {
+    fn of(ext: &http::Extensions) -> Self {
+        Self {
+            source_ip: ext.get::<crate::server::PeerAddr>().map(|p| p.0.ip()),
+            over_tls: ext.get::<crate::server::OverTls>().is_some(),
+            tunneled: ext.get::<crate::server::Tunneled>().is_some(),
+        }
+    }
+}
+
+impl<'a> Requester<'a> {
     fn request<'r>(&'r self, action: &'r str, resource: &'r str, l: ListParams<'r>) -> Request<'r> {
         Request {
             principal: self.key,
@@ -375,8 +398,8 @@ impl S3Access for PolicyAccess {
             None if bucket.is_empty() => "*".to_owned(),
             None => bucket.clone(),
         };
-        let headers = cx.headers().clone();
-        let who = Requester::new(key.as_deref(), &headers, cx.extensions_mut());
+        let connection = Connection::of(cx.extensions_mut());
+        let who = Requester::from_parts(key.as_deref(), cx.headers(), connection);
         let in_bucket = (!bucket.is_empty()).then_some(bucket.as_str());
         if self.decide(&who, in_bucket, action, &resource, list)? {
             return Ok(());

@@ -252,10 +252,8 @@ impl BucketSettings {
     pub fn lifecycle(&self, bucket: &str) -> Result<Option<Vec<LifecycleRule>>, CatalogError> {
         Ok(self
             .catalog
-            .access_rows(AccessTable::Lifecycle)?
-            .into_iter()
-            .find(|(b, _)| b == bucket)
-            .map(|(_, json)| serde_json::from_slice(&json))
+            .access_row(AccessTable::Lifecycle, bucket)?
+            .map(|json| serde_json::from_slice(&json))
             .transpose()?)
     }
 

@@ -264,11 +264,11 @@ pub async fn delete(
     s: &PixelportS3,
     req: S3Request<DeleteBucketLifecycleInput>,
 ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
-    let bucket = req.input.bucket;
-    s.existing_bucket(&bucket, &req.extensions).await?;
-    s.buckets
-        .set_lifecycle(&bucket, None)
-        .map_err(|e| super::catalog_error("lifecycle configuration", e))?;
+    let b = &req.input.bucket;
+    super::policy_ops::delete_setting(s, b, &req.extensions, "lifecycle configuration", |x| {
+        Ok(x.set_lifecycle(b, None)?)
+    })
+    .await?;
     Ok(S3Response::with_status(
         DeleteBucketLifecycleOutput {},
         http::StatusCode::NO_CONTENT,

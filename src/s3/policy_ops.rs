@@ -35,7 +35,7 @@ fn not_found(code: &'static str, msg: &'static str) -> S3Error {
 
 /// DeleteBucketPolicy, DeletePublicAccessBlock and DeleteBucketOwnershipControls: NoSuchBucket
 /// unless the bucket exists, then `clear` forgets the setting (none is not an error).
-async fn delete_setting(
+pub(crate) async fn delete_setting(
     s: &PixelportS3,
     bucket: &str,
     ext: &http::Extensions,
