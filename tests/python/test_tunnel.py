@@ -284,10 +284,15 @@ def test_the_admin_ui_is_not_reachable_through_the_edge_by_default(edge, make_da
     assert "pixelport_tunnel" not in r.text
 
 
-def aws_round_trip(edge, src, tmp_path, endpoint=None):
-    """`aws s3 cp` up and down through the edge's S3 hostname (or `endpoint`); returns the
-    copy."""
+def aws_round_trip(edge, src, tmp_path, endpoint=None, part_mib=None):
+    """`aws s3 cp` up and down through the edge's S3 hostname (or `endpoint`), with
+    `part_mib` MiB multipart parts when given; returns the copy."""
     aws = harness.AwsCli(endpoint or edge.url(S3_HOST, ""))
+    if part_mib:
+        cfg = tmp_path / f"aws-config-{part_mib}"
+        cfg.write_text(open(aws.env["AWS_CONFIG_FILE"]).read()
+                       + f"    multipart_chunksize = {part_mib}MB\n")
+        aws.env["AWS_CONFIG_FILE"] = str(cfg)
     aws.env["AWS_CA_BUNDLE"] = str(edge.cert)
     bucket = harness.unique_name("tun")
     aws("s3", "mb", f"s3://{bucket}")
@@ -335,20 +340,22 @@ def test_s3_on_its_own_hostname_with_the_aws_cli(edge, make_daemon, tmp_path):
     with open(big, "wb") as f:
         for i in range(100):
             f.write(hashlib.sha256(str(i).encode()).digest() * (1 << 15))
-    # The same copy straight to the S3 listener first: the aws cli's 10 parallel 8 MiB
-    # parts cost the daemon some memory whatever the path.
+    # The same copy straight to the S3 listener first: the aws cli's parallel parts cost
+    # the daemon some memory whatever the path. 32 MiB parts (4 of them, all in flight at
+    # once) make buffering visible: a tunnel that held each part whole would add about
+    # 100 MiB over the direct copy, and so would one that held the download whole.
     base = rss_mib(d)
     with RssPeak(d) as direct:
-        aws_round_trip(edge, big, tmp_path, endpoint=d.endpoint)
+        aws_round_trip(edge, big, tmp_path, endpoint=d.endpoint, part_mib=32)
     direct_growth = direct.mib - base
     base = rss_mib(d)
     with RssPeak(d) as peak:
-        back = aws_round_trip(edge, big, tmp_path)
+        back = aws_round_trip(edge, big, tmp_path, part_mib=32)
     assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
-    # The body streams through the tunnel: holding the 100 MiB object (or its parts) whole
-    # would add at least 80 MiB over the direct copy.
+    # The body streams through the tunnel. The margin is half of what buffering would add:
+    # quinn's stream windows and the allocator's arenas vary from run to run by ~35 MiB.
     tunnel_growth = peak.mib - base
-    assert tunnel_growth < direct_growth + 32, (direct_growth, tunnel_growth)
+    assert tunnel_growth < direct_growth + 48, (direct_growth, tunnel_growth)
 
 
 class Load:
