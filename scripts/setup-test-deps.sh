@@ -37,10 +37,11 @@ mkdir -p "$CACHE"
 # --------------------------------------------------------------------------
 # Debian packages: the build's, plus what only the tests need (Chromium for the
 # admin UI's browser tests; wrk for the edge's client-key-cap test, which was missing on a
-# fresh machine), through the project's one apt installer. Each is checked with dpkg -s
-# first; `apt-get update` runs only when something is missing.
+# fresh machine; rclone for the versioned-bucket copy), through the project's one apt
+# installer. Each is checked with dpkg -s first; `apt-get update` runs only when something
+# is missing.
 # --------------------------------------------------------------------------
-bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl wrk
+bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl wrk rclone
 
 # --------------------------------------------------------------------------
 # Python venv

@@ -2130,4 +2130,27 @@ proptest! {
             prop_assert_eq!(p.evaluate(&r), Decision::Deny);
         }
     }
+
+    /// Version ids (`store::version_id`): any text is valid only as `null` or as an id this
+    /// code makes, a made id carries its stamp back, and ids sort newest first as strings.
+    #[test]
+    fn version_ids_round_trip_and_sort_newest_first(
+        text in "[ -~]{0,40}",
+        a in 1u64..u64::MAX / 2,
+        gap in 1u64..1_000_000,
+        ra in any::<u64>(),
+        rb in any::<u64>(),
+    ) {
+        use pixelport::store::version_id::{is_valid, new_id, sort_suffix, stamp_of, NULL};
+        let valid = is_valid(&text);
+        prop_assert_eq!(valid, text == NULL || stamp_of(&text).is_some());
+        if let Some(stamp) = stamp_of(&text) {
+            prop_assert_eq!(new_id(stamp, u64::from_str_radix(&text[16..], 16).unwrap_or(0)), text);
+        }
+        let (older, newer) = (new_id(a, ra), new_id(a + gap, rb));
+        prop_assert_eq!(stamp_of(&older), Some(a));
+        prop_assert!(newer < older);
+        prop_assert!(sort_suffix(a + gap, Some(&newer)) < sort_suffix(a, Some(&older)));
+        prop_assert!(sort_suffix(a + gap, None) < sort_suffix(a, None));
+    }
 }

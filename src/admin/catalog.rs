@@ -37,6 +37,8 @@ const BUCKET_BLOCK: TableDefinition<&str, &[u8]> =
 const BUCKET_OWNERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_ownership");
 /// bucket → JSON `[s3::lifecycle::Rule]` (PutBucketLifecycleConfiguration).
 const BUCKET_LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_lifecycle");
+/// Bucket → the owner id of the key that created it (`s3::owner`).
+const BUCKET_OWNER: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_owner");
 
 /// The per-bucket settings kept as one value per bucket (access settings and lifecycle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,7 @@ pub enum AccessTable {
     PublicAccessBlock,
     Ownership,
     Lifecycle,
+    Owner,
 }
 
 impl AccessTable {
@@ -54,14 +57,16 @@ impl AccessTable {
             Self::PublicAccessBlock => BUCKET_BLOCK,
             Self::Ownership => BUCKET_OWNERSHIP,
             Self::Lifecycle => BUCKET_LIFECYCLE,
+            Self::Owner => BUCKET_OWNER,
         }
     }
 
-    const ALL: [AccessTable; 4] = [
+    const ALL: [AccessTable; 5] = [
         Self::Policy,
         Self::PublicAccessBlock,
         Self::Ownership,
         Self::Lifecycle,
+        Self::Owner,
     ];
 }
 

@@ -118,7 +118,9 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::NoSuchBucket(_)
             | StoreError::NoSuchKey(_)
-            | StoreError::NoSuchUpload(_) => AdminError::NotFound(text),
+            | StoreError::NoSuchUpload(_)
+            | StoreError::NoSuchVersion { .. }
+            | StoreError::DeleteMarker(_) => AdminError::NotFound(text),
             StoreError::BucketExists(_) | StoreError::BucketNotEmpty(_) => {
                 AdminError::Conflict(text)
             }

@@ -347,6 +347,7 @@ mod tests {
             },
             checksums: Default::default(),
             parts: 0,
+            version_id: None,
         }
     }
 

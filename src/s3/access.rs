@@ -310,10 +310,11 @@ fn anonymous_denied() -> S3Error {
     )
 }
 
-/// The `prefix`, `delimiter` and `max-keys` of a ListObjects query, percent-decoded.
+/// The `prefix`, `delimiter` and `max-keys` of a ListObjects query and any `versionId`,
+/// percent-decoded.
 fn list_params(query: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| matches!(&**k, "prefix" | "delimiter" | "max-keys"))
+        .filter(|(k, _)| matches!(&**k, "prefix" | "delimiter" | "max-keys" | "versionId"))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
@@ -349,6 +350,10 @@ impl S3Access for PolicyAccess {
         let op = cx.s3_op().name().to_owned();
         let op = op.as_str();
         let scoped = self.scoped(key.as_deref());
+        if let Some(k) = &key {
+            cx.extensions_mut()
+                .insert(super::owner::OwnerId::of_key(k, scoped));
+        }
         let (bucket, object) = match cx.s3_path() {
             S3Path::Root if scoped => (String::new(), None),
             S3Path::Root => {
@@ -384,7 +389,14 @@ impl S3Access for PolicyAccess {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let list = if action == "ListBucket" {
+        // A request naming a version needs the version's own action, as in AWS.
+        let version = get("versionId");
+        let action = match (action, version) {
+            ("GetObject", Some(_)) => "GetObjectVersion",
+            ("DeleteObject", Some(_)) if op == "DeleteObject" => "DeleteObjectVersion",
+            _ => action,
+        };
+        let list = if matches!(action, "ListBucket" | "ListBucketVersions") {
             ListParams {
                 prefix: get("prefix"),
                 delimiter: get("delimiter"),
@@ -407,10 +419,11 @@ impl S3Access for PolicyAccess {
         if let (Some(store), Some(k)) = (&self.store, &object)
             && matches!(op, "GetObject" | "HeadObject")
             && self.settings.access(&bucket).object_acls_count()
-            && store
-                .head_object(&bucket, k)
-                .await
-                .is_ok_and(|info| info.attrs.public_read)
+            && match version {
+                Some(v) => store.head_version(&bucket, k, v).await,
+                None => store.head_object(&bucket, k).await,
+            }
+            .is_ok_and(|info| info.attrs.public_read)
         {
             return Ok(());
         }
@@ -427,20 +440,19 @@ impl S3Access for PolicyAccess {
         anonymous_overrides(req.credentials.is_some(), overrides_given!(i))
     }
 
-    /// DeleteObjects needs s3:DeleteObject on every key it names.
+    /// DeleteObjects needs s3:DeleteObject on every key it names (s3:DeleteObjectVersion for
+    /// an entry naming a version).
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
         let who = Requester::new(key, &req.headers, &req.extensions);
         let bucket = &req.input.bucket;
         for o in &req.input.delete.objects {
             let resource = format!("{bucket}/{}", o.key);
-            if !self.decide(
-                &who,
-                Some(bucket),
-                "DeleteObject",
-                &resource,
-                ListParams::default(),
-            )? {
+            let action = match o.version_id {
+                Some(_) => "DeleteObjectVersion",
+                None => "DeleteObject",
+            };
+            if !self.decide(&who, Some(bucket), action, &resource, ListParams::default())? {
                 return Err(anonymous_denied());
             }
         }
@@ -467,7 +479,8 @@ impl S3Access for PolicyAccess {
         }
     }
 
-    /// CopyObject also needs s3:GetObject on its source.
+    /// CopyObject also needs s3:GetObject on its source (s3:GetObjectVersion on a named
+    /// version of it).
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
         let source = super::put::copy_source(&req.input.copy_source)?;
         self.check_copy_source(
@@ -495,14 +508,18 @@ impl PolicyAccess {
         creds: Option<&s3s::auth::Credentials>,
         headers: &http::HeaderMap,
         ext: &http::Extensions,
-        (bucket, key): (String, String),
+        (bucket, key, version): (String, String, Option<String>),
     ) -> S3Result<()> {
         let who = Requester::new(creds.map(|c| c.access_key.as_str()), headers, ext);
         let resource = format!("{bucket}/{key}");
+        let action = match version {
+            Some(_) => "GetObjectVersion",
+            None => "GetObject",
+        };
         if self.decide(
             &who,
             Some(&bucket),
-            "GetObject",
+            action,
             &resource,
             ListParams::default(),
         )? {

@@ -8,8 +8,22 @@ use s3s::{S3Error, S3ErrorCode, S3Result};
 
 /// The group every anonymous requester belongs to.
 pub const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-/// The owner Pixelport answers with (as ListBuckets does).
+/// The account: the owner of what the root keys create, and of buckets and objects made
+/// before owners were recorded (ListBuckets answers it).
 pub const OWNER_ID: &str = "pixelport";
+
+/// Whether `id` names `owner` (the resource's recorded owner) or the account.
+fn is_owner(id: &str, owner: &str) -> bool {
+    id == OWNER_ID || id == owner
+}
+
+/// S3's Owner element for an owner id.
+pub fn owner(id: &str) -> Owner {
+    Owner {
+        display_name: Some(id.to_owned()),
+        id: Some(id.to_owned()),
+    }
+}
 
 fn unsupported(what: &str) -> S3Error {
     S3Error::with_message(
@@ -39,18 +53,20 @@ pub fn canned(acl: Option<&str>) -> S3Result<Option<bool>> {
 }
 
 /// Whether `x-amz-grant-*` headers mean anonymous read. Only `x-amz-grant-read` to AllUsers
-/// and `x-amz-grant-full-control` to the owner are understood.
+/// and `x-amz-grant-full-control` to the owner (`owner`, or the account) are understood.
 pub fn grant_headers(
     read: Option<&str>,
     full_control: Option<&str>,
     others: bool,
+    owner: &str,
 ) -> S3Result<Option<bool>> {
     if others {
         return Err(unsupported("Granting WRITE, READ_ACP or WRITE_ACP"));
     }
     let owner_only = |v: &str| {
         v.split(',').map(str::trim).all(|g| {
-            g.trim_matches('"') == format!("id={OWNER_ID}") || g == format!("id=\"{OWNER_ID}\"")
+            g.strip_prefix("id=")
+                .is_some_and(|id| is_owner(id.trim_matches('"'), owner))
         })
     };
     if let Some(fc) = full_control
@@ -74,8 +90,9 @@ pub fn grant_headers(
     }
 }
 
-/// Whether an AccessControlPolicy body means anonymous read.
-pub fn from_policy(policy: &AccessControlPolicy) -> S3Result<bool> {
+/// Whether an AccessControlPolicy body means anonymous read (FULL_CONTROL goes to `owner`,
+/// or the account).
+pub fn from_policy(policy: &AccessControlPolicy, owner: &str) -> S3Result<bool> {
     let mut public = false;
     for g in policy.grants.iter().flatten() {
         let (Some(grantee), Some(permission)) = (&g.grantee, &g.permission) else {
@@ -85,10 +102,10 @@ pub fn from_policy(policy: &AccessControlPolicy) -> S3Result<bool> {
             ));
         };
         let all_users = grantee.uri.as_deref() == Some(ALL_USERS);
-        let owner = grantee.type_.as_str() == Type::CANONICAL_USER
-            && grantee.id.as_deref() == Some(OWNER_ID);
+        let to_owner = grantee.type_.as_str() == Type::CANONICAL_USER
+            && grantee.id.as_deref().is_some_and(|id| is_owner(id, owner));
         match permission.as_str() {
-            Permission::FULL_CONTROL if owner => {}
+            Permission::FULL_CONTROL if to_owner => {}
             Permission::READ if all_users => public = true,
             p => {
                 return Err(unsupported(&format!(
@@ -105,17 +122,14 @@ pub fn from_policy(policy: &AccessControlPolicy) -> S3Result<bool> {
     Ok(public)
 }
 
-/// The owner and grants answered by GetBucketAcl and GetObjectAcl.
-pub fn policy(public: bool) -> (Owner, Grants) {
-    let owner = Owner {
-        display_name: Some(OWNER_ID.into()),
-        id: Some(OWNER_ID.into()),
-    };
+/// The owner and grants answered by GetBucketAcl and GetObjectAcl, for a resource owned by
+/// `owner_id`.
+pub fn policy(owner_id: &str, public: bool) -> (Owner, Grants) {
     let mut grants = vec![Grant {
         grantee: Some(Grantee {
-            display_name: Some(OWNER_ID.into()),
+            display_name: Some(owner_id.into()),
             email_address: None,
-            id: Some(OWNER_ID.into()),
+            id: Some(owner_id.into()),
             type_: Type::from_static(Type::CANONICAL_USER),
             uri: None,
         }),
@@ -133,7 +147,7 @@ pub fn policy(public: bool) -> (Owner, Grants) {
             permission: Some(Permission::from_static(Permission::READ)),
         });
     }
-    (owner, grants)
+    (owner(owner_id), grants)
 }
 
 #[cfg(test)]
@@ -155,15 +169,20 @@ mod tests {
 
     #[test]
     fn policies_round_trip_and_other_grants_are_refused() {
-        for public in [false, true] {
-            let (owner, grants) = policy(public);
+        for (who, public) in [(OWNER_ID, false), (OWNER_ID, true), ("AKSCOPED", true)] {
+            let (owner, grants) = policy(who, public);
+            assert_eq!(owner.id.as_deref(), Some(who));
             let p = AccessControlPolicy {
                 grants: Some(grants),
                 owner: Some(owner),
             };
-            assert_eq!(from_policy(&p).unwrap(), public);
+            assert_eq!(from_policy(&p, who).unwrap(), public);
+            // Another key's FULL_CONTROL is not the owner's.
+            if who != OWNER_ID {
+                assert!(from_policy(&p, "AKOTHER").is_err());
+            }
         }
-        let (owner, mut grants) = policy(false);
+        let (owner, mut grants) = policy(OWNER_ID, false);
         grants.push(Grant {
             grantee: Some(Grantee {
                 display_name: None,
@@ -179,7 +198,7 @@ mod tests {
             owner: Some(owner),
         };
         assert_eq!(
-            from_policy(&p).unwrap_err().code(),
+            from_policy(&p, OWNER_ID).unwrap_err().code(),
             &S3ErrorCode::NotImplemented
         );
     }
@@ -187,16 +206,21 @@ mod tests {
     #[test]
     fn grant_headers() {
         let all = format!("uri={ALL_USERS}");
+        let own = "AKOWNER";
         assert_eq!(
-            super::grant_headers(Some(&all), None, false).unwrap(),
+            super::grant_headers(Some(&all), None, false, own).unwrap(),
             Some(true)
         );
-        assert_eq!(
-            super::grant_headers(None, Some("id=pixelport"), false).unwrap(),
-            Some(false)
-        );
-        assert!(super::grant_headers(Some("id=bob"), None, false).is_err());
-        assert!(super::grant_headers(None, None, true).is_err());
-        assert_eq!(super::grant_headers(None, None, false).unwrap(), None);
+        for fc in ["id=pixelport", "id=AKOWNER", "id=\"AKOWNER\""] {
+            assert_eq!(
+                super::grant_headers(None, Some(fc), false, own).unwrap(),
+                Some(false),
+                "{fc}"
+            );
+        }
+        assert!(super::grant_headers(None, Some("id=bob"), false, own).is_err());
+        assert!(super::grant_headers(Some("id=bob"), None, false, own).is_err());
+        assert!(super::grant_headers(None, None, true, own).is_err());
+        assert_eq!(super::grant_headers(None, None, false, own).unwrap(), None);
     }
 }

@@ -9,12 +9,14 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::PixelportS3;
 use super::acl;
-use crate::store::OBJECT_ACL_NOT_ON_THIS_STORE;
+use super::bucket_access::Ownership;
+use super::owner;
+use crate::store::{OBJECT_ACL_NOT_ON_THIS_STORE, ObjectInfo};
 
 /// `requested` for an input with S3's ACL fields (CreateBucket, PutBucketAcl and
 /// PutObjectAcl are different types with the same fields).
 macro_rules! acl_of {
-    ($i:expr, $body:expr) => {
+    ($i:expr, $body:expr, $owner:expr) => {
         requested(
             $i.acl.as_ref().map(|a| a.as_str()),
             (
@@ -25,16 +27,18 @@ macro_rules! acl_of {
                     || $i.grant_write_acp.is_some(),
             ),
             $body,
+            $owner,
         )
     };
 }
 
-/// What a request's ACL says about anonymous read: a canned ACL, grant headers, or a body.
-/// Giving more than one of them is refused, as S3 does.
+/// What a request's ACL says about anonymous read: a canned ACL, grant headers, or a body,
+/// for a resource owned by `owner`. Giving more than one of them is refused, as S3 does.
 fn requested(
     canned: Option<&str>,
     grants: (Option<&str>, Option<&str>, bool),
     body: Option<&AccessControlPolicy>,
+    owner: &str,
 ) -> S3Result<Option<bool>> {
     let (read, full, others) = grants;
     let any_grant = read.is_some() || full.is_some() || others;
@@ -50,10 +54,10 @@ fn requested(
         ));
     }
     if let Some(p) = body {
-        return acl::from_policy(p).map(Some);
+        return acl::from_policy(p, owner).map(Some);
     }
     if any_grant {
-        return acl::grant_headers(read, full, others);
+        return acl::grant_headers(read, full, others, owner);
     }
     acl::canned(canned)
 }
@@ -87,9 +91,25 @@ pub(crate) fn upload_public_read(
     Ok(public)
 }
 
-/// The bucket ACL CreateBucket asks for; `None`: private (the default).
-pub(crate) fn create_bucket_public(i: &CreateBucketInput) -> S3Result<bool> {
-    Ok(acl_of!(i, None)?.unwrap_or(false))
+/// The bucket ACL CreateBucket asks for (`owner`: the creator); `None`: private (the
+/// default).
+pub(crate) fn create_bucket_public(i: &CreateBucketInput, owner: &str) -> S3Result<bool> {
+    Ok(acl_of!(i, None, owner)?.unwrap_or(false))
+}
+
+/// Who owns the bucket: the key that created it, or the account.
+pub(crate) fn bucket_owner(s: &PixelportS3, bucket: &str) -> String {
+    owner::shown(s.buckets.access(bucket).owner.as_deref()).to_owned()
+}
+
+/// Who owns an object: with BucketOwnerEnforced the bucket's owner, as S3; otherwise the
+/// key that wrote it, or (written anonymously or before owners were recorded) the bucket's.
+pub(crate) fn object_owner(s: &PixelportS3, bucket: &str, info: &ObjectInfo) -> String {
+    let access = s.buckets.access(bucket);
+    if access.ownership == Some(Ownership::BucketOwnerEnforced) {
+        return owner::shown(access.owner.as_deref()).to_owned();
+    }
+    owner::shown(info.attrs.owner.as_deref().or(access.owner.as_deref())).to_owned()
 }
 
 pub async fn get_bucket(
@@ -98,7 +118,7 @@ pub async fn get_bucket(
 ) -> S3Result<S3Response<GetBucketAclOutput>> {
     let bucket = req.input.bucket;
     s.existing_bucket(&bucket, &req.extensions).await?;
-    let (owner, grants) = acl::policy(s.buckets.is_public(&bucket));
+    let (owner, grants) = acl::policy(&bucket_owner(s, &bucket), s.buckets.is_public(&bucket));
     Ok(S3Response::new(GetBucketAclOutput {
         grants: Some(grants),
         owner: Some(owner),
@@ -111,7 +131,8 @@ pub async fn put_bucket(
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let i = req.input;
     s.existing_bucket(&i.bucket, &req.extensions).await?;
-    let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
+    let owner = bucket_owner(s, &i.bucket);
+    let public = acl_of!(i, i.access_control_policy.as_ref(), &owner)?.ok_or_else(missing_acl)?;
     s.buckets
         .access(&i.bucket)
         .check_acl(public)
@@ -128,16 +149,13 @@ pub async fn get_object(
     req: S3Request<GetObjectAclInput>,
 ) -> S3Result<S3Response<GetObjectAclOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
-    let info = s
-        .store
-        .head_object(&i.bucket, &i.key)
+    let version = super::version_arg(i.version_id.as_deref())?;
+    let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let shown = info.attrs.public_read
-        && s.buckets.access(&i.bucket).ownership
-            != Some(super::bucket_access::Ownership::BucketOwnerEnforced);
-    let (owner, grants) = acl::policy(shown);
+        && s.buckets.access(&i.bucket).ownership != Some(Ownership::BucketOwnerEnforced);
+    let (owner, grants) = acl::policy(&object_owner(s, &i.bucket, &info), shown);
     Ok(S3Response::new(GetObjectAclOutput {
         grants: Some(grants),
         owner: Some(owner),
@@ -150,14 +168,18 @@ pub async fn put_object(
     req: S3Request<PutObjectAclInput>,
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
-    let public = acl_of!(i, i.access_control_policy.as_ref())?.ok_or_else(missing_acl)?;
+    let version = super::version_arg(i.version_id.as_deref())?;
+    let info = super::head_version(&s.store, &i.bucket, &i.key, version)
+        .await
+        .map_err(|e| s.err(e, &req.extensions))?;
+    let owner = object_owner(s, &i.bucket, &info);
+    let public = acl_of!(i, i.access_control_policy.as_ref(), &owner)?.ok_or_else(missing_acl)?;
     s.buckets
         .access(&i.bucket)
         .check_acl(public)
         .map_err(super::policy_ops::refusal)?;
     s.store
-        .set_public_read(&i.bucket, &i.key, public)
+        .set_public_read(&i.bucket, &i.key, version, public)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     Ok(S3Response::new(PutObjectAclOutput {

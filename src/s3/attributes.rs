@@ -11,7 +11,7 @@ pub async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
+    let version = super::version_arg(i.version_id.as_deref())?;
     let mut want = Vec::new();
     // s3s hands the header over as one item when the client joined the names with commas.
     let names = i
@@ -41,9 +41,7 @@ pub async fn get_object_attributes(
             "x-amz-object-attributes must name at least one attribute",
         ));
     }
-    let info = s
-        .store
-        .head_object(&i.bucket, &i.key)
+    let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let asked = |name: &str| want.iter().any(|w| w == name);
@@ -84,6 +82,7 @@ pub async fn get_object_attributes(
         storage_class: asked(ObjectAttributes::STORAGE_CLASS)
             .then(|| StorageClass::from_static(StorageClass::STANDARD)),
         last_modified: Some(timestamp(info.last_modified_ms)),
+        version_id: info.version_id.clone(),
         ..Default::default()
     }))
 }

@@ -68,6 +68,9 @@ pub struct BucketAccess {
     pub policy: Option<Arc<StoredPolicy>>,
     pub block: Option<Block>,
     pub ownership: Option<Ownership>,
+    /// The owner id of the key that created the bucket; `None` for buckets made before
+    /// owners were recorded, which belong to the account (`acl::OWNER_ID`).
+    pub owner: Option<String>,
 }
 
 impl BucketAccess {

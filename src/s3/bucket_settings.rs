@@ -75,6 +75,10 @@ impl BucketSettings {
             access.entry(bucket).or_default().ownership =
                 Ownership::parse(&String::from_utf8_lossy(&v));
         }
+        for (bucket, v) in catalog.access_rows(AccessTable::Owner)? {
+            access.entry(bucket).or_default().owner =
+                Some(String::from_utf8_lossy(&v).into_owned());
+        }
         let choices: HashMap<String, bool> = catalog.public_overrides()?.into_iter().collect();
         for (bucket, public) in &choices {
             let entry = access.entry(bucket.clone()).or_default();
@@ -165,6 +169,14 @@ impl BucketSettings {
             o.map(|o| o.as_str().as_bytes()),
         )?;
         self.update(bucket, |a| a.ownership = o);
+        Ok(())
+    }
+
+    /// Records who created the bucket (CreateBucket).
+    pub fn set_owner(&self, bucket: &str, owner: &str) -> Result<(), SettingsError> {
+        self.catalog
+            .set_access_row(AccessTable::Owner, bucket, Some(owner.as_bytes()))?;
+        self.update(bucket, |a| a.owner = Some(owner.to_owned()));
         Ok(())
     }
 

@@ -21,6 +21,26 @@ pub fn store_error(e: StoreError, rid: &str) -> S3Error {
             s3_error!(BucketAlreadyOwnedByYou, "You already own the bucket {b}")
         }
         StoreError::BucketNotEmpty(b) => s3_error!(BucketNotEmpty, "The bucket {b} is not empty"),
+        StoreError::NoSuchVersion { key, version } => s3_error!(
+            NoSuchVersion,
+            "The specified version `{version}` of `{key}` does not exist"
+        ),
+        StoreError::DeleteMarker(v) => {
+            let mut e = s3_error!(
+                MethodNotAllowed,
+                "The specified method is not allowed against this resource: version `{v}` is a delete marker"
+            );
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-amz-delete-marker",
+                http::HeaderValue::from_static("true"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                h.insert("x-amz-version-id", v);
+            }
+            e.set_headers(h);
+            e
+        }
         StoreError::NoSuchUpload(u) => {
             s3_error!(NoSuchUpload, "The specified upload does not exist: {u}")
         }

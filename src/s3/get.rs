@@ -101,13 +101,20 @@ pub async fn get_object(
     let range = input.range.as_ref().map(to_read_range);
     // One read gives the object's info and its bytes from the same version; preconditions
     // are checked on that info before any byte is sent (the stream is dropped if they fail).
-    let (info, stream, span) = match s.store.read_object(&input.bucket, &input.key, range).await {
+    let version = super::version_arg(input.version_id.as_deref())?;
+    let read = match version {
+        Some(v) => {
+            s.store
+                .read_version(&input.bucket, &input.key, v, range)
+                .await
+        }
+        None => s.store.read_object(&input.bucket, &input.key, range).await,
+    };
+    let (info, stream, span) = match read {
         Ok(x) => x,
         Err(StoreError::InvalidRange { size }) => {
             // As S3: a failed precondition wins over an unsatisfiable range.
-            let info = s
-                .store
-                .head_object(&input.bucket, &input.key)
+            let info = super::head_version(&s.store, &input.bucket, &input.key, version)
                 .await
                 .map_err(|e| s.err(e, ext))?;
             check_conditions(
@@ -186,6 +193,7 @@ pub async fn get_object(
         checksum_type: kind,
         checksum_crc64nvme: checksums.crc64nvme,
         parts_count: (info.parts > 0).then_some(info.parts as i32),
+        version_id: info.version_id.clone(),
         ..Default::default()
     };
     let mut resp = S3Response::new(output);
@@ -201,9 +209,8 @@ pub async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let mut input = req.input;
     signed_overrides_only!(req.credentials.is_some(), input);
-    let info = s
-        .store
-        .head_object(&input.bucket, &input.key)
+    let version = super::version_arg(input.version_id.as_deref())?;
+    let info = super::head_version(&s.store, &input.bucket, &input.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     check_conditions(
@@ -275,6 +282,7 @@ pub async fn head_object(
         checksum_type: kind,
         checksum_crc64nvme: checksums.crc64nvme,
         parts_count: (info.parts > 0).then_some(info.parts as i32),
+        version_id: info.version_id.clone(),
         ..Default::default()
     };
     Ok(S3Response::new(output))

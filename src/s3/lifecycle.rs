@@ -3,8 +3,8 @@
 //! pass "now" and the length of a day, so tests run a day in a second).
 //!
 //! What stays true: a rule Pixelport cannot carry out is refused at Put, never stored and
-//! ignored (transitions, expired-object-delete-marker); an object is due only when every
-//! filter of an enabled rule matches it.
+//! ignored (transitions); an object is due only when every filter of an enabled rule
+//! matches it.
 
 use std::collections::BTreeMap;
 
@@ -50,10 +50,17 @@ pub struct Rule {
     pub expire: Option<Expire>,
     #[serde(default)]
     pub abort_incomplete_upload_days: Option<u32>,
-    /// Accepted and reported; Pixelport keeps one version of each object, so there is never
-    /// a noncurrent version for it to expire.
+    /// NoncurrentVersionExpiration: days after a version stopped being current.
     #[serde(default)]
     pub noncurrent_days: Option<u32>,
+    /// NoncurrentVersionExpiration's NewerNoncurrentVersions: keep this many newer
+    /// noncurrent versions whatever their age.
+    #[serde(default)]
+    pub newer_noncurrent: Option<u32>,
+    /// Expiration's ExpiredObjectDeleteMarker: remove a delete marker that is all that is
+    /// left of its key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired_object_delete_marker: bool,
 }
 
 /// An object as the rules see it. `tags` is `None` when the caller has not read them
@@ -96,6 +103,7 @@ pub fn validate(rules: &[Rule]) -> Result<(), LifecycleError> {
         if r.expire.is_none()
             && r.abort_incomplete_upload_days.is_none()
             && r.noncurrent_days.is_none()
+            && !r.expired_object_delete_marker
         {
             return Err(invalid(
                 &r.id,
@@ -118,6 +126,30 @@ pub fn validate(rules: &[Rule]) -> Result<(), LifecycleError> {
             return Err(invalid(
                 &r.id,
                 "'DaysAfterInitiation' and 'NoncurrentDays' must be positive integers",
+            ));
+        }
+        if r.expired_object_delete_marker && r.expire.is_some() {
+            return Err(invalid(
+                &r.id,
+                "ExpiredObjectDeleteMarker cannot be specified with Days or Date in a Lifecycle Expiration Policy",
+            ));
+        }
+        if r.expired_object_delete_marker && !r.tags.is_empty() {
+            return Err(invalid(
+                &r.id,
+                "ExpiredObjectDeleteMarker cannot be specified with object tags",
+            ));
+        }
+        if r.newer_noncurrent.is_some_and(|n| n == 0 || n > 100) {
+            return Err(invalid(
+                &r.id,
+                "'NewerNoncurrentVersions' must be between 1 and 100",
+            ));
+        }
+        if r.newer_noncurrent.is_some() && r.noncurrent_days.is_none() {
+            return Err(invalid(
+                &r.id,
+                "'NewerNoncurrentVersions' needs 'NoncurrentDays'",
             ));
         }
         if r.abort_incomplete_upload_days.is_some()
@@ -171,6 +203,30 @@ impl Rule {
         self.enabled && due && self.matches(c)
     }
 
+    /// Whether the rule expires a noncurrent version: one that stopped being current at
+    /// `noncurrent_since_ms` and has `newer` noncurrent versions of its key above it.
+    pub fn expires_noncurrent(
+        &self,
+        c: &Candidate<'_>,
+        noncurrent_since_ms: i64,
+        newer: u32,
+        now_ms: i64,
+        day_ms: i64,
+    ) -> bool {
+        let due = self.noncurrent_days.is_some_and(|d| {
+            now_ms.saturating_sub(noncurrent_since_ms) >= i64::from(d).saturating_mul(day_ms)
+        });
+        self.enabled
+            && due
+            && self.newer_noncurrent.is_none_or(|keep| newer >= keep)
+            && self.matches(c)
+    }
+
+    /// Whether the rule removes a delete marker of `key` that has no other version left.
+    pub fn removes_lone_marker(&self, key: &str) -> bool {
+        self.enabled && self.expired_object_delete_marker && key.starts_with(&self.prefix)
+    }
+
     /// Whether the rule aborts a multipart upload of `key` started at `initiated_ms`.
     pub fn aborts(&self, key: &str, initiated_ms: i64, now_ms: i64, day_ms: i64) -> bool {
         self.enabled
@@ -199,6 +255,8 @@ mod tests {
             expire: Some(Expire::Days(1)),
             abort_incomplete_upload_days: None,
             noncurrent_days: None,
+            newer_noncurrent: None,
+            expired_object_delete_marker: false,
         }
     }
 

@@ -44,7 +44,7 @@ fn rule_from(r: LifecycleRule, index: usize) -> Result<Rule, LifecycleError> {
     let id = r.id.unwrap_or_else(|| format!("rule-{}", index + 1));
     let unsupported = |what: &str| {
         LifecycleError::Unsupported(format!(
-            "rule `{id}`: {what} is not supported: Pixelport has one storage class and keeps one version of each object"
+            "rule `{id}`: {what} is not supported: Pixelport has one storage class"
         ))
     };
     if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
@@ -74,6 +74,8 @@ fn rule_from(r: LifecycleRule, index: usize) -> Result<Rule, LifecycleError> {
         expire: None,
         abort_incomplete_upload_days: None,
         noncurrent_days: None,
+        newer_noncurrent: None,
+        expired_object_delete_marker: false,
     };
     match (r.prefix, r.filter) {
         (Some(_), Some(_)) => {
@@ -106,9 +108,7 @@ fn rule_from(r: LifecycleRule, index: usize) -> Result<Rule, LifecycleError> {
         (None, None) => {}
     }
     if let Some(e) = r.expiration {
-        if e.expired_object_delete_marker.is_some() {
-            return Err(unsupported("ExpiredObjectDeleteMarker"));
-        }
+        rule.expired_object_delete_marker = e.expired_object_delete_marker == Some(true);
         rule.expire = match (e.days, e.date) {
             (Some(d), None) => Some(Expire::Days(days(Some(d), "Days")?.unwrap_or(0))),
             (None, Some(t)) => Some(Expire::Date(time::OffsetDateTime::from(t).unix_timestamp())),
@@ -126,10 +126,8 @@ fn rule_from(r: LifecycleRule, index: usize) -> Result<Rule, LifecycleError> {
         "DaysAfterInitiation",
     )?;
     if let Some(n) = r.noncurrent_version_expiration {
-        if n.newer_noncurrent_versions.is_some() {
-            return Err(unsupported("NewerNoncurrentVersions"));
-        }
         rule.noncurrent_days = days(n.noncurrent_days, "NoncurrentDays")?;
+        rule.newer_noncurrent = days(n.newer_noncurrent_versions, "NewerNoncurrentVersions")?;
     }
     Ok(rule)
 }
@@ -180,23 +178,28 @@ fn rule_to(r: &Rule) -> LifecycleRule {
                 days_after_initiation: i32::try_from(d).ok(),
             }
         }),
-        expiration: r.expire.map(|e| match e {
-            Expire::Days(d) => LifecycleExpiration {
+        expiration: match (r.expire, r.expired_object_delete_marker) {
+            (Some(Expire::Days(d)), _) => Some(LifecycleExpiration {
                 days: i32::try_from(d).ok(),
                 ..LifecycleExpiration::default()
-            },
-            Expire::Date(t) => LifecycleExpiration {
+            }),
+            (Some(Expire::Date(t)), _) => Some(LifecycleExpiration {
                 date: time::OffsetDateTime::from_unix_timestamp(t)
                     .ok()
                     .map(Timestamp::from),
                 ..LifecycleExpiration::default()
-            },
-        }),
+            }),
+            (None, true) => Some(LifecycleExpiration {
+                expired_object_delete_marker: Some(true),
+                ..LifecycleExpiration::default()
+            }),
+            (None, false) => None,
+        },
         filter,
         id: Some(r.id.clone()),
         noncurrent_version_expiration: r.noncurrent_days.map(|d| NoncurrentVersionExpiration {
             noncurrent_days: i32::try_from(d).ok(),
-            newer_noncurrent_versions: None,
+            newer_noncurrent_versions: r.newer_noncurrent.and_then(|n| i32::try_from(n).ok()),
         }),
         noncurrent_version_transitions: None,
         prefix: r.legacy_prefix.then(|| r.prefix.clone()),
@@ -332,10 +335,7 @@ mod tests {
             Err(LifecycleError::Unsupported(_))
         ));
         r.transitions = None;
-        r.expiration = Some(LifecycleExpiration {
-            expired_object_delete_marker: Some(true),
-            ..LifecycleExpiration::default()
-        });
+        r.noncurrent_version_transitions = Some(vec![NoncurrentVersionTransition::default()]);
         assert!(matches!(
             rule_from(r, 0),
             Err(LifecycleError::Unsupported(_))

@@ -1,12 +1,13 @@
-//! Listings: ListObjects (V1), ListObjectsV2 and ListObjectVersions (current objects only,
-//! version id `null`), all built from `Store::list_objects` pages.
+//! Listings: ListObjects (V1) and ListObjectsV2 from `Store::list_objects` pages, and
+//! ListObjectVersions (versions and delete markers) from `Store::list_versions` pages.
 
 use base64::Engine;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::{PixelportS3, invalid_argument, strong_etag, timestamp};
-use crate::store::{ListPage, ListQuery};
+use super::acl_ops::object_owner;
+use super::{PixelportS3, acl, invalid_argument, strong_etag, timestamp};
+use crate::store::{ListPage, ListQuery, VersionQuery};
 
 const MAX_KEYS: i32 = 1000;
 
@@ -47,7 +48,9 @@ impl Enc {
     }
 }
 
-fn objects(page: &ListPage, enc: &Enc) -> Vec<Object> {
+/// The page's objects, each with its Owner when `owners` names the server and bucket
+/// (ListObjects V1 always; V2 with `fetch-owner`).
+fn objects(page: &ListPage, enc: &Enc, owners: Option<(&PixelportS3, &str)>) -> Vec<Object> {
     page.objects
         .iter()
         .map(|o| Object {
@@ -58,6 +61,7 @@ fn objects(page: &ListPage, enc: &Enc) -> Vec<Object> {
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,
             )),
+            owner: owners.map(|(s, b)| acl::owner(&object_owner(s, b, o))),
             ..Default::default()
         })
         .collect()
@@ -89,13 +93,14 @@ pub async fn list_objects(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
+    let contents = objects(&page, &enc, Some((s, &input.bucket)));
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
         prefix: Some(enc.s(q.prefix.clone())),
         marker: Some(enc.s(input.marker.unwrap_or_default())),
         max_keys: Some(input.max_keys.unwrap_or(MAX_KEYS)),
         is_truncated: Some(page.is_truncated),
-        contents: Some(objects(&page, &enc)),
+        contents: Some(contents),
         common_prefixes: Some(prefixes(&page, &enc)),
         delimiter: enc.o(input.delimiter),
         next_marker: if page.is_truncated {
@@ -150,7 +155,8 @@ pub async fn list_objects_v2(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
-    let contents = objects(&page, &enc);
+    let owners = (input.fetch_owner == Some(true)).then_some((s, input.bucket.as_str()));
+    let contents = objects(&page, &enc, owners);
     let common = prefixes(&page, &enc);
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket),
@@ -178,32 +184,62 @@ pub async fn list_object_versions(
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
     let input = req.input;
-    let q = ListQuery {
+    let version_marker = input.version_id_marker.clone().filter(|m| !m.is_empty());
+    let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
+    if version_marker.is_some() && key_marker.is_none() {
+        return Err(invalid_argument(
+            "A version-id marker cannot be specified without a key marker.",
+        ));
+    }
+    if let Some(v) = &version_marker {
+        super::version_arg(Some(v))?;
+    }
+    let q = VersionQuery {
         prefix: input.prefix.clone().unwrap_or_default(),
         delimiter: input.delimiter.clone(),
-        after: input.key_marker.clone().filter(|m| !m.is_empty()),
+        key_marker,
+        version_marker,
         max_keys: max_keys(input.max_keys)?,
     };
     let page = s
         .store
-        .list_objects(&input.bucket, &q)
+        .list_versions(&input.bucket, &q)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
-    let versions = page
-        .objects
-        .iter()
-        .map(|o| ObjectVersion {
+    let mut versions = Vec::new();
+    let mut markers = Vec::new();
+    for e in page.entries {
+        let o = e.info;
+        if e.delete_marker {
+            markers.push(DeleteMarkerEntry {
+                key: Some(enc.s(o.key.clone())),
+                version_id: Some(o.version_name().to_owned()),
+                is_latest: Some(e.is_latest),
+                last_modified: Some(timestamp(o.last_modified_ms)),
+                owner: Some(acl::owner(&object_owner(s, &input.bucket, &o))),
+            });
+            continue;
+        }
+        versions.push(ObjectVersion {
             key: Some(enc.s(o.key.clone())),
             size: Some(o.size as i64),
             e_tag: Some(strong_etag(&o.etag)),
             last_modified: Some(timestamp(o.last_modified_ms)),
-            is_latest: Some(true),
-            version_id: Some("null".into()),
+            is_latest: Some(e.is_latest),
+            version_id: Some(o.version_name().to_owned()),
             storage_class: Some(ObjectVersionStorageClass::from_static(
                 ObjectVersionStorageClass::STANDARD,
             )),
+            owner: Some(acl::owner(&object_owner(s, &input.bucket, &o))),
             ..Default::default()
+        });
+    }
+    let common_prefixes = page
+        .common_prefixes
+        .into_iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(enc.s(p)),
         })
         .collect();
     Ok(S3Response::new(ListObjectVersionsOutput {
@@ -213,14 +249,11 @@ pub async fn list_object_versions(
         version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
         max_keys: Some(input.max_keys.unwrap_or(MAX_KEYS)),
         is_truncated: Some(page.is_truncated),
-        next_key_marker: if page.is_truncated {
-            enc.o(page.last.clone())
-        } else {
-            None
-        },
-        next_version_id_marker: page.is_truncated.then(|| "null".to_owned()),
+        next_key_marker: enc.o(page.next_key_marker),
+        next_version_id_marker: page.next_version_marker,
         versions: Some(versions),
-        common_prefixes: Some(prefixes(&page, &enc)),
+        delete_markers: Some(markers),
+        common_prefixes: Some(common_prefixes),
         delimiter: enc.o(input.delimiter),
         encoding_type: input.encoding_type,
         ..Default::default()

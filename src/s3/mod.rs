@@ -20,6 +20,7 @@ pub mod lifecycle_runner;
 pub mod list;
 pub mod multipart;
 pub mod names;
+pub mod owner;
 pub mod policy;
 pub mod policy_ops;
 pub mod put;
@@ -127,21 +128,35 @@ pub(crate) fn invalid_argument(msg: impl Into<String>) -> S3Error {
     S3Error::with_message(S3ErrorCode::InvalidArgument, msg.into())
 }
 
-/// Pixelport keeps one version of each object (`null`): any other version id is
-/// NoSuchVersion.
-pub(crate) fn only_null_version(version_id: Option<&str>) -> S3Result<()> {
+/// A version id from a request, checked: one that could not name a version here is S3's
+/// 400 InvalidArgument, not a 404.
+pub(crate) fn version_arg(version_id: Option<&str>) -> S3Result<Option<&str>> {
     match version_id {
-        None | Some("null") => Ok(()),
+        None => Ok(None),
+        Some(v) if crate::store::version_id::is_valid(v) => Ok(Some(v)),
         Some(v) => Err(S3Error::with_message(
-            S3ErrorCode::NoSuchVersion,
-            format!("The specified version does not exist: {v}"),
+            S3ErrorCode::InvalidArgument,
+            format!("Invalid version id specified: {v}"),
         )),
+    }
+}
+
+/// The current version's info, or the named version's.
+pub(crate) async fn head_version(
+    store: &crate::store::DynStore,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Result<crate::store::ObjectInfo, StoreError> {
+    match version {
+        Some(v) => store.head_version(bucket, key, v).await,
+        None => store.head_object(bucket, key).await,
     }
 }
 
 pub(crate) fn check_key(key: &str) -> S3Result<()> {
     names::validate_key(key).map_err(|m| {
-        if key.is_empty() {
+        if key.len() <= names::MAX_KEY_LEN {
             S3Error::with_message(S3ErrorCode::InvalidArgument, m)
         } else {
             S3Error::with_message(S3ErrorCode::KeyTooLongError, m)
@@ -194,6 +209,7 @@ pub(crate) fn attrs_from(
             .unwrap_or_default(),
         tags: std::collections::BTreeMap::new(),
         public_read: false,
+        owner: None,
     }
 }
 
@@ -444,6 +460,12 @@ impl S3 for PixelportS3 {
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         bucket::get_bucket_versioning(self, req).await
+    }
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        bucket::put_bucket_versioning(self, req).await
     }
     async fn get_object(
         &self,

@@ -43,6 +43,7 @@ pub async fn create(
         &input.bucket,
         input.acl.as_ref().map(|a| a.as_str()),
     )?;
+    attrs.owner = super::owner::requester(&req.extensions);
     if input
         .checksum_type
         .as_ref()
@@ -168,14 +169,12 @@ pub async fn upload_part_copy(
     let ext = req.extensions;
     let input = req.input;
     check_part_number(input.part_number)?;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
     s.store
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
         .map_err(|e| s.err(e, &ext))?;
-    let src = s
-        .store
-        .head_object(&src_bucket, &src_key)
+    let src = super::head_version(&s.store, &src_bucket, &src_key, src_version.as_deref())
         .await
         .map_err(|e| s.err(e, &ext))?;
     super::get::check_conditions(
@@ -204,11 +203,11 @@ pub async fn upload_part_copy(
     {
         return Err(s.err(StoreError::InvalidRange { size: src.size }, &ext));
     }
-    let (_, stream, _) = s
-        .store
-        .read_object(&src_bucket, &src_key, range)
-        .await
-        .map_err(|e| s.err(e, &ext))?;
+    let read = match &src_version {
+        Some(v) => s.store.read_version(&src_bucket, &src_key, v, range).await,
+        None => s.store.read_object(&src_bucket, &src_key, range).await,
+    };
+    let (_, stream, _) = read.map_err(|e| s.err(e, &ext))?;
     let spooled = s
         .spool
         .spool(stream, ChecksumSet::default(), s.max_object_size)
@@ -231,6 +230,7 @@ pub async fn upload_part_copy(
             last_modified: Some(timestamp(part.last_modified_ms)),
             ..Default::default()
         }),
+        copy_source_version_id: src_version,
         ..Default::default()
     }))
 }
@@ -308,6 +308,7 @@ pub async fn complete(
         checksum_sha1: c.sha1.clone(),
         checksum_sha256: c.sha256.clone(),
         checksum_crc64nvme: c.crc64nvme.clone(),
+        version_id: info.version_id.clone(),
         ..Default::default()
     }))
 }

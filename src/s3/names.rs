@@ -45,6 +45,11 @@ pub fn validate_key(key: &str) -> Result<(), String> {
             key.len()
         ));
     }
+    // S3's XML cannot carry U+0000, so no listing could name such a key; the catalog's
+    // version index relies on its absence too.
+    if key.contains('\0') {
+        return Err("the object key must not contain the NUL character (U+0000)".into());
+    }
     Ok(())
 }
 

@@ -788,7 +788,7 @@ pub fn key_shape(shape: KeyShape, bucket: &str, prefix: &str) -> Value {
         KeyShape::ReadOnly => {
             let mut list = serde_json::json!({
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"],
                 "Resource": [bucket_arn],
             });
             if !prefix.is_empty() {
@@ -799,7 +799,12 @@ pub fn key_shape(shape: KeyShape, bucket: &str, prefix: &str) -> Value {
                 list,
                 serde_json::json!({
                     "Effect": "Allow",
-                    "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectAttributes"],
+                    "Action": [
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:GetObjectTagging",
+                        "s3:GetObjectAttributes"
+                    ],
                     "Resource": [objects],
                 }),
             ]

@@ -199,6 +199,7 @@ pub async fn put_object(
     );
     attrs.tags = tags;
     attrs.public_read = public_read;
+    attrs.owner = super::owner::requester(&ext);
     // The store decides the conditions atomically with the write (see `WriteCondition`).
     let info = s
         .store
@@ -215,6 +216,7 @@ pub async fn put_object(
         checksum_sha1: c.sha1,
         checksum_sha256: c.sha256,
         checksum_crc64nvme: c.crc64nvme,
+        version_id: info.version_id.clone(),
         ..Default::default()
     }))
 }
@@ -261,9 +263,17 @@ pub(crate) fn precondition_failed(c: ConditionFailed) -> S3Error {
     )
 }
 
-pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+/// A copy's source: bucket, key, and the version when one is named (`?versionId=`).
+pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String, Option<String>)> {
     match src {
-        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            let version = super::version_arg(version_id.as_deref())?.map(str::to_owned);
+            Ok((bucket.to_string(), key.to_string(), version))
+        }
         _ => Err(s3_error!(
             NotImplemented,
             "Access point copy sources are not supported"
@@ -285,14 +295,14 @@ pub async fn copy_object(
             .as_deref()
             .or(input.copy_source_sse_customer_algorithm.as_deref()),
     )?;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-    s.store
-        .head_bucket(&input.bucket)
-        .await
-        .map_err(|e| s.err(e, &ext))?;
-    let src = s
+    let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
+    let versioned = s
         .store
-        .head_object(&src_bucket, &src_key)
+        .versioning(&input.bucket)
+        .await
+        .map_err(|e| s.err(e, &ext))?
+        .is_some();
+    let src = super::head_version(&s.store, &src_bucket, &src_key, src_version.as_deref())
         .await
         .map_err(|e| s.err(e, &ext))?;
     check_conditions(
@@ -351,7 +361,12 @@ pub async fn copy_object(
         &input.bucket,
         input.acl.as_ref().map(|a| a.as_str()),
     )?;
-    let info = if src_bucket == input.bucket && src_key == input.key {
+    // The copy is the requester's, whoever owned the source.
+    attrs.owner = super::owner::requester(&ext);
+    let to_itself = src_bucket == input.bucket && src_key == input.key;
+    // In a versioned bucket a copy onto its own key makes a new version (and copying a
+    // named version back over its key restores it), so it copies the bytes.
+    let info = if to_itself && !versioned && src_version.is_none() {
         if !replace {
             return Err(S3Error::with_message(
                 S3ErrorCode::InvalidRequest,
@@ -363,11 +378,17 @@ pub async fn copy_object(
             .await
             .map_err(|e| s.err(e, &ext))?
     } else {
-        let (_, stream, _) = s
-            .store
-            .read_object(&src_bucket, &src_key, None)
-            .await
-            .map_err(|e| s.err(e, &ext))?;
+        if to_itself && !replace && src_version.is_none() {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+            ));
+        }
+        let read = match &src_version {
+            Some(v) => s.store.read_version(&src_bucket, &src_key, v, None).await,
+            None => s.store.read_object(&src_bucket, &src_key, None).await,
+        };
+        let (_, stream, _) = read.map_err(|e| s.err(e, &ext))?;
         let mut want = ChecksumSet::default();
         for (alg, present) in [
             ("CRC32", src.checksums.crc32.is_some()),
@@ -408,6 +429,8 @@ pub async fn copy_object(
             checksum_crc64nvme: c.crc64nvme,
             ..Default::default()
         }),
+        version_id: info.version_id.clone(),
+        copy_source_version_id: src_version.or_else(|| src.version_id.clone()),
         ..Default::default()
     }))
 }
@@ -422,13 +445,41 @@ pub async fn delete_object(
         input.if_match_last_modified_time.clone(),
         input.if_match_size,
     )?;
-    s.store
-        .delete_object_if(&input.bucket, &input.key, &cond)
+    let version = super::version_arg(input.version_id.as_deref())?;
+    let deleted = delete_one(s, &input.bucket, &input.key, version, &cond)
         .await
         .map_err(|e| s.err(e, &req.extensions))?
         .map_err(precondition_failed)?;
     s.changed(&input.bucket, &input.key);
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: deleted.delete_marker.then_some(true),
+        version_id: deleted.version_id,
+        ..Default::default()
+    }))
+}
+
+/// Deletes the current version (`cond` applies to it) or, by id, one version for good.
+async fn delete_one(
+    s: &PixelportS3,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    cond: &DeleteCondition,
+) -> Result<crate::store::Conditional<crate::store::Deleted>, StoreError> {
+    let Some(v) = version else {
+        return s.store.delete_object_if(bucket, key, cond).await;
+    };
+    if !cond.is_unconditional() {
+        let existing = match s.store.head_version(bucket, key, v).await {
+            Ok(info) => Some(info),
+            Err(StoreError::NoSuchVersion { .. } | StoreError::DeleteMarker(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Err(failed) = cond.check(key, existing.as_ref())? {
+            return Ok(Err(failed));
+        }
+    }
+    s.store.delete_version(bucket, key, v).await.map(Ok)
 }
 
 pub async fn delete_objects(
@@ -451,25 +502,37 @@ pub async fn delete_objects(
     let mut errors = Vec::new();
     for obj in input.delete.objects {
         let etag = obj.e_tag.map(ETagCondition::ETag);
-        let done = match delete_condition(etag.as_ref(), obj.last_modified_time, obj.size) {
-            Ok(cond) => match s
-                .store
-                .delete_object_if(&input.bucket, &obj.key, &cond)
-                .await
-            {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(failed)) => Err(precondition_failed(failed)),
-                Err(e) => Err(s.err(e, &req.extensions)),
-            },
-            Err(e) => Err(e),
+        let asked_version = obj.version_id.clone();
+        let done = match (
+            delete_condition(etag.as_ref(), obj.last_modified_time, obj.size),
+            super::version_arg(obj.version_id.as_deref()),
+        ) {
+            (Ok(cond), Ok(version)) => {
+                match delete_one(s, &input.bucket, &obj.key, version, &cond).await {
+                    Ok(Ok(d)) => Ok(d),
+                    Ok(Err(failed)) => Err(precondition_failed(failed)),
+                    Err(e) => Err(s.err(e, &req.extensions)),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         match done {
-            Ok(()) => {
+            Ok(d) => {
                 s.changed(&input.bucket, &obj.key);
                 if !quiet {
+                    // By version id, S3 names the version removed; otherwise the marker made.
+                    let (version_id, marker_id) = match asked_version {
+                        Some(v) => (
+                            Some(v),
+                            d.delete_marker.then(|| d.version_id.clone()).flatten(),
+                        ),
+                        None => (None, d.version_id.filter(|_| d.delete_marker)),
+                    };
                     deleted.push(DeletedObject {
                         key: Some(obj.key),
-                        ..Default::default()
+                        version_id,
+                        delete_marker: d.delete_marker.then_some(true),
+                        delete_marker_version_id: marker_id,
                     });
                 }
             }
@@ -478,7 +541,7 @@ pub async fn delete_objects(
                     code: Some(e.code().as_str().to_owned()),
                     key: Some(obj.key),
                     message: e.message().map(str::to_owned),
-                    version_id: None,
+                    version_id: asked_version,
                 });
             }
         }

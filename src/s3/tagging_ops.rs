@@ -73,13 +73,16 @@ pub async fn put_object(
     req: S3Request<PutObjectTaggingInput>,
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
+    let version = super::version_arg(i.version_id.as_deref())?;
     let tags = from_tag_set(i.tagging.tag_set, On::Object)?;
-    s.store
-        .set_tags(&i.bucket, &i.key, tags)
+    let info = s
+        .store
+        .set_tags(&i.bucket, &i.key, version, tags)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    Ok(S3Response::new(PutObjectTaggingOutput { version_id: None }))
+    Ok(S3Response::new(PutObjectTaggingOutput {
+        version_id: info.version_id,
+    }))
 }
 
 pub async fn get_object(
@@ -87,11 +90,10 @@ pub async fn get_object(
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
+    let version = super::version_arg(i.version_id.as_deref())?;
     if !s.store.keeps_tags() {
         // The object's existence is still answered first, as S3 would.
-        s.store
-            .head_object(&i.bucket, &i.key)
+        super::head_version(&s.store, &i.bucket, &i.key, version)
             .await
             .map_err(|e| s.err(e, &req.extensions))?;
         return Err(s.err(
@@ -99,14 +101,12 @@ pub async fn get_object(
             &req.extensions,
         ));
     }
-    let info = s
-        .store
-        .head_object(&i.bucket, &i.key)
+    let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     Ok(S3Response::new(GetObjectTaggingOutput {
         tag_set: to_tag_set(&info.attrs.tags),
-        version_id: None,
+        version_id: info.version_id,
     }))
 }
 
@@ -115,13 +115,14 @@ pub async fn delete_object(
     req: S3Request<DeleteObjectTaggingInput>,
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let i = req.input;
-    super::only_null_version(i.version_id.as_deref())?;
-    s.store
-        .set_tags(&i.bucket, &i.key, BTreeMap::new())
+    let version = super::version_arg(i.version_id.as_deref())?;
+    let info = s
+        .store
+        .set_tags(&i.bucket, &i.key, version, BTreeMap::new())
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     Ok(S3Response::new(DeleteObjectTaggingOutput {
-        version_id: None,
+        version_id: info.version_id,
     }))
 }
 

@@ -194,10 +194,7 @@ pub fn parse_list_buckets(xml: &str) -> Vec<BucketInfo> {
             })
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or(0);
-        out.push(BucketInfo {
-            name: name.to_owned(),
-            created_ms,
-        });
+        out.push(BucketInfo::new(name, created_ms));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

@@ -11,6 +11,7 @@ pub mod listing;
 pub mod remote;
 pub mod spool;
 pub mod types;
+pub mod version_id;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -37,6 +38,11 @@ pub enum StoreError {
     BucketExists(String),
     #[error("the bucket `{0}` is not empty")]
     BucketNotEmpty(String),
+    #[error("the version `{version}` of `{key}` does not exist")]
+    NoSuchVersion { key: String, version: String },
+    /// A GET or HEAD named a version that is a delete marker (S3's 405).
+    #[error("the version `{0}` is a delete marker")]
+    DeleteMarker(String),
     #[error("the upload `{0}` does not exist (it was completed, aborted or never started)")]
     NoSuchUpload(String),
     #[error("{0}")]
@@ -146,6 +152,88 @@ pub trait Store: Send + Sync + 'static {
     async fn head_bucket(&self, name: &str) -> StoreResult<BucketInfo>;
     async fn delete_bucket(&self, name: &str) -> StoreResult<()>;
 
+    /// The bucket's versioning state; `None` until it is first set. A store that cannot
+    /// version (the remote one) always answers `None`.
+    async fn versioning(&self, bucket: &str) -> StoreResult<Option<Versioning>> {
+        self.head_bucket(bucket).await.map(|b| b.versioning)
+    }
+    /// PutBucketVersioning.
+    async fn set_versioning(&self, _bucket: &str, _state: Versioning) -> StoreResult<()> {
+        Err(StoreError::NotImplemented(
+            VERSIONING_NOT_ON_THIS_STORE.into(),
+        ))
+    }
+    /// Version `version_id` of the object (`null` names the unversioned object).
+    async fn head_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> StoreResult<ObjectInfo> {
+        if version_id != version_id::NULL {
+            return Err(no_version(key, version_id));
+        }
+        self.head_object(bucket, key).await
+    }
+    /// Reads version `version_id` as `read_object` reads the current one.
+    async fn read_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        if version_id != version_id::NULL {
+            return Err(no_version(key, version_id));
+        }
+        self.read_object(bucket, key, range).await
+    }
+    /// Removes version `version_id` for good.
+    async fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> StoreResult<Deleted> {
+        if version_id == version_id::NULL {
+            self.delete_object(bucket, key).await?;
+        }
+        Ok(Deleted {
+            version_id: Some(version_id.to_owned()),
+            delete_marker: false,
+        })
+    }
+    /// ListObjectVersions. A store without versions lists each object as its `null` version.
+    async fn list_versions(&self, bucket: &str, q: &VersionQuery) -> StoreResult<VersionPage> {
+        let page = self
+            .list_objects(
+                bucket,
+                &ListQuery {
+                    prefix: q.prefix.clone(),
+                    delimiter: q.delimiter.clone(),
+                    after: q.key_marker.clone(),
+                    max_keys: q.max_keys,
+                },
+            )
+            .await?;
+        let next = page.is_truncated.then(|| page.last.clone()).flatten();
+        Ok(VersionPage {
+            entries: page
+                .objects
+                .into_iter()
+                .map(|info| VersionEntry {
+                    info,
+                    is_latest: true,
+                    delete_marker: false,
+                })
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            is_truncated: page.is_truncated,
+            next_version_marker: next.as_ref().map(|_| version_id::NULL.to_owned()),
+            next_key_marker: next,
+        })
+    }
+
     async fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectInfo>;
     /// Reads `range` (already checked against the object's size by the caller) or the whole object.
     async fn read_object(
@@ -184,21 +272,25 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         attrs: ObjectAttrs,
     ) -> StoreResult<ObjectInfo>;
-    /// Replaces the object's tags (`ObjectAttrs::tags`) without touching its bytes, its
-    /// other metadata, its ETag or its Last-Modified, as PutObjectTagging does.
+    /// Replaces the tags (`ObjectAttrs::tags`) of the current version or of `version`
+    /// without touching its bytes, its other metadata, its ETag or its Last-Modified, as
+    /// PutObjectTagging does.
     async fn set_tags(
         &self,
         _bucket: &str,
         _key: &str,
+        _version: Option<&str>,
         _tags: BTreeMap<String, String>,
     ) -> StoreResult<ObjectInfo> {
         Err(StoreError::NotImplemented(TAGS_NOT_ON_THIS_STORE.into()))
     }
-    /// Sets the object's anonymous read (`ObjectAttrs::public_read`), nothing else changing.
+    /// Sets anonymous read (`ObjectAttrs::public_read`) of the current version or of
+    /// `version`, nothing else changing.
     async fn set_public_read(
         &self,
         _bucket: &str,
         _key: &str,
+        _version: Option<&str>,
         _public: bool,
     ) -> StoreResult<ObjectInfo> {
         Err(StoreError::NotImplemented(
@@ -209,8 +301,9 @@ pub trait Store: Send + Sync + 'static {
     fn keeps_tags(&self) -> bool {
         false
     }
-    /// Deletes the object; a missing key is not an error (as in S3).
-    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()>;
+    /// Deletes the object's current version; a missing key is not an error (as in S3). In a
+    /// versioned bucket this makes a delete marker.
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Deleted>;
     /// Deletes the object if `cond` holds for it. This default decides from a HEAD just
     /// before the delete (the remote store: S3 clusters take no conditional delete through
     /// OpenDAL), so a write landing between the two is not seen; the embedded store decides
@@ -220,7 +313,7 @@ pub trait Store: Send + Sync + 'static {
         bucket: &str,
         key: &str,
         cond: &DeleteCondition,
-    ) -> StoreResult<Conditional<()>> {
+    ) -> StoreResult<Conditional<Deleted>> {
         if cond.is_unconditional() {
             return self.delete_object(bucket, key).await.map(Ok);
         }
@@ -285,6 +378,18 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+fn no_version(key: &str, version: &str) -> StoreError {
+    StoreError::NoSuchVersion {
+        key: key.to_owned(),
+        version: version.to_owned(),
+    }
+}
+
+/// Why the remote store refuses versioning.
+pub const VERSIONING_NOT_ON_THIS_STORE: &str = "Versioning is not implemented on the remote \
+    store: Pixelport does not read or write the cluster's object versions yet. Enable \
+    versioning on the cluster itself; Pixelport then reads and writes its current versions.";
 
 /// Why the remote store refuses per-object ACLs.
 pub const OBJECT_ACL_NOT_ON_THIS_STORE: &str = "Object ACLs are not implemented on the \

@@ -217,6 +217,7 @@ impl RemoteStore {
             attrs,
             checksums,
             parts: 0,
+            version_id: None,
         }
     }
 
@@ -466,10 +467,10 @@ impl Store for RemoteStore {
             }
             // Only directories carrying our marker are buckets.
             match op.stat(&format!("{name}/{BUCKET_MARKER}")).await {
-                Ok(meta) => out.push(BucketInfo {
-                    name: name.to_owned(),
-                    created_ms: Self::info_from(name, &meta).last_modified_ms,
-                }),
+                Ok(meta) => out.push(BucketInfo::new(
+                    name,
+                    Self::info_from(name, &meta).last_modified_ms,
+                )),
                 Err(err) if err.kind() == opendal::ErrorKind::NotFound => {}
                 Err(err) => return Err(map_err(err)),
             }
@@ -507,10 +508,7 @@ impl Store for RemoteStore {
             Layout::Direct { api, .. } => matches!(api.head_bucket(name).await?, Answer::Done),
         };
         if exists {
-            Ok(BucketInfo {
-                name: name.into(),
-                created_ms: now_ms(),
-            })
+            Ok(BucketInfo::new(name, now_ms()))
         } else {
             Err(StoreError::NoSuchBucket(name.into()))
         }
@@ -706,14 +704,15 @@ impl Store for RemoteStore {
         self.head_object(bucket, key).await
     }
 
-    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Deleted> {
         self.ensure_bucket(bucket).await?;
         // Deleting the marker would delete the bucket: it is not a key clients can address.
         if key.is_empty() || (key == BUCKET_MARKER && matches!(self.layout, Layout::Prefixed(_))) {
-            return Ok(());
+            return Ok(Deleted::default());
         }
         let at = self.at(bucket)?;
-        at.op.delete(&at.path(key)).await.map_err(map_err)
+        at.op.delete(&at.path(key)).await.map_err(map_err)?;
+        Ok(Deleted::default())
     }
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {

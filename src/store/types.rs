@@ -15,6 +15,67 @@ pub const MAX_PART_NUMBER: i32 = 10_000;
 pub struct BucketInfo {
     pub name: String,
     pub created_ms: i64,
+    /// S3 versioning: `None` until PutBucketVersioning first sets it (it never returns to
+    /// `None`, as in S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<Versioning>,
+}
+
+impl BucketInfo {
+    pub fn new(name: &str, created_ms: i64) -> BucketInfo {
+        BucketInfo {
+            name: name.to_owned(),
+            created_ms,
+            versioning: None,
+        }
+    }
+}
+
+/// A bucket's versioning state once it has been set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    /// Every write makes a new version; a delete makes a delete marker.
+    Enabled,
+    /// Writes replace the `null` version; versions made while enabled are kept.
+    Suspended,
+}
+
+/// What a delete did: the delete marker it made (versioned buckets), or the version it
+/// removed (a delete by version id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The marker's or the removed version's id; `None` when the bucket is not versioned.
+    pub version_id: Option<String>,
+    /// A delete marker was made, or the version removed was one.
+    pub delete_marker: bool,
+}
+
+/// ListObjectVersions' query: as [`ListQuery`], with the version marker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Start after this key (after its `version_marker` version when that is given).
+    pub key_marker: Option<String>,
+    pub version_marker: Option<String>,
+    pub max_keys: usize,
+}
+
+/// One entry of ListObjectVersions: a version or a delete marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub info: ObjectInfo,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionPage {
+    pub entries: Vec<VersionEntry>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_version_marker: Option<String>,
 }
 
 /// Checksums as S3 carries them: base64 of the big-endian digest.
@@ -56,6 +117,9 @@ pub struct ObjectAttrs {
     /// embedded store only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub public_read: bool,
+    /// The owner id of the key that wrote it (`s3::owner`); kept by the embedded store only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +136,9 @@ pub struct ObjectInfo {
     /// Number of parts for multipart objects, 0 otherwise.
     #[serde(default)]
     pub parts: u32,
+    /// The version's id in a versioned bucket; `None` is the `null` version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 impl ObjectInfo {
@@ -85,7 +152,15 @@ impl ObjectInfo {
             attrs: Default::default(),
             checksums: Default::default(),
             parts: 0,
+            version_id: None,
         }
+    }
+
+    /// The id S3 names this version by: its own, or `null`.
+    pub fn version_name(&self) -> &str {
+        self.version_id
+            .as_deref()
+            .unwrap_or(super::version_id::NULL)
     }
 }
 
@@ -344,6 +419,7 @@ mod tests {
             attrs: ObjectAttrs::default(),
             checksums: Checksums::default(),
             parts: 0,
+            version_id: None,
         };
         let none = DeleteCondition::default();
         assert_eq!(none.check("k", None).ok(), Some(Ok(())));

@@ -132,6 +132,11 @@ def test_a_past_date_expires_at_once_and_uploads_are_aborted(d):
     ({"ID": "n", "Status": "Enabled", "Filter": {"Prefix": ""}}, ("InvalidArgument", 400)),
     ({"ID": "m", "Status": "Enabled", "Filter": {"Tag": {"Key": "a", "Value": "b"}},
       "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}, ("InvalidArgument", 400)),
+    ({"ID": "e", "Status": "Enabled", "Filter": {"Prefix": ""},
+      "Expiration": {"Days": 1, "ExpiredObjectDeleteMarker": True}}, ("InvalidArgument", 400)),
+    ({"ID": "k", "Status": "Enabled", "Filter": {"Prefix": ""},
+      "NoncurrentVersionExpiration": {"NoncurrentDays": 1, "NewerNoncurrentVersions": 101}},
+     ("InvalidArgument", 400)),
 ])
 def test_bad_rules_are_refused(d, rule, want):
     c = d.client()
@@ -149,3 +154,40 @@ def test_bad_rules_are_refused(d, rule, want):
     with pytest.raises(ClientError) as e:
         c.get_bucket_lifecycle_configuration(Bucket="no-such-lc-bucket")
     assert code(e.value) == ("NoSuchBucket", 404)
+
+
+def test_noncurrent_versions_and_lone_delete_markers_expire(d):
+    """Before versioning, NoncurrentVersionExpiration was accepted and did nothing, and
+    ExpiredObjectDeleteMarker and NewerNoncurrentVersions were refused."""
+    if d.backend == "remote":
+        pytest.skip("the remote store does not keep versions (test_versioning.py)")
+    c = d.client()
+    b = harness.unique_name("lcv")
+    c.create_bucket(Bucket=b)
+    c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    n = [c.put_object(Bucket=b, Key="n/k", Body=f"n{i}".encode())["VersionId"] for i in range(4)]
+    c.put_object(Bucket=b, Key="m/k", Body=b"m")
+    c.delete_object(Bucket=b, Key="m/k")
+    other = [c.put_object(Bucket=b, Key="other/k", Body=b"o")["VersionId"] for _ in range(2)]
+    c.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "nc", "Status": "Enabled", "Filter": {"Prefix": "n/"},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 2, "NewerNoncurrentVersions": 1}},
+        {"ID": "markers", "Status": "Enabled", "Filter": {"Prefix": "m/"},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 2},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}},
+    ]})
+    got = {r["ID"]: r for r in c.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]}
+    assert got["nc"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 2,
+                                                        "NewerNoncurrentVersions": 1}
+    assert got["markers"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+
+    def ids(prefix):
+        r = c.list_object_versions(Bucket=b, Prefix=prefix)
+        return sorted(v["VersionId"] for v in r.get("Versions", []) + r.get("DeleteMarkers", []))
+
+    # n/k keeps its current version and one noncurrent one; m/k's old version expires, then
+    # its delete marker is all that is left and goes too. other/k has no rule.
+    assert wait_for(lambda: ids("n/") == sorted(n[2:]) and ids("m/") == [], timeout=30), (
+        ids("n/"), ids("m/"))
+    assert ids("other/") == sorted(other)
+    assert c.get_object(Bucket=b, Key="n/k")["Body"].read() == b"n3"

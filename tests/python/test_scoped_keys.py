@@ -140,3 +140,46 @@ def test_bad_policies_and_keys_are_refused(d):
     assert r.status_code == 400
     r = api(d, "PUT", "/api/keys/NOSUCHKEY/policy", json={"policy": None})
     assert r.status_code == 404
+
+
+def test_objects_and_buckets_record_the_key_that_made_them(d):
+    """Before this, every ACL and listing answered the one owner `pixelport`, whichever key
+    had written the object, and CreateBucket on another key's bucket said it was yours."""
+    root = harness.AwsCli(d.endpoint)
+    root("s3", "mb", "s3://shared")
+    maker = new_key(d, {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                       "Resource": ["arn:aws:s3:::shared", "arn:aws:s3:::shared/*",
+                                    "arn:aws:s3:::made-by-key", "arn:aws:s3:::made-by-key/*"]}]})
+    me = maker.access_key
+    ok = maker("s3api", "put-object", "--bucket", "shared", "--key", "by-key.txt", check=False)
+    assert ok.returncode == 0, ok.stderr
+    root("s3api", "put-object", "--bucket", "shared", "--key", "by-root.txt")
+
+    def acl_owner(cli, *args):
+        return json.loads(cli("s3api", *args).stdout)["Owner"]["ID"]
+
+    assert acl_owner(root, "get-object-acl", "--bucket", "shared", "--key", "by-key.txt") == me
+    assert acl_owner(root, "get-object-acl", "--bucket", "shared",
+                     "--key", "by-root.txt") == "pixelport"
+    grants = json.loads(root("s3api", "get-object-acl", "--bucket", "shared",
+                             "--key", "by-key.txt").stdout)["Grants"]
+    assert grants[0]["Grantee"]["ID"] == me and grants[0]["Permission"] == "FULL_CONTROL"
+    listed = json.loads(root("s3api", "list-objects-v2", "--bucket", "shared",
+                             "--fetch-owner").stdout)["Contents"]
+    assert {o["Key"]: o["Owner"]["ID"] for o in listed} == {
+        "by-key.txt": me, "by-root.txt": "pixelport"}
+    # The owner may hand its own ACL back (FULL_CONTROL to itself), as `aws s3api` users do.
+    maker("s3api", "put-object-acl", "--bucket", "shared", "--key", "by-key.txt",
+          "--grant-full-control", f"id={me}")
+
+    # A bucket the key made is its own: "already owned by you" to it, "exists" to others.
+    maker("s3api", "create-bucket", "--bucket", "made-by-key")
+    assert acl_owner(root, "get-bucket-acl", "--bucket", "made-by-key") == me
+    again = maker("s3api", "create-bucket", "--bucket", "made-by-key", check=False)
+    assert "BucketAlreadyOwnedByYou" in again.stderr, again.stderr
+    taken = root("s3api", "create-bucket", "--bucket", "made-by-key", check=False)
+    assert "BucketAlreadyExists" in taken.stderr, taken.stderr
+    mine = root("s3api", "create-bucket", "--bucket", "shared", check=False)
+    assert "BucketAlreadyOwnedByYou" in mine.stderr, mine.stderr

@@ -114,7 +114,12 @@ def test_object_tags_on_put_copy_multipart_and_tagging_calls(backend_daemon):
         (lambda: c.put_object_tagging(Bucket=bucket, Key="missing",
                                       Tagging={"TagSet": tagset({"a": "1"})}), ("NoSuchKey", 404)),
         (lambda: c.get_object_tagging(Bucket=bucket, Key="missing"), ("NoSuchKey", 404)),
+        # A version id Pixelport could never have made is malformed (AWS: 400); a
+        # well-formed one that names nothing is NoSuchVersion.
         (lambda: c.get_object_tagging(Bucket=bucket, Key="big", VersionId="3HL4kqtJlcpXroDTDmJ"),
+         ("InvalidArgument", 400)),
+        (lambda: c.get_object_tagging(Bucket=bucket, Key="big",
+                                      VersionId="fffe6a3f2b1c0d9e0123456789abcdef"),
          ("NoSuchVersion", 404)),
     ]
     for call, want in cases:

@@ -7,6 +7,12 @@
 //! - `inline`: bucket NUL key → raw bytes of small objects
 //! - `uploads`: upload id → upload record
 //! - `parts`: upload id NUL part number (u32 BE) → part record
+//! - `versions`: bucket NUL key NUL sort suffix → record of a noncurrent version or a delete
+//!   marker (versioned buckets; `versions.rs`)
+//! - `version_inline`: the same key → raw bytes of a small noncurrent version
+//!
+//! `objects` holds each key's current version; a key whose current version is a delete
+//! marker has no entry there, and its marker is the newest entry for it in `versions`.
 //!
 //! Invariant: every blob a record names exists on disk before the record is committed; a blob
 //! no record names is garbage (swept at start).
@@ -16,9 +22,11 @@ use std::collections::{BTreeMap, HashSet};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+mod versions;
+
 use crate::store::{
-    BucketInfo, CompletedPart, Conditional, ListPage, ListQuery, ObjectInfo, PartInfo, StoreError,
-    StoreResult, UploadInfo, WriteCondition, listing, select_parts,
+    BucketInfo, CompletedPart, Conditional, Deleted, ListPage, ListQuery, ObjectInfo, PartInfo,
+    StoreError, StoreResult, UploadInfo, Versioning, WriteCondition, listing, select_parts,
 };
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -26,6 +34,8 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+const VERSION_INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("version_inline");
 /// Running totals, `"all"` → (bytes, objects), kept by every write that adds or removes an
 /// object, so `/metrics` and the admin UI read them without scanning `objects`.
 const TOTALS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("totals");
@@ -66,6 +76,42 @@ impl Location {
 pub struct ObjectRecord {
     pub info: ObjectInfo,
     pub location: Location,
+    /// When this version was written (`version_id::next_stamp`); 0 in records from before
+    /// versioning, which order by their Last-Modified instead.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stamp: u64,
+    /// A delete marker (only ever in `versions`): no bytes, GET answers as for no object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl ObjectRecord {
+    pub fn new(info: ObjectInfo, location: Location) -> ObjectRecord {
+        ObjectRecord {
+            info,
+            location,
+            stamp: 0,
+            delete_marker: false,
+        }
+    }
+
+    /// The stamp that orders this version among its key's versions.
+    fn order_stamp(&self) -> u64 {
+        if self.stamp != 0 {
+            return self.stamp;
+        }
+        self.info
+            .version_id
+            .as_deref()
+            .and_then(crate::store::version_id::stamp_of)
+            .unwrap_or_else(|| {
+                crate::store::version_id::stamp_from_millis(self.info.last_modified_ms)
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +186,8 @@ impl Catalog {
             tx.open_table(INLINE)?;
             tx.open_table(UPLOADS)?;
             tx.open_table(PARTS)?;
+            tx.open_table(VERSIONS)?;
+            tx.open_table(VERSION_INLINE)?;
             // A catalog from before the running totals: count once, keep counting after.
             let counted = tx.open_table(TOTALS)?.get(ALL)?.is_some();
             if !counted {
@@ -204,12 +252,15 @@ impl Catalog {
             if buckets.get(name)?.is_none() {
                 return Err(StoreError::NoSuchBucket(name.into()));
             }
-            let objects = tx.open_table(OBJECTS)?;
             let start = object_key(name, "");
-            if let Some(first) = objects.range(start.as_slice()..)?.next() {
-                let (k, _) = first?;
-                if k.value().starts_with(&start) {
-                    return Err(StoreError::BucketNotEmpty(name.into()));
+            // Noncurrent versions and delete markers keep a bucket from being deleted too.
+            for table in [OBJECTS, VERSIONS] {
+                let t = tx.open_table(table)?;
+                if let Some(first) = t.range(start.as_slice()..)?.next() {
+                    let (k, _) = first?;
+                    if k.value().starts_with(&start) {
+                        return Err(StoreError::BucketNotEmpty(name.into()));
+                    }
                 }
             }
             buckets.remove(name)?;
@@ -260,30 +311,29 @@ impl Catalog {
         Ok((record, inline))
     }
 
-    /// Inserts or replaces an object; returns the blobs the old version used.
+    /// Makes `record` the key's current version; returns it as stored (with its version id,
+    /// in a versioned bucket) and the blobs a replaced version used.
     pub fn put_object(
         tx: &WriteTransaction,
         bucket: &str,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
-    ) -> StoreResult<Released> {
+    ) -> StoreResult<(ObjectInfo, Released)> {
         Self::put_object_if(tx, bucket, record, inline, &WriteCondition::default())?
             .map_err(|c| StoreError::Internal(format!("unconditional put refused by {c}")))
     }
 
-    /// Inserts or replaces an object if `cond` holds for the object stored under its key in
-    /// this transaction (so of two racing create-only writers, whichever the committer applies
-    /// second sees the first one's object). A condition that does not hold changes nothing.
+    /// `put_object` if `cond` holds for the object stored under its key in this transaction
+    /// (so of two racing create-only writers, whichever the committer applies second sees the
+    /// first one's object). A condition that does not hold changes nothing.
     pub fn put_object_if(
         tx: &WriteTransaction,
         bucket: &str,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
         cond: &WriteCondition,
-    ) -> StoreResult<Conditional<Released>> {
-        if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
+    ) -> StoreResult<Conditional<(ObjectInfo, Released)>> {
+        Self::bucket_versioning(tx, bucket)?;
         if let Err(c) = Self::check_condition(tx, bucket, &record.info.key, cond)? {
             return Ok(Err(c));
         }
@@ -308,37 +358,53 @@ impl Catalog {
         Ok(cond.check(current.as_deref()))
     }
 
+    /// Makes `record` current under its key. In a bucket that has never been versioned the
+    /// old version goes (its blobs are returned); with versioning enabled it becomes
+    /// noncurrent and the new one gets an id; suspended, the new one is the `null` version,
+    /// replacing any other `null` version of the key.
     fn put_in(
         tx: &WriteTransaction,
         bucket: &str,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
-    ) -> StoreResult<Released> {
+    ) -> StoreResult<(ObjectInfo, Released)> {
+        use crate::store::version_id;
+        let state = Self::bucket_versioning(tx, bucket)?;
+        let mut record = record.clone();
+        record.stamp = version_id::next_stamp();
+        record.delete_marker = false;
+        record.info.version_id = (state == Some(Versioning::Enabled))
+            .then(|| version_id::new_id(record.stamp, rand::random()));
         let k = object_key(bucket, &record.info.key);
-        let mut objects = tx.open_table(OBJECTS)?;
-        let mut inline_t = tx.open_table(INLINE)?;
-        let old: Option<ObjectRecord> =
-            match objects.insert(k.as_slice(), encode(record)?.as_slice())? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-        adjust_totals(
-            tx,
-            Some(record.info.size),
-            old.as_ref().map(|o| o.info.size),
-        )?;
-        match inline {
-            Some(data) => {
-                inline_t.insert(k.as_slice(), data)?;
-            }
-            None => {
-                inline_t.remove(k.as_slice())?;
+        let old: Option<ObjectRecord> = match tx.open_table(OBJECTS)?.remove(k.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        let mut released = Vec::new();
+        let mut replaced = None;
+        if let Some(old) = old {
+            if state.is_none()
+                || (state == Some(Versioning::Suspended) && old.info.version_id.is_none())
+            {
+                tx.open_table(INLINE)?.remove(k.as_slice())?;
+                replaced = Some(old.info.size);
+                released = old.location.blobs();
+            } else {
+                Self::demote(tx, bucket, old)?;
             }
         }
-        Ok(old.map(|o| o.location.blobs()).unwrap_or_default())
+        if state == Some(Versioning::Suspended) {
+            released.extend(Self::remove_null_version(tx, bucket, &record.info.key)?);
+        }
+        adjust_totals(tx, Some(record.info.size), replaced)?;
+        tx.open_table(OBJECTS)?
+            .insert(k.as_slice(), encode(&record)?.as_slice())?;
+        if let Some(data) = inline {
+            tx.open_table(INLINE)?.insert(k.as_slice(), data)?;
+        }
+        Ok((record.info, released))
     }
 
-    /// Replaces the stored record's info (metadata) keeping its location.
     /// Replaces an object's client metadata, keeping its bytes; returns the new info.
     pub fn update_attrs(
         tx: &WriteTransaction,
@@ -347,48 +413,69 @@ impl Catalog {
         attrs: crate::store::ObjectAttrs,
         last_modified_ms: i64,
     ) -> StoreResult<ObjectInfo> {
-        Self::update_info(tx, bucket, key, |info| {
+        Self::update_info(tx, bucket, key, None, |info| {
             info.attrs = attrs;
             info.last_modified_ms = last_modified_ms;
         })
     }
 
-    /// Changes an existing object's entry in place.
+    /// Changes the entry of the current version, or of `version`, in place.
     fn update_info(
         tx: &WriteTransaction,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         change: impl FnOnce(&mut ObjectInfo),
     ) -> StoreResult<ObjectInfo> {
         let k = object_key(bucket, key);
-        let mut objects = tx.open_table(OBJECTS)?;
-        let mut record: ObjectRecord = match objects.get(k.as_slice())? {
-            Some(v) => decode(v.value())?,
-            None => return Err(StoreError::NoSuchKey(key.to_owned())),
+        let current: Option<ObjectRecord> = match tx.open_table(OBJECTS)?.get(k.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        let (table_key, table, mut record) = match (current, version) {
+            (Some(r), None) => (k, OBJECTS, r),
+            (Some(r), Some(v)) if r.info.version_name() == v => (k, OBJECTS, r),
+            (_, Some(v)) => {
+                let (vk, r) = Self::find_version(tx, bucket, key, v)?;
+                if r.delete_marker {
+                    return Err(StoreError::DeleteMarker(v.to_owned()));
+                }
+                (vk, VERSIONS, r)
+            }
+            (None, None) => {
+                Self::bucket_versioning(tx, bucket)?;
+                return Err(StoreError::NoSuchKey(key.to_owned()));
+            }
         };
         change(&mut record.info);
-        objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
+        tx.open_table(table)?
+            .insert(table_key.as_slice(), encode(&record)?.as_slice())?;
         Ok(record.info)
     }
 
-    /// Replaces the object's tags; nothing else changes, Last-Modified included.
+    /// Replaces the tags of the current version or of `version`; nothing else changes,
+    /// Last-Modified included.
     pub fn set_tags(
         tx: &WriteTransaction,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         tags: std::collections::BTreeMap<String, String>,
     ) -> StoreResult<ObjectInfo> {
-        Self::update_info(tx, bucket, key, |info| info.attrs.tags = tags)
+        Self::update_info(tx, bucket, key, version, |info| info.attrs.tags = tags)
     }
 
-    /// Sets the object's anonymous read; nothing else changes.
+    /// Sets anonymous read of the current version or of `version`; nothing else changes.
     pub fn set_public_read(
         tx: &WriteTransaction,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         public: bool,
     ) -> StoreResult<ObjectInfo> {
-        Self::update_info(tx, bucket, key, |info| info.attrs.public_read = public)
+        Self::update_info(tx, bucket, key, version, |info| {
+            info.attrs.public_read = public
+        })
     }
 
     /// `delete_object` if `cond` holds for the object there, decided in the same transaction.
@@ -397,7 +484,7 @@ impl Catalog {
         bucket: &str,
         key: &str,
         cond: &crate::store::DeleteCondition,
-    ) -> StoreResult<crate::store::Conditional<Released>> {
+    ) -> StoreResult<crate::store::Conditional<(Released, Deleted)>> {
         if !cond.is_unconditional() {
             let k = object_key(bucket, key);
             let existing = match tx.open_table(OBJECTS)?.get(k.as_slice())? {
@@ -411,25 +498,62 @@ impl Catalog {
         Self::delete_object(tx, bucket, key).map(Ok)
     }
 
-    pub fn delete_object(tx: &WriteTransaction, bucket: &str, key: &str) -> StoreResult<Released> {
+    /// Deletes the key's current version. In a versioned bucket nothing is removed but a
+    /// delete marker becomes current (the `null` one when suspended, replacing the `null`
+    /// version), as in S3, even for a key that has no object.
+    pub fn delete_object(
+        tx: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+    ) -> StoreResult<(Released, Deleted)> {
+        use crate::store::version_id;
+        let state = Self::bucket_versioning(tx, bucket)?;
+        let k = object_key(bucket, key);
+        let old = tx
+            .open_table(OBJECTS)?
+            .remove(k.as_slice())?
+            .map(|v| decode::<ObjectRecord>(v.value()))
+            .transpose()?;
         let mut released = Vec::new();
-        {
-            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
-                return Err(StoreError::NoSuchBucket(bucket.into()));
-            }
-            let k = object_key(bucket, key);
-            let mut objects = tx.open_table(OBJECTS)?;
-            let old = objects
-                .remove(k.as_slice())?
-                .map(|v| decode::<ObjectRecord>(v.value()))
-                .transpose()?;
-            if let Some(old) = old {
+        if let Some(old) = old {
+            if state.is_none()
+                || (state == Some(Versioning::Suspended) && old.info.version_id.is_none())
+            {
                 released = old.location.blobs();
                 tx.open_table(INLINE)?.remove(k.as_slice())?;
                 adjust_totals(tx, None, Some(old.info.size))?;
+            } else {
+                Self::demote(tx, bucket, old)?;
             }
         }
-        Ok(released)
+        let Some(state) = state else {
+            return Ok((released, Deleted::default()));
+        };
+        if state == Versioning::Suspended {
+            released.extend(Self::remove_null_version(tx, bucket, key)?);
+        }
+        let stamp = version_id::next_stamp();
+        let id = (state == Versioning::Enabled).then(|| version_id::new_id(stamp, rand::random()));
+        let mut info = ObjectInfo::key_only(key);
+        info.last_modified_ms = crate::store::now_ms();
+        info.version_id = id;
+        let marker = ObjectRecord {
+            info,
+            location: Location::Blobs {
+                segments: Vec::new(),
+            },
+            stamp,
+            delete_marker: true,
+        };
+        let name = marker.info.version_name().to_owned();
+        Self::demote(tx, bucket, marker)?;
+        Ok((
+            released,
+            Deleted {
+                version_id: Some(name),
+                delete_marker: true,
+            },
+        ))
     }
 
     pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> StoreResult<ListPage> {
@@ -650,7 +774,7 @@ impl Catalog {
                     crate::store::spool::composite_checksum(alg, &sums)
                 })
                 .unwrap_or_default();
-            info = ObjectInfo {
+            let made = ObjectInfo {
                 key: key.to_owned(),
                 size: segments.iter().map(|s| s.size).sum(),
                 etag,
@@ -658,11 +782,9 @@ impl Catalog {
                 attrs: upload.attrs.clone(),
                 checksums,
                 parts: segments.len() as u32,
+                version_id: None,
             };
-            let record = ObjectRecord {
-                info: info.clone(),
-                location: Location::Blobs { segments },
-            };
+            let record = ObjectRecord::new(made, Location::Blobs { segments });
             uploads.remove(upload_id)?;
             let removed = remove_parts(&mut parts_t, upload_id)?;
             released = removed
@@ -672,7 +794,9 @@ impl Catalog {
                 .collect::<Vec<_>>();
             drop(uploads);
             drop(parts_t);
-            released.extend(Self::put_in(tx, bucket, &record, None)?);
+            let (stored, replaced) = Self::put_in(tx, bucket, &record, None)?;
+            info = stored;
+            released.extend(replaced);
         }
         Ok(Ok((info, released)))
     }
@@ -709,12 +833,10 @@ impl Catalog {
         let tx = self.db.begin_read()?;
         let mut set = HashSet::new();
         let (mut bytes, mut objects) = (0u64, 0u64);
-        for e in tx.open_table(OBJECTS)?.iter()? {
-            let (_, v) = e?;
-            let record = decode::<ObjectRecord>(v.value())?;
-            bytes += record.info.size;
-            objects += 1;
-            set.extend(record.location.blobs());
+        for table in [OBJECTS, VERSIONS] {
+            let (b, n) = tally(&tx.open_table(table)?, |blobs| set.extend(blobs))?;
+            bytes += b;
+            objects += n;
         }
         for e in tx.open_table(PARTS)?.iter()? {
             let (_, v) = e?;
@@ -737,14 +859,33 @@ impl Catalog {
     /// Sets the running totals to a count of the records (`fsck --recover`).
     pub fn recount_totals(tx: &WriteTransaction) -> StoreResult<()> {
         let (mut bytes, mut count) = (0u64, 0u64);
-        for e in tx.open_table(OBJECTS)?.iter()? {
-            let (_, v) = e?;
-            bytes += decode::<ObjectRecord>(v.value())?.info.size;
-            count += 1;
+        for table in [OBJECTS, VERSIONS] {
+            let (b, n) = tally(&tx.open_table(table)?, |_| {})?;
+            bytes += b;
+            count += n;
         }
         tx.open_table(TOTALS)?.insert(ALL, (bytes, count))?;
         Ok(())
     }
+}
+
+/// (bytes, objects) of the versions in `table` (delete markers hold none), handing each
+/// record's blobs to `blobs`.
+fn tally<T>(table: &T, mut blobs: impl FnMut(Vec<String>)) -> StoreResult<(u64, u64)>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let (mut bytes, mut count) = (0u64, 0u64);
+    for e in table.iter()? {
+        let (_, v) = e?;
+        let record = decode::<ObjectRecord>(v.value())?;
+        if !record.delete_marker {
+            bytes += record.info.size;
+            count += 1;
+        }
+        blobs(record.location.blobs());
+    }
+    Ok((bytes, count))
 }
 
 /// Counts an object of `added` bytes in and one of `removed` bytes out of the totals.
@@ -826,6 +967,7 @@ mod tests {
             attrs: ObjectAttrs::default(),
             checksums: Default::default(),
             parts: 0,
+            version_id: None,
         }
     }
 
@@ -843,33 +985,21 @@ mod tests {
     fn seeking_listings_match_the_plain_pagination() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(&dir.path().join("catalog.redb")).unwrap();
-        let bucket = BucketInfo {
-            name: "b".into(),
-            created_ms: 0,
-        };
+        let bucket = BucketInfo::new("b", 0);
         cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
-        let other = BucketInfo {
-            name: "c".into(),
-            created_ms: 0,
-        };
+        let other = BucketInfo::new("c", 0);
         cat.write(|tx| Catalog::create_bucket(tx, &other)).unwrap();
         let keys = [
             "a", "a/", "a/b", "a/b/c", "a/c", "a/c/d", "a//x", "ab", "b/1", "b/2", "b/3/x", "c",
             "d/e/f", "d/e/g", "ä/x", "z/", "z/z",
         ];
         for k in keys {
-            let rec = ObjectRecord {
-                info: info(k, k.len() as u64),
-                location: Location::Inline,
-            };
+            let rec = ObjectRecord::new(info(k, k.len() as u64), Location::Inline);
             cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(b"x")))
                 .unwrap();
         }
         // A neighbouring bucket must never leak into b's listings.
-        let rec = ObjectRecord {
-            info: info("a/zzz", 1),
-            location: Location::Inline,
-        };
+        let rec = ObjectRecord::new(info("a/zzz", 1), Location::Inline);
         cat.write(|tx| Catalog::put_object(tx, "c", &rec, Some(b"x")))
             .unwrap();
         let all: Vec<ObjectInfo> = keys.iter().map(|k| info(k, k.len() as u64)).collect();
@@ -917,10 +1047,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.redb");
         let cat = Catalog::open(&path).unwrap();
-        let bucket = BucketInfo {
-            name: "b".into(),
-            created_ms: 0,
-        };
+        let bucket = BucketInfo::new("b", 0);
         cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
         let mut model: BTreeMap<String, u64> = BTreeMap::new();
         let mut seed = 0x9E3779B97F4A7C15u64;
@@ -936,10 +1063,7 @@ mod tests {
             match next() % 3 {
                 0 | 1 => {
                     let size = next() % 100;
-                    let rec = ObjectRecord {
-                        info: info(key, size),
-                        location: Location::Inline,
-                    };
+                    let rec = ObjectRecord::new(info(key, size), Location::Inline);
                     let data = vec![1u8; size as usize];
                     cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(&data)))
                         .unwrap();
@@ -996,10 +1120,7 @@ mod tests {
             cat.get_object("nob", "k"),
             Err(StoreError::NoSuchBucket(_))
         ));
-        let bucket = BucketInfo {
-            name: "b".into(),
-            created_ms: 0,
-        };
+        let bucket = BucketInfo::new("b", 0);
         cat.write(|tx| Catalog::create_bucket(tx, &bucket)).unwrap();
         assert!(matches!(
             cat.write(|tx| Catalog::create_bucket(tx, &bucket)),
@@ -1013,10 +1134,7 @@ mod tests {
             cat.write(|tx| Catalog::abort_upload(tx, "b", "k", "nope")),
             Err(StoreError::NoSuchUpload(_))
         ));
-        let rec = ObjectRecord {
-            info: info("k", 1),
-            location: Location::Inline,
-        };
+        let rec = ObjectRecord::new(info("k", 1), Location::Inline);
         cat.write(|tx| Catalog::put_object(tx, "b", &rec, Some(b"x")))
             .unwrap();
         assert!(matches!(

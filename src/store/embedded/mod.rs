@@ -218,10 +218,7 @@ impl EmbeddedStore {
         let mut orphans: Vec<&String> = on_disk.difference(&referenced).collect();
         orphans.sort();
         if !orphans.is_empty() {
-            let info = BucketInfo {
-                name: RECOVERED_BUCKET.to_owned(),
-                created_ms: now_ms(),
-            };
+            let info = BucketInfo::new(RECOVERED_BUCKET, now_ms());
             match self.catalog.write(|tx| Catalog::create_bucket(tx, &info)) {
                 Ok(()) | Err(StoreError::BucketExists(_)) => {}
                 Err(e) => return Err(e),
@@ -282,8 +279,8 @@ impl EmbeddedStore {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let name = blob.rsplit('/').next().unwrap_or(blob).to_owned();
-        Ok(ObjectRecord {
-            info: ObjectInfo {
+        Ok(ObjectRecord::new(
+            ObjectInfo {
                 key: name,
                 size: meta.len(),
                 etag: hex::encode(md5.finalize()),
@@ -294,14 +291,15 @@ impl EmbeddedStore {
                 },
                 checksums: Default::default(),
                 parts: 0,
+                version_id: None,
             },
-            location: Location::Blobs {
+            Location::Blobs {
                 segments: vec![Segment {
                     blob: blob.to_owned(),
                     size: meta.len(),
                 }],
             },
-        })
+        ))
     }
 
     /// Compares catalog and blob files; with `sweep`, moves orphaned blobs into
@@ -380,6 +378,60 @@ impl EmbeddedStore {
             blob,
             size: body.size,
         })
+    }
+
+    /// Streams `range` of a record's bytes (`inline` for an inline record).
+    async fn stream_record(
+        &self,
+        record: ObjectRecord,
+        inline: Option<Vec<u8>>,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        let key = record.info.key.as_str();
+        let size = record.info.size;
+        let span = match range {
+            Some(r) => r.resolve(size).ok_or(StoreError::InvalidRange { size })?,
+            None => 0..size,
+        };
+        let stream: ByteStream = match (record.location.clone(), inline) {
+            (Location::Inline, Some(data)) => {
+                let bytes = Bytes::from(data).slice(span.start as usize..span.end as usize);
+                Box::pin(futures::stream::once(async move { Ok(bytes) }))
+            }
+            (Location::Blobs { segments }, _) => {
+                // Open every overlapping segment now, positioned and limited.
+                let mut parts = Vec::new();
+                let mut offset = 0u64;
+                for seg in segments {
+                    let (seg_start, seg_end) = (offset, offset + seg.size);
+                    offset = seg_end;
+                    let (from, to) = (span.start.max(seg_start), span.end.min(seg_end));
+                    if from >= to {
+                        continue;
+                    }
+                    let path = self.root.join(&seg.blob);
+                    let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            tracing::error!(blob = %seg.blob, key = %key, "blob missing for a cataloged object");
+                        }
+                        StoreError::Internal(format!("{}: {e}", seg.blob))
+                    })?;
+                    if from > seg_start {
+                        f.seek(SeekFrom::Start(from - seg_start))
+                            .await
+                            .map_err(StoreError::internal)?;
+                    }
+                    parts.push(f.take(to - from));
+                }
+                let s = futures::stream::iter(parts)
+                    .flat_map(|r| tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK));
+                Box::pin(s)
+            }
+            (Location::Inline, None) => {
+                return Err(StoreError::Internal("inline object without bytes".into()));
+            }
+        };
+        Ok((record.info, stream, span))
     }
 
     fn release(&self, blobs: Vec<String>) {
@@ -475,10 +527,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_bucket(&self, name: &str) -> StoreResult<()> {
-        let info = BucketInfo {
-            name: name.to_owned(),
-            created_ms: now_ms(),
-        };
+        let info = BucketInfo::new(name, now_ms());
         self.committer
             .write(move |tx| Catalog::create_bucket(tx, &info))
             .await
@@ -511,50 +560,54 @@ impl Store for EmbeddedStore {
         range: Option<ReadRange>,
     ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
         let (record, inline) = self.catalog.get_object(bucket, key)?;
-        let size = record.info.size;
-        let span = match range {
-            Some(r) => r.resolve(size).ok_or(StoreError::InvalidRange { size })?,
-            None => 0..size,
-        };
-        let stream: ByteStream = match (record.location.clone(), inline) {
-            (Location::Inline, Some(data)) => {
-                let bytes = Bytes::from(data).slice(span.start as usize..span.end as usize);
-                Box::pin(futures::stream::once(async move { Ok(bytes) }))
-            }
-            (Location::Blobs { segments }, _) => {
-                // Open every overlapping segment now, positioned and limited.
-                let mut parts = Vec::new();
-                let mut offset = 0u64;
-                for seg in segments {
-                    let (seg_start, seg_end) = (offset, offset + seg.size);
-                    offset = seg_end;
-                    let (from, to) = (span.start.max(seg_start), span.end.min(seg_end));
-                    if from >= to {
-                        continue;
-                    }
-                    let path = self.root.join(&seg.blob);
-                    let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            tracing::error!(blob = %seg.blob, key, "blob missing for a cataloged object");
-                        }
-                        StoreError::Internal(format!("{}: {e}", seg.blob))
-                    })?;
-                    if from > seg_start {
-                        f.seek(SeekFrom::Start(from - seg_start))
-                            .await
-                            .map_err(StoreError::internal)?;
-                    }
-                    parts.push(f.take(to - from));
-                }
-                let s = futures::stream::iter(parts)
-                    .flat_map(|r| tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK));
-                Box::pin(s)
-            }
-            (Location::Inline, None) => {
-                return Err(StoreError::Internal("inline object without bytes".into()));
-            }
-        };
-        Ok((record.info, stream, span))
+        self.stream_record(record, inline, range).await
+    }
+
+    async fn set_versioning(&self, bucket: &str, state: Versioning) -> StoreResult<()> {
+        let b = bucket.to_owned();
+        self.committer
+            .write(move |tx| Catalog::set_versioning(tx, &b, state))
+            .await
+    }
+
+    async fn head_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> StoreResult<ObjectInfo> {
+        Ok(self.catalog.get_version(bucket, key, version_id)?.0.info)
+    }
+
+    async fn read_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        range: Option<ReadRange>,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        let (record, inline) = self.catalog.get_version(bucket, key, version_id)?;
+        self.stream_record(record, inline, range).await
+    }
+
+    async fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> StoreResult<Deleted> {
+        let (b, k, v) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
+        let (released, deleted) = self
+            .committer
+            .write(move |tx| Catalog::delete_version(tx, &b, &k, &v))
+            .await?;
+        self.release(released);
+        Ok(deleted)
+    }
+
+    async fn list_versions(&self, bucket: &str, q: &VersionQuery) -> StoreResult<VersionPage> {
+        let (b, q) = (bucket.to_owned(), q.clone());
+        self.cat(move |c| c.list_versions(&b, &q)).await
     }
 
     async fn put_object_if(
@@ -573,6 +626,7 @@ impl Store for EmbeddedStore {
             attrs,
             checksums: body.checksums.clone(),
             parts: 0,
+            version_id: None,
         };
         let b = bucket.to_owned();
         let cond = cond.clone();
@@ -580,22 +634,19 @@ impl Store for EmbeddedStore {
         let outcome = match body.data() {
             Some(SpoolData::Memory(bytes)) if bytes.len() <= spool::INLINE_LIMIT => {
                 let data = bytes.clone();
-                let record = ObjectRecord {
-                    info: info.clone(),
-                    location: Location::Inline,
-                };
+                let record = ObjectRecord::new(info, Location::Inline);
                 self.committer
                     .write(move |tx| Catalog::put_object_if(tx, &b, &record, Some(&data), &cond))
                     .await?
             }
             _ => {
                 let seg = self.make_blob(&mut body).await?;
-                let record = ObjectRecord {
-                    info: info.clone(),
-                    location: Location::Blobs {
+                let record = ObjectRecord::new(
+                    info,
+                    Location::Blobs {
                         segments: vec![seg.clone()],
                     },
-                };
+                );
                 let outcome = self
                     .committer
                     .write(move |tx| Catalog::put_object_if(tx, &b, &record, None, &cond))
@@ -606,9 +657,9 @@ impl Store for EmbeddedStore {
                 outcome?
             }
         };
-        Ok(outcome.map(|released| {
+        Ok(outcome.map(|(stored, released)| {
             self.release(released);
-            info
+            stored
         }))
     }
 
@@ -628,11 +679,16 @@ impl Store for EmbeddedStore {
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         tags: std::collections::BTreeMap<String, String>,
     ) -> StoreResult<ObjectInfo> {
-        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let (b, k, v) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version.map(str::to_owned),
+        );
         self.committer
-            .write(move |tx| Catalog::set_tags(tx, &b, &k, tags.clone()))
+            .write(move |tx| Catalog::set_tags(tx, &b, &k, v.as_deref(), tags.clone()))
             .await
     }
 
@@ -640,11 +696,16 @@ impl Store for EmbeddedStore {
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         public: bool,
     ) -> StoreResult<ObjectInfo> {
-        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let (b, k, v) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version.map(str::to_owned),
+        );
         self.committer
-            .write(move |tx| Catalog::set_public_read(tx, &b, &k, public))
+            .write(move |tx| Catalog::set_public_read(tx, &b, &k, v.as_deref(), public))
             .await
     }
 
@@ -652,14 +713,14 @@ impl Store for EmbeddedStore {
         true
     }
 
-    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
+    async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Deleted> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
-        let released = self
+        let (released, deleted) = self
             .committer
             .write(move |tx| Catalog::delete_object(tx, &b, &k))
             .await?;
         self.release(released);
-        Ok(())
+        Ok(deleted)
     }
 
     async fn delete_object_if(
@@ -667,13 +728,16 @@ impl Store for EmbeddedStore {
         bucket: &str,
         key: &str,
         cond: &crate::store::DeleteCondition,
-    ) -> StoreResult<crate::store::Conditional<()>> {
+    ) -> StoreResult<crate::store::Conditional<Deleted>> {
         let (b, k, c) = (bucket.to_owned(), key.to_owned(), cond.clone());
         let outcome = self
             .committer
             .write(move |tx| Catalog::delete_object_if(tx, &b, &k, &c))
             .await?;
-        Ok(outcome.map(|released| self.release(released)))
+        Ok(outcome.map(|(released, deleted)| {
+            self.release(released);
+            deleted
+        }))
     }
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StoreResult<ListPage> {
