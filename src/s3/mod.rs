@@ -97,13 +97,19 @@ pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(t)
 }
 
-/// How an object's checksum was made: COMPOSITE (of its parts' checksums, `-N`) for a
-/// multipart object, FULL_OBJECT otherwise; none without a checksum.
+/// How an object's checksum was made: COMPOSITE (of its parts' checksums, `-N`: base64
+/// never holds a `-`) or FULL_OBJECT (of its whole body, single-part or multipart); none
+/// without a checksum.
 pub(crate) fn checksum_type(c: &crate::store::Checksums, parts: u32) -> Option<ChecksumType> {
     if c.is_empty() {
         return None;
     }
-    Some(ChecksumType::from_static(if parts > 0 {
+    let composite = parts > 0
+        && [&c.crc32, &c.crc32c, &c.sha1, &c.sha256, &c.crc64nvme]
+            .into_iter()
+            .flatten()
+            .any(|v| v.contains('-'));
+    Some(ChecksumType::from_static(if composite {
         ChecksumType::COMPOSITE
     } else {
         ChecksumType::FULL_OBJECT

@@ -7,7 +7,7 @@ use super::get::to_read_range;
 use super::put::{Declared, copy_source};
 use super::{PixelportS3, attrs_from, check_key, invalid_argument, strong_etag, timestamp};
 use crate::store::spool::ChecksumSet;
-use crate::store::{CompletedPart as StoreCompleted, MAX_PART_NUMBER, StoreError};
+use crate::store::{CompletedPart as StoreCompleted, MAX_PART_NUMBER, StoreError, UploadChecksum};
 
 fn check_part_number(n: i32) -> S3Result<()> {
     if !(1..=MAX_PART_NUMBER).contains(&n) {
@@ -16,6 +16,54 @@ fn check_part_number(n: i32) -> S3Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The checksum CreateMultipartUpload asks for, checked as S3 checks it: a type needs an
+/// algorithm, and FULL_OBJECT works with the CRCs only.
+fn upload_checksum(
+    algorithm: Option<&str>,
+    kind: Option<&str>,
+) -> S3Result<Option<UploadChecksum>> {
+    let full_object = match kind {
+        None | Some(ChecksumType::COMPOSITE) => false,
+        Some(ChecksumType::FULL_OBJECT) => true,
+        Some(other) => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!("Value for x-amz-checksum-type header is invalid: `{other}`"),
+            ));
+        }
+    };
+    let Some(algorithm) = algorithm else {
+        if kind.is_some() {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header.",
+            ));
+        }
+        return Ok(None);
+    };
+    let upper = algorithm.to_ascii_uppercase();
+    // CRC64NVME has no COMPOSITE form: S3 makes it FULL_OBJECT when no type is given.
+    let full_object = full_object || (upper == "CRC64NVME" && kind.is_none());
+    if full_object && !matches!(upper.as_str(), "CRC32" | "CRC32C" | "CRC64NVME") {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "The FULL_OBJECT checksum type cannot be used with the {algorithm} checksum algorithm."
+            ),
+        ));
+    }
+    if !full_object && upper == "CRC64NVME" && kind.is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "The COMPOSITE checksum type cannot be used with the crc64nvme checksum algorithm.",
+        ));
+    }
+    Ok(Some(UploadChecksum {
+        algorithm: algorithm.to_owned(),
+        full_object,
+    }))
 }
 
 pub async fn create(
@@ -44,33 +92,27 @@ pub async fn create(
         input.acl.as_ref().map(|a| a.as_str()),
     )?;
     attrs.owner = super::owner::requester(&req.extensions);
-    if input
-        .checksum_type
-        .as_ref()
-        .is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT)
-    {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            "x-amz-checksum-type FULL_OBJECT is not supported yet: Pixelport gives multipart objects the COMPOSITE checksum of their parts (leave the type out, or ask for COMPOSITE)",
-        ));
-    }
-    let alg = input
-        .checksum_algorithm
-        .as_ref()
-        .map(|a| a.as_str().to_owned());
+    let checksum = upload_checksum(
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        input.checksum_type.as_ref().map(|t| t.as_str()),
+    )?;
+    let kind = checksum.as_ref().map(|c| {
+        ChecksumType::from_static(if c.full_object {
+            ChecksumType::FULL_OBJECT
+        } else {
+            ChecksumType::COMPOSITE
+        })
+    });
     let id = s
         .store
-        .create_upload(&input.bucket, &input.key, attrs, alg)
+        .create_upload(&input.bucket, &input.key, attrs, checksum)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(id),
-        checksum_type: input
-            .checksum_algorithm
-            .is_some()
-            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+        checksum_type: kind,
         checksum_algorithm: input.checksum_algorithm,
         ..Default::default()
     }))

@@ -6,6 +6,7 @@
 //! object visible before its bytes are complete and durable.
 
 pub mod cluster;
+pub mod crc_combine;
 pub mod embedded;
 pub mod listing;
 pub mod remote;
@@ -334,7 +335,7 @@ pub trait Store: Send + Sync + 'static {
         bucket: &str,
         key: &str,
         attrs: ObjectAttrs,
-        checksum: Option<String>,
+        checksum: Option<UploadChecksum>,
     ) -> StoreResult<String>;
     async fn put_part(
         &self,

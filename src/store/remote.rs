@@ -772,16 +772,25 @@ impl Store for RemoteStore {
         bucket: &str,
         key: &str,
         attrs: ObjectAttrs,
-        checksum: Option<String>,
+        checksum: Option<UploadChecksum>,
     ) -> StoreResult<String> {
         self.ensure_bucket(bucket).await?;
+        if checksum.as_ref().is_some_and(|c| c.full_object) {
+            return Err(StoreError::NotImplemented(
+                "FULL_OBJECT multipart checksums are not implemented on the remote store: \
+                 the cluster assembles the object, and Pixelport does not read it back to \
+                 checksum it. Leave x-amz-checksum-type out."
+                    .into(),
+            ));
+        }
         let info = UploadInfo {
             upload_id: uuid::Uuid::new_v4().simple().to_string(),
             bucket: bucket.into(),
             key: key.into(),
             initiated_ms: now_ms(),
             attrs,
-            checksum_algorithm: checksum,
+            checksum_algorithm: checksum.map(|c| c.algorithm),
+            full_object: false,
         };
         let dir = self.upload_dir(&info.upload_id)?;
         tokio::fs::create_dir_all(&dir)

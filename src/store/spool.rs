@@ -248,6 +248,45 @@ pub fn composite_checksum(algorithm: &str, parts: &[&Checksums]) -> Option<Check
     })
 }
 
+/// S3's FULL_OBJECT checksum of a multipart object: the CRC of its whole body, combined from
+/// its parts' CRCs and sizes (`crc_combine`), as S3 makes it. CRC32, CRC32C and CRC64NVME
+/// only (SHA digests cannot be combined); `None` when a part lacks the checksum.
+pub fn full_object_checksum(algorithm: &str, parts: &[(&Checksums, u64)]) -> Option<Checksums> {
+    use super::crc_combine::{CRC32, CRC32C, CRC64NVME, Crc};
+    use base64::Engine as _;
+    type Pick = fn(&Checksums) -> Option<&String>;
+    let (crc, pick): (Crc, Pick) = match algorithm.to_ascii_uppercase().as_str() {
+        "CRC32" => (CRC32, |c| c.crc32.as_ref()),
+        "CRC32C" => (CRC32C, |c| c.crc32c.as_ref()),
+        "CRC64NVME" => (CRC64NVME, |c| c.crc64nvme.as_ref()),
+        _ => return None,
+    };
+    let bytes = (crc.width / 8) as usize;
+    let mut whole: Option<u64> = None;
+    for (c, size) in parts {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(pick(c)?)
+            .ok()?;
+        if raw.len() != bytes {
+            return None;
+        }
+        let value = raw.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
+        whole = Some(match whole {
+            None => value,
+            Some(acc) => crc.combine(acc, value, *size),
+        });
+    }
+    let be = whole?.to_be_bytes();
+    let text = base64::engine::general_purpose::STANDARD.encode(&be[8 - bytes..]);
+    let mut out = Checksums::default();
+    match crc.width {
+        64 => out.crc64nvme = Some(text),
+        _ if crc == CRC32 => out.crc32 = Some(text),
+        _ => out.crc32c = Some(text),
+    }
+    Some(out)
+}
+
 fn to_checksums(h: ChecksumHasher) -> Checksums {
     let c = h.finalize();
     Checksums {
@@ -286,6 +325,39 @@ mod tests {
         // A part without the algorithm's checksum: no composite.
         assert!(composite_checksum("SHA256", &refs).is_none());
         assert!(composite_checksum("MD4", &refs).is_none());
+    }
+
+    /// Each part hashed by the same hasher the spool uses; the combined checksum must be the
+    /// one that hasher gives the whole body.
+    #[test]
+    fn full_object_checksums_are_the_whole_bodys() {
+        let parts: [&[u8]; 3] = [&[7u8; 3000], b"second part", &[0u8; 1]];
+        let whole = parts.concat();
+        for alg in ["CRC32", "CRC32C", "CRC64NVME"] {
+            let set = ChecksumSet::default().with_algorithm(alg).unwrap();
+            let hash = |data: &[u8]| {
+                let mut h = set.hasher();
+                h.update(data);
+                to_checksums(h)
+            };
+            let sums: Vec<Checksums> = parts.iter().map(|p| hash(p)).collect();
+            let refs: Vec<(&Checksums, u64)> = sums
+                .iter()
+                .zip(parts)
+                .map(|(c, p)| (c, p.len() as u64))
+                .collect();
+            assert_eq!(
+                full_object_checksum(alg, &refs),
+                Some(hash(&whole)),
+                "{alg}"
+            );
+        }
+        let sha = ChecksumSet::default().with_algorithm("SHA256").unwrap();
+        let mut h = sha.hasher();
+        h.update(b"x");
+        let c = to_checksums(h);
+        assert_eq!(full_object_checksum("SHA256", &[(&c, 1)]), None);
+        assert_eq!(full_object_checksum("CRC32", &[]), None);
     }
 
     fn spool_in(dir: &std::path::Path) -> Spool {

@@ -234,6 +234,17 @@ pub struct UploadInfo {
     /// The checksum algorithm named at CreateMultipartUpload, if any.
     #[serde(default)]
     pub checksum_algorithm: Option<String>,
+    /// `x-amz-checksum-type: FULL_OBJECT` at CreateMultipartUpload: the object gets the CRC
+    /// of its whole body, not the COMPOSITE checksum of its parts' checksums.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_object: bool,
+}
+
+/// The checksum CreateMultipartUpload asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadChecksum {
+    pub algorithm: String,
+    pub full_object: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

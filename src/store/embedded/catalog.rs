@@ -761,17 +761,23 @@ impl Catalog {
                 })
                 .collect();
             // With an algorithm named at CreateMultipartUpload, the object carries S3's
-            // COMPOSITE checksum of its parts (none when a part was sent without one).
+            // COMPOSITE checksum of its parts, or with FULL_OBJECT the CRC of its whole body
+            // combined from theirs (none when a part was sent without one).
             let checksums = upload
                 .checksum_algorithm
                 .as_deref()
                 .and_then(|alg| {
-                    let sums: Vec<&crate::store::Checksums> = chosen
+                    let sums: Vec<(&crate::store::Checksums, u64)> = chosen
                         .iter()
                         .filter_map(|p| stored_records.get(&p.part_number))
-                        .map(|r| &r.info.checksums)
+                        .map(|r| (&r.info.checksums, r.info.size))
                         .collect();
-                    crate::store::spool::composite_checksum(alg, &sums)
+                    if upload.full_object {
+                        crate::store::spool::full_object_checksum(alg, &sums)
+                    } else {
+                        let sums: Vec<_> = sums.into_iter().map(|(c, _)| c).collect();
+                        crate::store::spool::composite_checksum(alg, &sums)
+                    }
                 })
                 .unwrap_or_default();
             let made = ObjectInfo {

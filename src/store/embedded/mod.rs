@@ -750,7 +750,7 @@ impl Store for EmbeddedStore {
         bucket: &str,
         key: &str,
         attrs: ObjectAttrs,
-        checksum: Option<String>,
+        checksum: Option<UploadChecksum>,
     ) -> StoreResult<String> {
         let info = UploadInfo {
             upload_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -758,7 +758,8 @@ impl Store for EmbeddedStore {
             key: key.to_owned(),
             initiated_ms: now_ms(),
             attrs,
-            checksum_algorithm: checksum,
+            full_object: checksum.as_ref().is_some_and(|c| c.full_object),
+            checksum_algorithm: checksum.map(|c| c.algorithm),
         };
         let id = info.upload_id.clone();
         self.committer
