@@ -91,6 +91,51 @@ macro_rules! signed_overrides_only {
     };
 }
 
+/// The error for a failed read. A key whose current version is a delete marker answers 404
+/// NoSuchKey with `x-amz-delete-marker: true` and the marker's `x-amz-version-id`, as S3
+/// does (looked up only for such a 404 in a versioned bucket).
+async fn missing(
+    s: &PixelportS3,
+    bucket: &str,
+    key: &str,
+    e: StoreError,
+    ext: &http::Extensions,
+) -> S3Error {
+    if !matches!(e, StoreError::NoSuchKey(_))
+        || !matches!(s.store.versioning(bucket).await, Ok(Some(_)))
+    {
+        return s.err(e, ext);
+    }
+    let newest = s
+        .store
+        .list_versions(
+            bucket,
+            &crate::store::VersionQuery {
+                prefix: key.to_owned(),
+                max_keys: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut err = s.err(e, ext);
+    if let Ok(page) = newest
+        && let Some(m) = page.entries.first()
+        && m.delete_marker
+        && m.info.key == key
+    {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-amz-delete-marker",
+            http::HeaderValue::from_static("true"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(m.info.version_name()) {
+            h.insert("x-amz-version-id", v);
+        }
+        err.set_headers(h);
+    }
+    err
+}
+
 pub async fn get_object(
     s: &PixelportS3,
     req: S3Request<GetObjectInput>,
@@ -126,7 +171,7 @@ pub async fn get_object(
             )?;
             return Err(s.err(StoreError::InvalidRange { size }, ext));
         }
-        Err(e) => return Err(s.err(e, ext)),
+        Err(e) => return Err(missing(s, &input.bucket, &input.key, e, ext).await),
     };
     check_conditions(
         &info,
@@ -210,9 +255,10 @@ pub async fn head_object(
     let mut input = req.input;
     signed_overrides_only!(req.credentials.is_some(), input);
     let version = super::version_arg(input.version_id.as_deref())?;
-    let info = super::head_version(&s.store, &input.bucket, &input.key, version)
-        .await
-        .map_err(|e| s.err(e, &req.extensions))?;
+    let info = match super::head_version(&s.store, &input.bucket, &input.key, version).await {
+        Ok(info) => info,
+        Err(e) => return Err(missing(s, &input.bucket, &input.key, e, &req.extensions).await),
+    };
     check_conditions(
         &info,
         input.if_match.as_ref(),

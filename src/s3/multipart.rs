@@ -66,6 +66,54 @@ fn upload_checksum(
     }))
 }
 
+/// A whole-object checksum sent with CompleteMultipartUpload must be the one the object
+/// will carry (FULL_OBJECT: the CRC of the body; COMPOSITE: `…-N`), else 400 BadDigest and
+/// nothing is completed. Only the upload's own algorithm is compared; S3 ignores others.
+fn check_whole_checksum(
+    upload: &crate::store::UploadInfo,
+    parts: &[&crate::store::PartInfo],
+    declared: &crate::store::Checksums,
+) -> S3Result<()> {
+    use crate::store::spool::{composite_checksum, full_object_checksum};
+    let Some(alg) = upload.checksum_algorithm.as_deref() else {
+        return Ok(());
+    };
+    let pick = |c: &crate::store::Checksums| -> Option<String> {
+        match alg.to_ascii_uppercase().as_str() {
+            "CRC32" => c.crc32.clone(),
+            "CRC32C" => c.crc32c.clone(),
+            "SHA1" => c.sha1.clone(),
+            "SHA256" => c.sha256.clone(),
+            "CRC64NVME" => c.crc64nvme.clone(),
+            _ => None,
+        }
+    };
+    let Some(sent) = pick(declared) else {
+        return Ok(());
+    };
+    let made = if upload.full_object {
+        let sums: Vec<_> = parts.iter().map(|p| (&p.checksums, p.size)).collect();
+        full_object_checksum(alg, &sums)
+    } else {
+        let sums: Vec<_> = parts.iter().map(|p| &p.checksums).collect();
+        composite_checksum(alg, &sums)
+    };
+    // Clients write a COMPOSITE value with or without its `-N`.
+    let bare = |v: &str| v.split('-').next().unwrap_or_default().to_owned();
+    match made.as_ref().and_then(pick) {
+        Some(m) if bare(&m) == bare(&sent) => Ok(()),
+        made => Err(S3Error::with_message(
+            S3ErrorCode::BadDigest,
+            format!(
+                "The {} you specified did not match the calculated checksum (declared {sent}, computed {}).",
+                alg.to_ascii_uppercase(),
+                made.as_deref()
+                    .unwrap_or("nothing: a part was uploaded without one")
+            ),
+        )),
+    }
+}
+
 pub async fn create(
     s: &PixelportS3,
     req: S3Request<CreateMultipartUploadInput>,
@@ -312,16 +360,24 @@ pub async fn complete(
         });
     }
     // The assembled object obeys the same size limit as a single PUT.
-    let (_, stored) = s
+    let (upload, stored) = s
         .store
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    let total: u64 = stored
+    let chosen: Vec<&crate::store::PartInfo> = list
         .iter()
-        .filter(|p| list.iter().any(|c| c.part_number == p.part_number))
-        .map(|p| p.size)
-        .sum();
+        .filter_map(|c| stored.iter().find(|p| p.part_number == c.part_number))
+        .collect();
+    let total: u64 = chosen.iter().map(|p| p.size).sum();
+    let declared = crate::store::Checksums {
+        crc32: input.checksum_crc32.clone(),
+        crc32c: input.checksum_crc32c.clone(),
+        sha1: input.checksum_sha1.clone(),
+        sha256: input.checksum_sha256.clone(),
+        crc64nvme: input.checksum_crc64nvme.clone(),
+    };
+    check_whole_checksum(&upload, &chosen, &declared)?;
     if total > s.max_object_size {
         return Err(s.err(
             StoreError::EntityTooLarge {

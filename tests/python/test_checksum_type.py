@@ -92,6 +92,21 @@ def test_full_object_multipart_checksums_are_the_crc_of_the_whole_body(daemon):
     whole = b"".join(parts_data)
     want = crc32_b64(whole)
     assert done["ChecksumCRC32"] == want and done["ChecksumType"] == "FULL_OBJECT", done
+    # An upload completed with a wrong whole-object CRC is refused with BadDigest and stays
+    # open, then completes with the right one.
+    up = c.create_multipart_upload(Bucket=b, Key="k2", ChecksumAlgorithm="CRC32",
+                                   ChecksumType="FULL_OBJECT")
+    r = c.upload_part(Bucket=b, Key="k2", UploadId=up["UploadId"], PartNumber=1, Body=b"tail",
+                      ChecksumAlgorithm="CRC32")
+    one = [{"PartNumber": 1, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}]
+    with pytest.raises(ClientError) as e:
+        c.complete_multipart_upload(Bucket=b, Key="k2", UploadId=up["UploadId"],
+                                    MultipartUpload={"Parts": one},
+                                    ChecksumCRC32=crc32_b64(b"other"))
+    assert harness.client_error(e.value) == ("BadDigest", 400)
+    assert c.list_parts(Bucket=b, Key="k2", UploadId=up["UploadId"])["Parts"]
+    c.complete_multipart_upload(Bucket=b, Key="k2", UploadId=up["UploadId"],
+                                MultipartUpload={"Parts": one}, ChecksumCRC32=crc32_b64(b"tail"))
     head = c.head_object(Bucket=b, Key="k", ChecksumMode="ENABLED")
     assert head["ChecksumCRC32"] == want and head["ChecksumType"] == "FULL_OBJECT"
     attrs = c.get_object_attributes(Bucket=b, Key="k", ObjectAttributes=["Checksum"])

@@ -125,6 +125,12 @@ def test_overwrites_keep_every_version_and_delete_markers_hide_the_key(daemon, s
     with pytest.raises(ClientError) as e:
         c.get_object(Bucket=bucket, Key="k")
     assert code(e.value) == ("NoSuchKey", 404)
+    # As S3: the 404 says a delete marker is current, and which.
+    headers = e.value.response["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-delete-marker"] == "true" and headers["x-amz-version-id"] == marker
+    with pytest.raises(ClientError) as e:
+        c.head_object(Bucket=bucket, Key="k")
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-version-id"] == marker
     assert c.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     assert versions(c, bucket) == sorted([
         ("k", marker, True, True), ("k", v2, False, False), ("k", v1, False, False),
