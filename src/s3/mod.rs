@@ -473,6 +473,126 @@ impl S3 for PixelportS3 {
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         bucket::put_bucket_versioning(self, req).await
     }
+    async fn list_bucket_analytics_configurations(
+        &self,
+        req: S3Request<ListBucketAnalyticsConfigurationsInput>,
+    ) -> S3Result<S3Response<ListBucketAnalyticsConfigurationsOutput>> {
+        unset_config::analytics_list(self, req).await
+    }
+    async fn list_bucket_metrics_configurations(
+        &self,
+        req: S3Request<ListBucketMetricsConfigurationsInput>,
+    ) -> S3Result<S3Response<ListBucketMetricsConfigurationsOutput>> {
+        unset_config::metrics_list(self, req).await
+    }
+    async fn list_bucket_inventory_configurations(
+        &self,
+        req: S3Request<ListBucketInventoryConfigurationsInput>,
+    ) -> S3Result<S3Response<ListBucketInventoryConfigurationsOutput>> {
+        unset_config::inventory_list(self, req).await
+    }
+    async fn list_bucket_intelligent_tiering_configurations(
+        &self,
+        req: S3Request<ListBucketIntelligentTieringConfigurationsInput>,
+    ) -> S3Result<S3Response<ListBucketIntelligentTieringConfigurationsOutput>> {
+        unset_config::intelligent_tiering_list(self, req).await
+    }
+    async fn get_bucket_analytics_configuration(
+        &self,
+        req: S3Request<GetBucketAnalyticsConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketAnalyticsConfigurationOutput>> {
+        unset_config::analytics(self, req).await
+    }
+    async fn get_bucket_metrics_configuration(
+        &self,
+        req: S3Request<GetBucketMetricsConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketMetricsConfigurationOutput>> {
+        unset_config::metrics(self, req).await
+    }
+    async fn get_bucket_inventory_configuration(
+        &self,
+        req: S3Request<GetBucketInventoryConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketInventoryConfigurationOutput>> {
+        unset_config::inventory(self, req).await
+    }
+    async fn get_bucket_intelligent_tiering_configuration(
+        &self,
+        req: S3Request<GetBucketIntelligentTieringConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketIntelligentTieringConfigurationOutput>> {
+        unset_config::intelligent_tiering(self, req).await
+    }
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        unset_config::retention(self, req).await
+    }
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        unset_config::legal_hold(self, req).await
+    }
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        unset_config::put_retention(self, req).await
+    }
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        unset_config::put_legal_hold(self, req).await
+    }
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        unset_config::put_encryption(self, req).await
+    }
+    async fn put_bucket_website(
+        &self,
+        req: S3Request<PutBucketWebsiteInput>,
+    ) -> S3Result<S3Response<PutBucketWebsiteOutput>> {
+        unset_config::put_website(self, req).await
+    }
+    async fn put_bucket_replication(
+        &self,
+        req: S3Request<PutBucketReplicationInput>,
+    ) -> S3Result<S3Response<PutBucketReplicationOutput>> {
+        unset_config::put_replication(self, req).await
+    }
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        unset_config::put_object_lock(self, req).await
+    }
+    async fn put_bucket_notification_configuration(
+        &self,
+        req: S3Request<PutBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketNotificationConfigurationOutput>> {
+        unset_config::put_notification(self, req).await
+    }
+    async fn put_bucket_logging(
+        &self,
+        req: S3Request<PutBucketLoggingInput>,
+    ) -> S3Result<S3Response<PutBucketLoggingOutput>> {
+        unset_config::put_logging(self, req).await
+    }
+    async fn put_bucket_request_payment(
+        &self,
+        req: S3Request<PutBucketRequestPaymentInput>,
+    ) -> S3Result<S3Response<PutBucketRequestPaymentOutput>> {
+        unset_config::put_request_payment(self, req).await
+    }
+    async fn put_bucket_accelerate_configuration(
+        &self,
+        req: S3Request<PutBucketAccelerateConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketAccelerateConfigurationOutput>> {
+        unset_config::put_accelerate(self, req).await
+    }
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,

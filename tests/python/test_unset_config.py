@@ -45,3 +45,47 @@ def test_unset_configurations_read_as_absent(backend_daemon):
     with pytest.raises(ClientError) as e:
         c.put_bucket_website(Bucket=b, WebsiteConfiguration={"IndexDocument": {"Suffix": "i"}})
     assert harness.client_error(e.value)[1] == 501
+
+
+def test_analytics_metrics_inventory_tiering_and_object_lock_calls(backend_daemon):
+    """Before this, the List and Get calls of analytics, metrics, inventory and
+    intelligent-tiering configurations and the object retention / legal hold calls answered
+    s3s's bare 501, and every Put answered 501 without saying what was missing."""
+    c = backend_daemon.client()
+    b = harness.unique_name("unset2")
+    c.create_bucket(Bucket=b)
+    c.put_object(Bucket=b, Key="k", Body=b"x")
+    assert not c.list_bucket_analytics_configurations(Bucket=b).get("AnalyticsConfigurationList")
+    assert not c.list_bucket_metrics_configurations(Bucket=b).get("MetricsConfigurationList")
+    assert not c.list_bucket_inventory_configurations(Bucket=b).get("InventoryConfigurationList")
+    assert not c.list_bucket_intelligent_tiering_configurations(Bucket=b).get(
+        "IntelligentTieringConfigurationList")
+    for call in (c.get_bucket_analytics_configuration, c.get_bucket_metrics_configuration,
+                 c.get_bucket_inventory_configuration,
+                 c.get_bucket_intelligent_tiering_configuration):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=b, Id="nightly")
+        assert harness.client_error(e.value) == ("NoSuchConfiguration", 404), call
+    for call in (lambda: c.get_object_retention(Bucket=b, Key="k"),
+                 lambda: c.get_object_legal_hold(Bucket=b, Key="k"),
+                 lambda: c.put_object_legal_hold(Bucket=b, Key="k",
+                                                 LegalHold={"Status": "ON"})):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert harness.client_error(e.value) == ("InvalidRequest", 400)
+        assert "Object Lock" in e.value.response["Error"]["Message"]
+    # The Puts say what is missing.
+    for call, word in (
+            (lambda: c.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
+             "encrypt"),
+            (lambda: c.put_bucket_logging(Bucket=b, BucketLoggingStatus={}), "log"),
+            (lambda: c.put_bucket_accelerate_configuration(
+                Bucket=b, AccelerateConfiguration={"Status": "Enabled"}), "edge")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert harness.client_error(e.value) == ("NotImplemented", 501)
+        assert word in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        c.list_bucket_metrics_configurations(Bucket="no-such-unset-bucket")
+    assert harness.client_error(e.value) == ("NoSuchBucket", 404)
