@@ -57,6 +57,38 @@ impl Declared {
                 }
             }
         }
+        // Malformed values are refused before the body is read, as S3 does: InvalidDigest
+        // for Content-MD5, InvalidRequest for a checksum header (BadDigest is a mismatch).
+        let decoded_len = |v: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map(|b| b.len())
+                .ok()
+        };
+        if let Some(m) = &md5
+            && decoded_len(m) != Some(16)
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidDigest,
+                format!("The Content-MD5 you specified was invalid: `{m}`"),
+            ));
+        }
+        for (name, value, len) in [
+            ("crc32", &crc32, 4),
+            ("crc32c", &crc32c, 4),
+            ("sha1", &sha1, 20),
+            ("sha256", &sha256, 32),
+            ("crc64nvme", &crc64nvme, 8),
+        ] {
+            if let Some(v) = value
+                && decoded_len(v) != Some(len)
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidRequest,
+                    format!("Value for x-amz-checksum-{name} header is invalid."),
+                ));
+            }
+        }
         Ok(Declared {
             md5,
             sums: Checksums {

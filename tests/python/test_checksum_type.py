@@ -139,3 +139,25 @@ def test_the_remote_store_refuses_full_object_checksums_with_its_reason(make_dae
                                   ChecksumType="FULL_OBJECT")
     assert harness.client_error(e.value) == ("NotImplemented", 501)
     assert "remote store" in e.value.response["Error"]["Message"]
+
+
+def test_malformed_digests_are_refused_before_the_body(daemon):
+    """Before this, a Content-MD5 that was not base64 of 16 bytes answered BadDigest (the
+    code for a mismatch) after the whole body had been read, and a checksum header of the
+    wrong length answered BadDigest too; S3 answers InvalidDigest and InvalidRequest."""
+    c = daemon.client()
+    b = harness.unique_name("ckbad")
+    c.create_bucket(Bucket=b)
+    for kw, want in (({"ContentMD5": "bm90IGFuIG1kNQ=="}, ("InvalidDigest", 400)),
+                     ({"ContentMD5": "%%%"}, ("InvalidDigest", 400)),
+                     ({"ChecksumCRC32": "AAAA"}, ("InvalidRequest", 400)),
+                     ({"ChecksumSHA256": crc32_b64(b"x")}, ("InvalidRequest", 400))):
+        with pytest.raises(ClientError) as e:
+            c.put_object(Bucket=b, Key="k", Body=b"body", **kw)
+        assert harness.client_error(e.value) == want, kw
+    with pytest.raises(ClientError):
+        c.head_object(Bucket=b, Key="k")
+    # A well-formed value that does not match is still BadDigest.
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket=b, Key="k", Body=b"body", ChecksumCRC32=crc32_b64(b"other"))
+    assert harness.client_error(e.value) == ("BadDigest", 400)
