@@ -494,3 +494,29 @@ def test_rclone_copies_a_versioned_bucket_and_reads_it_as_it_was(daemon, tmp_pat
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["gone.txt", "photo.jpg"]
     assert (out / "photo.jpg").read_bytes() == b"first photo"
     assert (out / "gone.txt").read_bytes() == b"soon deleted"
+
+
+def test_the_aws_cli_versioning_commands(daemon, tmp_path):
+    aws = harness.AwsCli(daemon.endpoint)
+    bucket = harness.unique_name("vcli")
+    aws("s3", "mb", f"s3://{bucket}")
+    aws("s3api", "put-bucket-versioning", "--bucket", bucket,
+        "--versioning-configuration", "Status=Enabled")
+    got = json.loads(aws("s3api", "get-bucket-versioning", "--bucket", bucket).stdout)
+    assert got["Status"] == "Enabled"
+    f = tmp_path / "note.txt"
+    ids = []
+    for text in ("one", "two"):
+        f.write_text(text)
+        out = json.loads(aws("s3api", "put-object", "--bucket", bucket, "--key", "note.txt",
+                             "--body", str(f)).stdout)
+        ids.append(out["VersionId"])
+    aws("s3", "rm", f"s3://{bucket}/note.txt")
+    listed = json.loads(aws("s3api", "list-object-versions", "--bucket", bucket).stdout)
+    assert sorted(v["VersionId"] for v in listed["Versions"]) == sorted(ids)
+    assert [m["IsLatest"] for m in listed["DeleteMarkers"]] == [True]
+    back = tmp_path / "back.txt"
+    aws("s3api", "get-object", "--bucket", bucket, "--key", "note.txt",
+        "--version-id", ids[0], str(back))
+    assert back.read_text() == "one"
+    assert "note.txt" not in aws("s3", "ls", f"s3://{bucket}/").stdout
