@@ -394,6 +394,12 @@ impl S3Access for PolicyAccess {
         let action = match (action, version) {
             ("GetObject", Some(_)) => "GetObjectVersion",
             ("DeleteObject", Some(_)) if op == "DeleteObject" => "DeleteObjectVersion",
+            ("GetObjectTagging", Some(_)) => "GetObjectVersionTagging",
+            ("PutObjectTagging", Some(_)) => "PutObjectVersionTagging",
+            ("DeleteObjectTagging", Some(_)) => "DeleteObjectVersionTagging",
+            ("GetObjectAcl", Some(_)) => "GetObjectVersionAcl",
+            ("PutObjectAcl", Some(_)) => "PutObjectVersionAcl",
+            ("GetObjectAttributes", Some(_)) => "GetObjectVersionAttributes",
             _ => action,
         };
         let list = if matches!(action, "ListBucket" | "ListBucketVersions") {

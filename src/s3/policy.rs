@@ -156,6 +156,7 @@ const ACTIONS: &[(&str, Scope)] = &[
     ("DeleteObject", Scope::Object),
     ("DeleteObjectTagging", Scope::Object),
     ("DeleteObjectVersion", Scope::Object),
+    ("DeleteObjectVersionTagging", Scope::Object),
     ("GetBucketAcl", Scope::Bucket),
     ("GetBucketCORS", Scope::Bucket),
     ("GetAccelerateConfiguration", Scope::Bucket),
@@ -179,6 +180,9 @@ const ACTIONS: &[(&str, Scope)] = &[
     ("GetObjectAttributes", Scope::Object),
     ("GetObjectTagging", Scope::Object),
     ("GetObjectVersion", Scope::Object),
+    ("GetObjectVersionAcl", Scope::Object),
+    ("GetObjectVersionAttributes", Scope::Object),
+    ("GetObjectVersionTagging", Scope::Object),
     ("ListAllMyBuckets", Scope::Bucket),
     ("ListBucket", Scope::Bucket),
     ("ListBucketMultipartUploads", Scope::Bucket),
@@ -195,6 +199,8 @@ const ACTIONS: &[(&str, Scope)] = &[
     ("PutObject", Scope::Object),
     ("PutObjectAcl", Scope::Object),
     ("PutObjectTagging", Scope::Object),
+    ("PutObjectVersionAcl", Scope::Object),
+    ("PutObjectVersionTagging", Scope::Object),
 ];
 
 /// The action an S3 operation needs, by the operation's name (ListBuckets'
@@ -803,7 +809,9 @@ pub fn key_shape(shape: KeyShape, bucket: &str, prefix: &str) -> Value {
                         "s3:GetObject",
                         "s3:GetObjectVersion",
                         "s3:GetObjectTagging",
-                        "s3:GetObjectAttributes"
+                        "s3:GetObjectVersionTagging",
+                        "s3:GetObjectAttributes",
+                        "s3:GetObjectVersionAttributes"
                     ],
                     "Resource": [objects],
                 }),

@@ -271,9 +271,13 @@ def test_anonymous_reads_of_versions_need_get_object_version(daemon):
     c.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": "*",
-                       "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                       "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"],
                        "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
     assert requests.get(url, params={"versionId": old}, timeout=10).content == b"private draft"
+    # A version's tags need s3:GetObjectVersionTagging too, as in AWS.
+    assert requests.get(url, params={"tagging": ""}, timeout=10).status_code == 200
+    tags_of_old = {"tagging": "", "versionId": old}
+    assert requests.get(url, params=tags_of_old, timeout=10).status_code == 403
 
 
 def test_suspended_writes_replace_only_the_null_version(daemon):
