@@ -9,7 +9,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::PixelportS3;
 use super::acl;
-use super::bucket_access::Ownership;
+use super::bucket_access::{BucketAccess, Ownership};
 use super::owner;
 use crate::store::{OBJECT_ACL_NOT_ON_THIS_STORE, ObjectInfo};
 
@@ -102,10 +102,10 @@ pub(crate) fn bucket_owner(s: &PixelportS3, bucket: &str) -> String {
     owner::shown(s.buckets.access(bucket).owner.as_deref()).to_owned()
 }
 
-/// Who owns an object: with BucketOwnerEnforced the bucket's owner, as S3; otherwise the
-/// key that wrote it, or (written anonymously or before owners were recorded) the bucket's.
-pub(crate) fn object_owner(s: &PixelportS3, bucket: &str, info: &ObjectInfo) -> String {
-    let access = s.buckets.access(bucket);
+/// Who owns an object in a bucket with these access settings: with BucketOwnerEnforced the
+/// bucket's owner, as S3; otherwise the key that wrote it, or (written anonymously or before
+/// owners were recorded) the bucket's.
+pub(crate) fn object_owner(access: &BucketAccess, info: &ObjectInfo) -> String {
     if access.ownership == Some(Ownership::BucketOwnerEnforced) {
         return owner::shown(access.owner.as_deref()).to_owned();
     }
@@ -153,9 +153,9 @@ pub async fn get_object(
     let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    let shown = info.attrs.public_read
-        && s.buckets.access(&i.bucket).ownership != Some(Ownership::BucketOwnerEnforced);
-    let (owner, grants) = acl::policy(&object_owner(s, &i.bucket, &info), shown);
+    let access = s.buckets.access(&i.bucket);
+    let shown = info.attrs.public_read && access.ownership != Some(Ownership::BucketOwnerEnforced);
+    let (owner, grants) = acl::policy(&object_owner(&access, &info), shown);
     Ok(S3Response::new(GetObjectAclOutput {
         grants: Some(grants),
         owner: Some(owner),
@@ -172,7 +172,7 @@ pub async fn put_object(
     let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
-    let owner = object_owner(s, &i.bucket, &info);
+    let owner = object_owner(&s.buckets.access(&i.bucket), &info);
     let public = acl_of!(i, i.access_control_policy.as_ref(), &owner)?.ok_or_else(missing_acl)?;
     s.buckets
         .access(&i.bucket)

@@ -6,6 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use super::acl_ops::object_owner;
+use super::bucket_access::BucketAccess;
 use super::{PixelportS3, acl, invalid_argument, strong_etag, timestamp};
 use crate::store::{ListPage, ListQuery, VersionQuery};
 
@@ -48,9 +49,9 @@ impl Enc {
     }
 }
 
-/// The page's objects, each with its Owner when `owners` names the server and bucket
+/// The page's objects, each with its Owner when `owners` gives the bucket's access settings
 /// (ListObjects V1 always; V2 with `fetch-owner`).
-fn objects(page: &ListPage, enc: &Enc, owners: Option<(&PixelportS3, &str)>) -> Vec<Object> {
+fn objects(page: &ListPage, enc: &Enc, owners: Option<&BucketAccess>) -> Vec<Object> {
     page.objects
         .iter()
         .map(|o| Object {
@@ -61,7 +62,7 @@ fn objects(page: &ListPage, enc: &Enc, owners: Option<(&PixelportS3, &str)>) -> 
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,
             )),
-            owner: owners.map(|(s, b)| acl::owner(&object_owner(s, b, o))),
+            owner: owners.map(|a| acl::owner(&object_owner(a, o))),
             ..Default::default()
         })
         .collect()
@@ -93,7 +94,7 @@ pub async fn list_objects(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
-    let contents = objects(&page, &enc, Some((s, &input.bucket)));
+    let contents = objects(&page, &enc, Some(&s.buckets.access(&input.bucket)));
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
         prefix: Some(enc.s(q.prefix.clone())),
@@ -155,8 +156,8 @@ pub async fn list_objects_v2(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
-    let owners = (input.fetch_owner == Some(true)).then_some((s, input.bucket.as_str()));
-    let contents = objects(&page, &enc, owners);
+    let access = (input.fetch_owner == Some(true)).then(|| s.buckets.access(&input.bucket));
+    let contents = objects(&page, &enc, access.as_deref());
     let common = prefixes(&page, &enc);
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket),
@@ -207,6 +208,7 @@ pub async fn list_object_versions(
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
     let enc = Enc::new(&input.encoding_type);
+    let access = s.buckets.access(&input.bucket);
     let mut versions = Vec::new();
     let mut markers = Vec::new();
     for e in page.entries {
@@ -217,7 +219,7 @@ pub async fn list_object_versions(
                 version_id: Some(o.version_name().to_owned()),
                 is_latest: Some(e.is_latest),
                 last_modified: Some(timestamp(o.last_modified_ms)),
-                owner: Some(acl::owner(&object_owner(s, &input.bucket, &o))),
+                owner: Some(acl::owner(&object_owner(&access, &o))),
             });
             continue;
         }
@@ -231,7 +233,7 @@ pub async fn list_object_versions(
             storage_class: Some(ObjectVersionStorageClass::from_static(
                 ObjectVersionStorageClass::STANDARD,
             )),
-            owner: Some(acl::owner(&object_owner(s, &input.bucket, &o))),
+            owner: Some(acl::owner(&object_owner(&access, &o))),
             ..Default::default()
         });
     }

@@ -333,11 +333,11 @@ impl Catalog {
         inline: Option<&[u8]>,
         cond: &WriteCondition,
     ) -> StoreResult<Conditional<(ObjectInfo, Released)>> {
-        Self::bucket_versioning(tx, bucket)?;
+        let state = Self::bucket_versioning(tx, bucket)?;
         if let Err(c) = Self::check_condition(tx, bucket, &record.info.key, cond)? {
             return Ok(Err(c));
         }
-        Ok(Ok(Self::put_in(tx, bucket, record, inline)?))
+        Ok(Ok(Self::put_in(tx, bucket, state, record, inline)?))
     }
 
     /// Decides `cond` against the object under `key` as this transaction sees it.
@@ -358,18 +358,19 @@ impl Catalog {
         Ok(cond.check(current.as_deref()))
     }
 
-    /// Makes `record` current under its key. In a bucket that has never been versioned the
+    /// Makes `record` current under its key, in a bucket in versioning `state` (read once by
+    /// the caller, in this transaction). In a bucket that has never been versioned the
     /// old version goes (its blobs are returned); with versioning enabled it becomes
     /// noncurrent and the new one gets an id; suspended, the new one is the `null` version,
     /// replacing any other `null` version of the key.
     fn put_in(
         tx: &WriteTransaction,
         bucket: &str,
+        state: Option<Versioning>,
         record: &ObjectRecord,
         inline: Option<&[u8]>,
     ) -> StoreResult<(ObjectInfo, Released)> {
         use crate::store::version_id;
-        let state = Self::bucket_versioning(tx, bucket)?;
         let mut record = record.clone();
         record.stamp = version_id::next_stamp();
         record.delete_marker = false;
@@ -728,9 +729,7 @@ impl Catalog {
         let info;
         let mut released;
         {
-            if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
-                return Err(StoreError::NoSuchBucket(bucket.into()));
-            }
+            let state = Self::bucket_versioning(tx, bucket)?;
             let mut uploads = tx.open_table(UPLOADS)?;
             let upload = upload_in(
                 uploads.get(upload_id)?.map(|v| v.value().to_vec()),
@@ -800,7 +799,7 @@ impl Catalog {
                 .collect::<Vec<_>>();
             drop(uploads);
             drop(parts_t);
-            let (stored, replaced) = Self::put_in(tx, bucket, &record, None)?;
+            let (stored, replaced) = Self::put_in(tx, bucket, state, &record, None)?;
             info = stored;
             released.extend(replaced);
         }
