@@ -298,16 +298,7 @@ impl Catalog {
             return Err(StoreError::NoSuchKey(key.into()));
         };
         let record: ObjectRecord = decode(v.value())?;
-        let inline = match record.location {
-            Location::Inline => {
-                let t = tx.open_table(INLINE)?;
-                let data = t.get(k.as_slice())?.map(|v| v.value().to_vec());
-                Some(data.ok_or_else(|| {
-                    StoreError::Internal(format!("inline bytes of `{key}` are missing"))
-                })?)
-            }
-            Location::Blobs { .. } => None,
-        };
+        let inline = inline_bytes(&tx, INLINE, &k, &record)?;
         Ok((record, inline))
     }
 
@@ -872,6 +863,22 @@ impl Catalog {
         tx.open_table(TOTALS)?.insert(ALL, (bytes, count))?;
         Ok(())
     }
+}
+
+/// The bytes of an inline record, kept in `table` under `k` (none for a record in blobs).
+fn inline_bytes(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<&[u8], &[u8]>,
+    k: &[u8],
+    record: &ObjectRecord,
+) -> StoreResult<Option<Vec<u8>>> {
+    if record.location != Location::Inline {
+        return Ok(None);
+    }
+    let data = tx.open_table(table)?.get(k)?.map(|v| v.value().to_vec());
+    data.map(Some).ok_or_else(|| {
+        StoreError::Internal(format!("inline bytes of `{}` are missing", record.info.key))
+    })
 }
 
 /// (bytes, objects) of the versions in `table` (delete markers hold none), handing each

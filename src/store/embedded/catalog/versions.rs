@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{
     BUCKETS, Catalog, INLINE, Location, OBJECTS, ObjectRecord, Released, VERSION_INLINE, VERSIONS,
-    adjust_totals, decode, encode, object_key, prefix_end,
+    adjust_totals, decode, encode, inline_bytes, object_key, prefix_end,
 };
 use crate::store::version_id::{self, NULL};
 use crate::store::{
@@ -236,13 +236,7 @@ impl Catalog {
         if let Some(v) = tx.open_table(OBJECTS)?.get(k.as_slice())? {
             let record: ObjectRecord = decode(v.value())?;
             if record.info.version_name() == id {
-                let inline = match record.location {
-                    Location::Inline => tx
-                        .open_table(INLINE)?
-                        .get(k.as_slice())?
-                        .map(|v| v.value().to_vec()),
-                    Location::Blobs { .. } => None,
-                };
+                let inline = inline_bytes(&tx, INLINE, &k, &record)?;
                 return Ok((record, inline));
             }
         }
@@ -252,13 +246,7 @@ impl Catalog {
         if record.delete_marker {
             return Err(StoreError::DeleteMarker(id.to_owned()));
         }
-        let inline = match record.location {
-            Location::Inline => tx
-                .open_table(VERSION_INLINE)?
-                .get(vk.as_slice())?
-                .map(|v| v.value().to_vec()),
-            Location::Blobs { .. } => None,
-        };
+        let inline = inline_bytes(&tx, VERSION_INLINE, &vk, &record)?;
         Ok((record, inline))
     }
 
