@@ -555,6 +555,11 @@ struct Target {
     name: String,
     authority: String,
     signer: sigv4::Signer,
+    /// The bucket this target's objects go to (`--bucket`, with `-sse` for an SSE target).
+    bucket: String,
+    /// `--sse-default NAME`: the bucket gets default encryption (PutBucketEncryption,
+    /// AES256), so every object of the run is encrypted at rest.
+    sse: bool,
 }
 
 struct Config {
@@ -578,6 +583,7 @@ const USAGE: &str =
        [--large-mib 64] [--large-count 4] [--small-kib 4] [--concurrency 16]
        [--small-secs 5] [--max-ops 500000] [--bucket NAME] [--region us-east-1]
        [--dd-cold MIBS] [--dd-direct MIBS] [--dd-cached MIBS] [--drop-caches] [--json PATH]
+       [--sse-default NAME]...
 Normally run through scripts/bench-s3.sh. Without --target it runs its self-tests.";
 
 /// Accepts only `http://<loopback>:<port>` (optionally with a trailing `/`).
@@ -630,6 +636,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>> {
     };
     let mut region = "us-east-1".to_owned();
     let mut raw_targets: Vec<[String; 4]> = Vec::new();
+    let mut sse_targets: Vec<String> = Vec::new();
     let mut it = args.iter();
     fn val<'a>(it: &mut std::slice::Iter<'a, String>, flag: &str) -> Result<&'a String> {
         it.next()
@@ -660,6 +667,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>> {
             "--dd-cached" => cfg.dd_cached = Some(num(val(&mut it, a)?, a)?),
             "--drop-caches" => cfg.drop_caches = true,
             "--json" => cfg.json = Some(val(&mut it, a)?.clone()),
+            "--sse-default" => sse_targets.push(val(&mut it, a)?.clone()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -685,9 +693,16 @@ fn parse_args(args: &[String]) -> Result<Option<Config>> {
         bail!("--small-secs must be in (0, 600]");
     }
     for [name, endpoint, ak, sk] in raw_targets {
+        let sse = sse_targets.contains(&name);
         cfg.targets.push(Arc::new(Target {
             authority: loopback_authority(&endpoint)?,
             signer: sigv4::Signer::new(&ak, &sk, &region, "s3"),
+            bucket: if sse {
+                format!("{}-sse", cfg.bucket)
+            } else {
+                cfg.bucket.clone()
+            },
+            sse,
             name,
         }));
     }
@@ -716,11 +731,23 @@ fn signed_request(
     path: &str,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>> {
+    signed_request_with_query(t, method, path, None, body)
+}
+
+/// As `signed_request`, with one valueless query parameter (`?encryption`).
+fn signed_request_with_query(
+    t: &Target,
+    method: &Method,
+    path: &str,
+    subresource: Option<&str>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>> {
     let amz_date = sigv4::amz_date_now();
+    let query: Vec<(&str, &str)> = subresource.map(|q| (q, "")).into_iter().collect();
     let signed = t.signer.sign(
         method.as_str(),
         path,
-        &[],
+        &query,
         &[
             ("host", &t.authority),
             ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
@@ -729,7 +756,10 @@ fn signed_request(
         UNSIGNED_PAYLOAD,
         &amz_date,
     );
-    let uri = format!("http://{}{}", t.authority, sigv4::uri_encode(path, true));
+    let mut uri = format!("http://{}{}", t.authority, sigv4::uri_encode(path, true));
+    if let Some(q) = subresource {
+        uri = format!("{uri}?{q}=");
+    }
     let mut b = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -814,7 +844,40 @@ async fn ensure_ok(
     Ok(len)
 }
 
+/// PutBucketEncryption (AES256) on an `--sse-default` target's bucket.
+async fn set_default_encryption(client: &HttpClient, t: &Target, bucket: &str) -> Result<()> {
+    const CONFIG: &str = "<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>";
+    let req = signed_request_with_query(
+        t,
+        &Method::PUT,
+        &format!("/{bucket}"),
+        Some("encryption"),
+        Bytes::from_static(CONFIG.as_bytes()),
+    )?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| anyhow!("PutBucketEncryption timed out"))??;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "{}: PutBucketEncryption on {bucket}: HTTP {status}: {}",
+            t.name,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
 async fn create_bucket(client: &HttpClient, t: &Target, bucket: &str) -> Result<()> {
+    create_bucket_only(client, t, bucket).await?;
+    if t.sse {
+        set_default_encryption(client, t, bucket).await?;
+    }
+    Ok(())
+}
+
+async fn create_bucket_only(client: &HttpClient, t: &Target, bucket: &str) -> Result<()> {
     let path = format!("/{bucket}");
     let mut last = String::new();
     for _ in 0..10 {
@@ -915,7 +978,7 @@ async fn large_phase(
     // PUT: sequential objects.
     let mut secs = 0.0;
     for i in 0..cfg.large_count {
-        let path = format!("/{}/large/obj-{i}", cfg.bucket);
+        let path = format!("/{}/large/obj-{i}", t.bucket);
         let start = Instant::now();
         ensure_ok(client, t, Method::PUT, &path, data.clone(), None, timeout).await?;
         let s = start.elapsed().as_secs_f64();
@@ -939,7 +1002,7 @@ async fn large_phase(
     // GET: read every object fully, compare while streaming, keep nothing.
     let mut secs = 0.0;
     for i in 0..cfg.large_count {
-        let path = format!("/{}/large/obj-{i}", cfg.bucket);
+        let path = format!("/{}/large/obj-{i}", t.bucket);
         let start = Instant::now();
         let n = ensure_ok(
             client,
@@ -986,7 +1049,7 @@ async fn small_phase(
             (client.clone(), Arc::clone(t), method.clone(), body.clone());
         let (budget, abort, errors) =
             (Arc::clone(&budget), Arc::clone(&abort), Arc::clone(&errors));
-        let bucket = cfg.bucket.clone();
+        let bucket = t.bucket.clone();
         let max_ops = cfg.max_ops;
         let have = written.get(w).copied().unwrap_or(0);
         handles.push(tokio::spawn(async move {
@@ -1083,7 +1146,7 @@ async fn bench_target(
 ) -> Results {
     let mut r = Results::default();
     eprintln!("== {} (http://{})", t.name, t.authority);
-    if let Err(e) = create_bucket(client, t, &cfg.bucket).await {
+    if let Err(e) = create_bucket(client, t, &t.bucket).await {
         r.notes.push(format!("FAILED: {e:#}"));
         return r;
     }

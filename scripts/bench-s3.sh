@@ -2,14 +2,16 @@
 # S3 benchmark: Pixelport against s3s-fs 0.14.1 on the same disk, in one run.
 #
 #   scripts/bench-s3.sh [--data-dir DIR] [--targets pixelport,s3s-fs] [--no-build]
-#                       [--keep] [--clean] [--json PATH] [-- BENCH_ARGS...]
+#                       [--keep] [--clean] [--json PATH] [--sse] [-- BENCH_ARGS...]
 #
 # Measures, for each server: 64 MiB PUT and GET MiB/s (a few sequential
 # objects) and 4 KiB PUT and GET ops/s with 16 concurrent keep-alive clients
 # (5 s each, bounded), plus the raw read speed of a 1 GiB file with dd on the
 # same filesystem as the ceiling; prints a Markdown table (also saved under
 # DIR/logs/). BENCH_ARGS go to benches/s3_bench.rs (e.g. --small-secs 10,
-# --large-count 8, --concurrency 32; see its --help).
+# --large-count 8, --concurrency 32; see its --help). With --sse, the same Pixelport is
+# measured a second time as `pixelport-sse`, on a bucket with default encryption
+# (SSE-S3: every object encrypted at rest), beside the plain runs.
 #
 # Everything listens on and talks to 127.0.0.1 only; both servers are stopped
 # on exit. Env: BENCH_DATA_DIR (default ./target/bench-data), PIXELPORT_BIN
@@ -28,6 +30,7 @@ BUILD=1
 KEEP=0
 CLEAN=0
 JSON=""
+SSE=0
 BENCH_ARGS=()
 AK="benchak"
 SK="benchsecretkey0123456789"
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --clean) CLEAN=1; shift ;;
         --json) JSON="${2:?--json needs a value}"; shift 2 ;;
+        --sse) SSE=1; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; BENCH_ARGS=("$@"); break ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -189,6 +193,10 @@ EOF
     PIDS+=($!)
     wait_ready pixelport "$!" "$PP_ADMIN" /health '^200$' 60
     TARGET_ARGS+=(--target pixelport "http://127.0.0.1:$PP_S3" "$AK" "$SK")
+    if [ "$SSE" -eq 1 ]; then
+        TARGET_ARGS+=(--target pixelport-sse "http://127.0.0.1:$PP_S3" "$AK" "$SK"
+            --sse-default pixelport-sse)
+    fi
 fi
 
 if want s3s-fs; then

@@ -167,12 +167,30 @@ pub async fn open_store(config: &Config) -> Result<(DynStore, Spool), AppError> 
             Arc::new(
                 tokio::task::spawn_blocking(move || EmbeddedStore::open(op, &d, true))
                     .await
-                    .map_err(|e| StoreError::Internal(e.to_string()))??,
+                    .map_err(|e| StoreError::Internal(e.to_string()))??
+                    .with_master_key(sse_key(config, &dir)?),
             )
         }
         StoreKind::Remote => Arc::new(RemoteStore::new(&config.store, &dir)?),
     };
     Ok((store, spool))
+}
+
+/// SSE-S3's key: `[s3] sse_key_file`, or `<data_dir>/sse.key`, made on first start.
+fn sse_key(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<crate::store::sealing::MasterKey, StoreError> {
+    let configured = !config.s3.sse_key_file.as_os_str().is_empty();
+    let path = if configured {
+        config.s3.sse_key_file.clone()
+    } else {
+        data_dir.join("sse.key")
+    };
+    Ok(crate::store::sealing::MasterKey::load_or_create(
+        &path,
+        !configured,
+    )?)
 }
 
 /// Binds `addr` for the listener `key`. `shared` sets `SO_REUSEPORT` (unix), so that more

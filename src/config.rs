@@ -267,6 +267,9 @@ pub struct S3Config {
     /// At most this many objects (and as many uploads) are examined per bucket per pass; the
     /// next pass goes on where this one stopped.
     pub lifecycle_max_objects: usize,
+    /// The key that encrypts SSE-S3 objects at rest; empty: `<data_dir>/sse.key`, made on
+    /// first start. A file named here must exist.
+    pub sse_key_file: PathBuf,
 }
 
 impl Default for S3Config {
@@ -284,6 +287,7 @@ impl Default for S3Config {
             lifecycle_interval: Seconds(Duration::from_secs(3600)),
             lifecycle_day: Seconds(Duration::from_secs(86400)),
             lifecycle_max_objects: 10_000,
+            sse_key_file: PathBuf::new(),
         }
     }
 }

@@ -151,7 +151,8 @@ pub(crate) fn read_or_create(
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes a new file readable by its owner alone (0600), durably; an existing file is an error.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -492,13 +492,20 @@ pub async fn get_object(
     Ok(Json(v))
 }
 
-fn attrs_from(headers: &HeaderMap) -> ObjectAttrs {
+/// An upload's attributes: its content type, and the bucket's default encryption (as an
+/// S3 PUT without SSE headers gets it).
+fn attrs_from(state: &AdminState, bucket: &str, headers: &HeaderMap) -> ObjectAttrs {
     ObjectAttrs {
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned),
+        encryption: state
+            .buckets
+            .access(bucket)
+            .encryption
+            .map(|_| crate::store::sealing::Encryption::S3),
         ..ObjectAttrs::default()
     }
 }
@@ -527,7 +534,12 @@ pub async fn put_object(
     let spooled = spool_body(&state, body).await?;
     let info = state
         .store
-        .put_object(&bucket, &key, spooled, attrs_from(&headers))
+        .put_object(
+            &bucket,
+            &key,
+            spooled,
+            attrs_from(&state, &bucket, &headers),
+        )
         .await?;
     state.notify(&bucket, &key);
     Ok(Json(object_json(&state, &bucket, &info)))
@@ -554,7 +566,7 @@ pub async fn create_upload(
     let key = need_key(&k)?;
     let id = state
         .store
-        .create_upload(&bucket, key, attrs_from(&headers), None)
+        .create_upload(&bucket, key, attrs_from(&state, &bucket, &headers), None)
         .await?;
     Ok(Json(json!({ "upload_id": id })))
 }
@@ -587,7 +599,7 @@ pub async fn upload_part(
     let spooled = spool_body(&state, body).await?;
     let info = state
         .store
-        .put_part(&bucket, &p.key, &id, p.part, spooled)
+        .put_part(&bucket, &p.key, &id, p.part, spooled, None)
         .await?;
     Ok(Json(
         json!({ "part": info.part_number, "etag": info.etag, "size": info.size }),

@@ -39,6 +39,8 @@ const BUCKET_OWNERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("buc
 const BUCKET_LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_lifecycle");
 /// Bucket → the owner id of the key that created it (`s3::owner`).
 const BUCKET_OWNER: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_owner");
+/// Default encryption (PutBucketEncryption), as JSON.
+const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_encryption");
 
 /// The per-bucket settings kept as one value per bucket (access settings and lifecycle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub enum AccessTable {
     Ownership,
     Lifecycle,
     Owner,
+    Encryption,
 }
 
 impl AccessTable {
@@ -58,15 +61,17 @@ impl AccessTable {
             Self::Ownership => BUCKET_OWNERSHIP,
             Self::Lifecycle => BUCKET_LIFECYCLE,
             Self::Owner => BUCKET_OWNER,
+            Self::Encryption => BUCKET_ENCRYPTION,
         }
     }
 
-    const ALL: [AccessTable; 5] = [
+    const ALL: [AccessTable; 6] = [
         Self::Policy,
         Self::PublicAccessBlock,
         Self::Ownership,
         Self::Lifecycle,
         Self::Owner,
+        Self::Encryption,
     ];
 }
 

@@ -114,6 +114,7 @@ impl IntoResponse for AdminError {
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
+        use crate::store::sealing::SealError;
         let text = e.to_string();
         match e {
             StoreError::NoSuchBucket(_)
@@ -133,6 +134,14 @@ impl From<StoreError> for AdminError {
             | StoreError::IncompleteBody(_) => AdminError::BadRequest(text),
             StoreError::Unavailable(_) => AdminError::Unavailable(text),
             StoreError::InsufficientStorage(_) => AdminError::InsufficientStorage(text),
+            StoreError::Sealing(e) => match e {
+                SealError::KeyRequired | SealError::WrongKey => AdminError::Forbidden(format!(
+                    "{text} The admin UI cannot read objects encrypted with a customer key \
+                     (SSE-C): only a request carrying that key can."
+                )),
+                SealError::NotApplicable => AdminError::BadRequest(text),
+                SealError::MasterKey(_) | SealError::Corrupt(_) => AdminError::Internal(text),
+            },
             StoreError::Internal(_) | StoreError::NotImplemented(_) => AdminError::Internal(text),
         }
     }

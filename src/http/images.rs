@@ -42,6 +42,7 @@ fn status(e: &ImageError) -> StatusCode {
             SourceError::Upstream(_) => StatusCode::BAD_GATEWAY,
             SourceError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             SourceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SourceError::Encrypted(_) => StatusCode::FORBIDDEN,
         },
         ImageError::Pipeline(PipelineError::Cancelled { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         ImageError::Pipeline(e) => {

@@ -248,7 +248,9 @@ impl Worker {
             let started = Instant::now();
             let outcome = match self.preset(bucket, key, &info, preset).await {
                 Ok(outcome) => outcome,
-                Err(ImageError::Source(SourceError::NotFound(_))) => Outcome::Skipped,
+                Err(ImageError::Source(SourceError::NotFound(_) | SourceError::Encrypted(_))) => {
+                    Outcome::Skipped
+                }
                 Err(e) => {
                     tracing::warn!(bucket, key, preset = preset.name, error = %e, "eager render failed");
                     Outcome::Error

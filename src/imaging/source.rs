@@ -35,6 +35,11 @@ pub enum SourceError {
     Timeout,
     #[error("reading the source failed: {0}")]
     Internal(String),
+    /// An SSE-C object: only a request carrying its key may read it (403).
+    #[error(
+        "the source {0} is encrypted with a customer-provided key (SSE-C): the image endpoint never receives that key, so it cannot read the object. Store it unencrypted or with SSE-S3 (`--sse AES256`, read transparently) to serve it as images"
+    )]
+    Encrypted(String),
 }
 
 /// A fetched source: its bytes, its version, and when it last changed.
@@ -133,6 +138,9 @@ pub fn store_error(shown: &str, e: StoreError) -> SourceError {
             SourceError::NotFound(shown.to_owned())
         }
         StoreError::Unavailable(m) => SourceError::Upstream(m),
+        StoreError::Sealing(crate::store::sealing::SealError::KeyRequired) => {
+            SourceError::Encrypted(shown.to_owned())
+        }
         other => SourceError::Internal(other.to_string()),
     }
 }

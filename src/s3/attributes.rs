@@ -44,6 +44,14 @@ pub async fn get_object_attributes(
     let info = super::head_version(&s.store, &i.bucket, &i.key, version)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
+    // As HEAD: an SSE-C object's attributes need its key.
+    let customer = super::sse::customer_key!(i, &req.headers, &req.extensions)?;
+    super::sse::may_read(
+        s,
+        info.attrs.encryption.as_ref(),
+        customer.as_ref(),
+        &req.extensions,
+    )?;
     let asked = |name: &str| want.iter().any(|w| w == name);
     let c = &info.checksums;
     let checksum = (asked(ObjectAttributes::CHECKSUM) && !c.is_empty()).then(|| Checksum {

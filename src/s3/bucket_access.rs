@@ -71,6 +71,8 @@ pub struct BucketAccess {
     /// The owner id of the key that created the bucket; `None` for buckets made before
     /// owners were recorded, which belong to the account (`acl::OWNER_ID`).
     pub owner: Option<String>,
+    /// Default encryption of new objects (PutBucketEncryption).
+    pub encryption: Option<super::sse::DefaultEncryption>,
 }
 
 impl BucketAccess {

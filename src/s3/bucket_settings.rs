@@ -79,6 +79,9 @@ impl BucketSettings {
             access.entry(bucket).or_default().owner =
                 Some(String::from_utf8_lossy(&v).into_owned());
         }
+        for (bucket, json) in catalog.access_rows(AccessTable::Encryption)? {
+            access.entry(bucket).or_default().encryption = Some(serde_json::from_slice(&json)?);
+        }
         let choices: HashMap<String, bool> = catalog.public_overrides()?.into_iter().collect();
         for (bucket, public) in &choices {
             let entry = access.entry(bucket.clone()).or_default();
@@ -169,6 +172,23 @@ impl BucketSettings {
             o.map(|o| o.as_str().as_bytes()),
         )?;
         self.update(bucket, |a| a.ownership = o);
+        Ok(())
+    }
+
+    /// Replaces (`Some`) or deletes (`None`) the bucket's default encryption.
+    pub fn set_encryption(
+        &self,
+        bucket: &str,
+        e: Option<super::sse::DefaultEncryption>,
+    ) -> Result<(), SettingsError> {
+        let json = e
+            .as_ref()
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(CatalogError::from)?;
+        self.catalog
+            .set_access_row(AccessTable::Encryption, bucket, json.as_deref())?;
+        self.update(bucket, |a| a.encryption = e);
         Ok(())
     }
 

@@ -88,8 +88,29 @@ pub fn store_error(e: StoreError, rid: &str) -> S3Error {
             e
         }
         StoreError::NotImplemented(m) => S3Error::with_message(S3ErrorCode::NotImplemented, m),
+        StoreError::Sealing(e) => sealing_error(e, rid),
         StoreError::Internal(m) => {
             tracing::error!(request_id = rid, cause = %m, "internal storage error");
+            s3_error!(
+                InternalError,
+                "We encountered an internal error. Please try again. (request id {rid})"
+            )
+        }
+    }
+}
+
+/// Encryption at rest's errors, as S3 answers them: a missing SSE-C key or one that does not
+/// apply is 400 InvalidRequest, a wrong one 403 AccessDenied; a key or blob that does not
+/// open is our fault.
+fn sealing_error(e: crate::store::sealing::SealError, rid: &str) -> S3Error {
+    use crate::store::sealing::SealError;
+    match e {
+        e @ (SealError::KeyRequired | SealError::NotApplicable) => {
+            S3Error::with_message(S3ErrorCode::InvalidRequest, e.to_string())
+        }
+        e @ SealError::WrongKey => S3Error::with_message(S3ErrorCode::AccessDenied, e.to_string()),
+        e @ (SealError::MasterKey(_) | SealError::Corrupt(_)) => {
+            tracing::error!(request_id = rid, cause = %e, "encrypted object cannot be opened");
             s3_error!(
                 InternalError,
                 "We encountered an internal error. Please try again. (request id {rid})"

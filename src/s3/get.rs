@@ -147,14 +147,16 @@ pub async fn get_object(
     // One read gives the object's info and its bytes from the same version; preconditions
     // are checked on that info before any byte is sent (the stream is dropped if they fail).
     let version = super::version_arg(input.version_id.as_deref())?;
-    let read = match version {
-        Some(v) => {
-            s.store
-                .read_version(&input.bucket, &input.key, v, range)
-                .await
-        }
-        None => s.store.read_object(&input.bucket, &input.key, range).await,
-    };
+    let customer = super::sse::customer_key!(input, &req.headers, ext)?;
+    let read = super::read_object(
+        &s.store,
+        &input.bucket,
+        &input.key,
+        version,
+        range,
+        customer.as_ref(),
+    )
+    .await;
     let (info, stream, span) = match read {
         Ok(x) => x,
         Err(StoreError::InvalidRange { size }) => {
@@ -202,7 +204,11 @@ pub async fn get_object(
     };
     let kind = super::checksum_type(&checksums, info.parts);
     let a = &info.attrs;
+    let sse = super::sse::answer(a.encryption.as_ref(), customer.as_ref());
     let output = GetObjectOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         tag_count: super::tagging_ops::tag_count(&info.attrs.tags),
         body: Some(StreamingBlob::wrap(stream)),
         content_length: Some(len as i64),
@@ -259,6 +265,13 @@ pub async fn head_object(
         Ok(info) => info,
         Err(e) => return Err(missing(s, &input.bucket, &input.key, e, &req.extensions).await),
     };
+    let customer = super::sse::customer_key!(input, &req.headers, &req.extensions)?;
+    super::sse::may_read(
+        s,
+        info.attrs.encryption.as_ref(),
+        customer.as_ref(),
+        &req.extensions,
+    )?;
     check_conditions(
         &info,
         input.if_match.as_ref(),
@@ -294,7 +307,11 @@ pub async fn head_object(
     };
     let kind = super::checksum_type(&checksums, info.parts);
     let a = &info.attrs;
+    let sse = super::sse::answer(a.encryption.as_ref(), customer.as_ref());
     let output = HeadObjectOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         content_length: Some(len as i64),
         content_range,
         accept_ranges: Some("bytes".into()),

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod policy_ops;
 pub mod put;
 pub mod sigv2;
+pub mod sse;
 pub mod tagging;
 pub mod tagging_ops;
 pub mod unset_config;
@@ -160,6 +161,30 @@ pub(crate) async fn head_version(
     }
 }
 
+/// Reads the current version, or `version`, of an object, with the request's SSE-C key
+/// when it brought one (the GET's, or a copy's source's).
+pub(crate) async fn read_object(
+    store: &crate::store::DynStore,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    range: Option<crate::store::ReadRange>,
+    customer: Option<&crate::store::sealing::CustomerKey>,
+) -> Result<
+    (
+        crate::store::ObjectInfo,
+        crate::store::ByteStream,
+        std::ops::Range<u64>,
+    ),
+    StoreError,
+> {
+    match (customer, version) {
+        (Some(k), v) => store.read_with_key(bucket, key, v, range, k).await,
+        (None, Some(v)) => store.read_version(bucket, key, v, range).await,
+        (None, None) => store.read_object(bucket, key, range).await,
+    }
+}
+
 pub(crate) fn check_key(key: &str) -> S3Result<()> {
     names::validate_key(key).map_err(|m| {
         if key.len() <= names::MAX_KEY_LEN {
@@ -216,6 +241,8 @@ pub(crate) fn attrs_from(
         tags: std::collections::BTreeMap::new(),
         public_read: false,
         owner: None,
+        encryption: None,
+        customer_key: None,
     }
 }
 
@@ -262,6 +289,12 @@ impl S3 for PixelportS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         bucket_cors::delete(self, req).await
+    }
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        sse::delete_bucket(self, req).await
     }
     async fn get_bucket_acl(
         &self,
@@ -369,7 +402,7 @@ impl S3 for PixelportS3 {
         &self,
         req: S3Request<GetBucketEncryptionInput>,
     ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-        unset_config::encryption(self, req).await
+        sse::get_bucket(self, req).await
     }
     async fn get_bucket_website(
         &self,
@@ -549,7 +582,7 @@ impl S3 for PixelportS3 {
         &self,
         req: S3Request<PutBucketEncryptionInput>,
     ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
-        unset_config::put_encryption(self, req).await
+        sse::put_bucket(self, req).await
     }
     async fn put_bucket_website(
         &self,

@@ -5,6 +5,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::get::to_read_range;
 use super::put::{Declared, copy_source};
+use super::sse;
 use super::{PixelportS3, attrs_from, check_key, invalid_argument, strong_etag, timestamp};
 use crate::store::spool::ChecksumSet;
 use crate::store::{CompletedPart as StoreCompleted, MAX_PART_NUMBER, StoreError, UploadChecksum};
@@ -120,9 +121,12 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    super::put::refuse_encryption(
+    let customer = sse::customer_key!(input, &req.headers, &req.extensions)?;
+    let encrypt = sse::for_write(
+        s,
+        &input.bucket,
         input.server_side_encryption.as_ref(),
-        input.sse_customer_algorithm.as_deref(),
+        customer,
     )?;
     let mut attrs = attrs_from(
         input.content_type,
@@ -140,6 +144,9 @@ pub async fn create(
         input.acl.as_ref().map(|a| a.as_str()),
     )?;
     attrs.owner = super::owner::requester(&req.extensions);
+    encrypt.apply(&mut attrs);
+    // The upload keeps only the key's salted hash; each UploadPart brings the key again.
+    attrs.customer_key = None;
     let checksum = upload_checksum(
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
         input.checksum_type.as_ref().map(|t| t.as_str()),
@@ -156,7 +163,11 @@ pub async fn create(
         .create_upload(&input.bucket, &input.key, attrs, checksum)
         .await
         .map_err(|e| s.err(e, &req.extensions))?;
+    let sse = encrypt.answer();
     Ok(S3Response::new(CreateMultipartUploadOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(id),
@@ -183,11 +194,14 @@ pub async fn upload_part(
             &ext,
         ));
     }
-    // Fail fast on an unknown upload before reading the body.
-    s.store
+    // Fail fast on an unknown upload, or a missing or wrong SSE-C key, before reading the body.
+    let (upload, _) = s
+        .store
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
         .map_err(|e| s.err(e, &ext))?;
+    let customer = sse::customer_key!(input, &req.headers, &ext)?;
+    sse::may_read(s, upload.attrs.encryption.as_ref(), customer.as_ref(), &ext)?;
     let declared = Declared::new(
         &req.headers,
         input.content_md5,
@@ -217,11 +231,16 @@ pub async fn upload_part(
             &input.upload_id,
             input.part_number,
             spooled,
+            customer.as_ref(),
         )
         .await
         .map_err(|e| s.err(e, &ext))?;
     let c = part.checksums;
+    let sse = sse::answer(upload.attrs.encryption.as_ref(), customer.as_ref());
     Ok(S3Response::new(UploadPartOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         e_tag: Some(strong_etag(&part.etag)),
         checksum_crc32: c.crc32,
         checksum_crc32c: c.crc32c,
@@ -260,13 +279,18 @@ pub async fn upload_part_copy(
     let input = req.input;
     check_part_number(input.part_number)?;
     let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
-    s.store
+    let (upload, _) = s
+        .store
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
         .map_err(|e| s.err(e, &ext))?;
+    let customer = sse::customer_key!(input, &req.headers, &ext)?;
+    sse::may_read(s, upload.attrs.encryption.as_ref(), customer.as_ref(), &ext)?;
+    let source_key = sse::customer_key!(copy_source input, &req.headers, &ext)?;
     let src = super::head_version(&s.store, &src_bucket, &src_key, src_version.as_deref())
         .await
         .map_err(|e| s.err(e, &ext))?;
+    sse::may_read(s, src.attrs.encryption.as_ref(), source_key.as_ref(), &ext)?;
     super::get::check_conditions(
         &src,
         input.copy_source_if_match.as_ref(),
@@ -293,10 +317,15 @@ pub async fn upload_part_copy(
     {
         return Err(s.err(StoreError::InvalidRange { size: src.size }, &ext));
     }
-    let read = match &src_version {
-        Some(v) => s.store.read_version(&src_bucket, &src_key, v, range).await,
-        None => s.store.read_object(&src_bucket, &src_key, range).await,
-    };
+    let read = super::read_object(
+        &s.store,
+        &src_bucket,
+        &src_key,
+        src_version.as_deref(),
+        range,
+        source_key.as_ref(),
+    )
+    .await;
     let (_, stream, _) = read.map_err(|e| s.err(e, &ext))?;
     let spooled = s
         .spool
@@ -311,10 +340,15 @@ pub async fn upload_part_copy(
             &input.upload_id,
             input.part_number,
             spooled,
+            customer.as_ref(),
         )
         .await
         .map_err(|e| s.err(e, &ext))?;
+    let sse = sse::answer(upload.attrs.encryption.as_ref(), customer.as_ref());
     Ok(S3Response::new(UploadPartCopyOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(strong_etag(&part.etag)),
             last_modified: Some(timestamp(part.last_modified_ms)),
@@ -395,7 +429,9 @@ pub async fn complete(
         .map_err(super::put::precondition_failed)?;
     s.changed(&input.bucket, &input.key);
     let c = &info.checksums;
+    let sse = sse::answer(info.attrs.encryption.as_ref(), None);
     Ok(S3Response::new(CompleteMultipartUploadOutput {
+        server_side_encryption: sse.server_side_encryption,
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(strong_etag(&info.etag)),

@@ -7,6 +7,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::get::check_conditions;
+use super::sse;
 use super::{PixelportS3, attrs_from, check_key, strong_etag, timestamp};
 use crate::store::spool::ChecksumSet;
 use crate::store::{
@@ -149,24 +150,6 @@ impl Declared {
     }
 }
 
-/// Server-side encryption is not implemented yet (#14 part 5). A request that asks for it
-/// (`x-amz-server-side-encryption`, or SSE-C's `x-amz-server-side-encryption-customer-*`)
-/// is refused, as MinIO without a KMS refuses it, rather than stored unencrypted while the
-/// client believes otherwise (it used to be ignored).
-pub(crate) fn refuse_encryption(
-    sse: Option<&ServerSideEncryption>,
-    sse_customer_algorithm: Option<&str>,
-) -> S3Result<()> {
-    if sse.is_none() && sse_customer_algorithm.is_none() {
-        return Ok(());
-    }
-    Err(S3Error::with_message(
-        S3ErrorCode::NotImplemented,
-        "Server-side encryption (x-amz-server-side-encryption, SSE-C) is not supported yet: \
-         the object would be stored unencrypted, so the request is refused",
-    ))
-}
-
 pub async fn put_object(
     s: &PixelportS3,
     req: S3Request<PutObjectInput>,
@@ -174,14 +157,17 @@ pub async fn put_object(
     let ext = req.extensions;
     let input = req.input;
     check_key(&input.key)?;
-    refuse_encryption(
-        input.server_side_encryption.as_ref(),
-        input.sse_customer_algorithm.as_deref(),
-    )?;
     s.store
         .head_bucket(&input.bucket)
         .await
         .map_err(|e| s.err(e, &ext))?;
+    let customer = sse::customer_key!(input, &req.headers, &ext)?;
+    let encrypt = sse::for_write(
+        s,
+        &input.bucket,
+        input.server_side_encryption.as_ref(),
+        customer,
+    )?;
     let tags = super::tagging_ops::header_tags(s, input.tagging.as_deref())?;
     let public_read = super::acl_ops::upload_public_read(
         s,
@@ -232,6 +218,7 @@ pub async fn put_object(
     attrs.tags = tags;
     attrs.public_read = public_read;
     attrs.owner = super::owner::requester(&ext);
+    encrypt.apply(&mut attrs);
     // The store decides the conditions atomically with the write (see `WriteCondition`).
     let info = s
         .store
@@ -241,7 +228,11 @@ pub async fn put_object(
         .map_err(precondition_failed)?;
     s.changed(&input.bucket, &input.key);
     let c = info.checksums;
+    let sse = encrypt.answer();
     Ok(S3Response::new(PutObjectOutput {
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         e_tag: Some(strong_etag(&info.etag)),
         checksum_crc32: c.crc32,
         checksum_crc32c: c.crc32c,
@@ -320,14 +311,18 @@ pub async fn copy_object(
     let ext = req.extensions;
     let input = req.input;
     check_key(&input.key)?;
-    refuse_encryption(
-        input.server_side_encryption.as_ref(),
-        input
-            .sse_customer_algorithm
-            .as_deref()
-            .or(input.copy_source_sse_customer_algorithm.as_deref()),
-    )?;
     let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
+    let customer = sse::customer_key!(input, &req.headers, &ext)?;
+    let source_key = sse::customer_key!(copy_source input, &req.headers, &ext)?;
+    // Asking for encryption is a change of the object, as S3 counts changes: a copy onto
+    // itself with only `--sse AES256` (re)encrypts it.
+    let sse_requested = input.server_side_encryption.is_some() || customer.is_some();
+    let encrypt = sse::for_write(
+        s,
+        &input.bucket,
+        input.server_side_encryption.as_ref(),
+        customer,
+    )?;
     let versioned = s
         .store
         .versioning(&input.bucket)
@@ -351,6 +346,7 @@ pub async fn copy_object(
             e
         }
     })?;
+    sse::may_read(s, src.attrs.encryption.as_ref(), source_key.as_ref(), &ext)?;
     let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some(MetadataDirective::COPY) => false,
         Some(MetadataDirective::REPLACE) => true,
@@ -395,31 +391,38 @@ pub async fn copy_object(
     )?;
     // The copy is the requester's, whoever owned the source.
     attrs.owner = super::owner::requester(&ext);
+    // The copy's encryption is the request's (or the bucket default), never the source's.
+    encrypt.apply(&mut attrs);
     let to_itself = src_bucket == input.bucket && src_key == input.key;
+    if to_itself && !replace && src_version.is_none() && !sse_requested {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
     // In a versioned bucket a copy onto its own key makes a new version (and copying a
-    // named version back over its key restores it), so it copies the bytes.
-    let info = if to_itself && !versioned && src_version.is_none() {
-        if !replace {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
-            ));
-        }
+    // named version back over its key restores it), so it copies the bytes; so does a copy
+    // that changes how the object is encrypted.
+    let keeps_bytes = to_itself
+        && !versioned
+        && src_version.is_none()
+        && encrypt.key.is_none()
+        && encrypt.encryption == src.attrs.encryption;
+    let info = if keeps_bytes {
         s.store
             .replace_attrs(&input.bucket, &input.key, attrs)
             .await
             .map_err(|e| s.err(e, &ext))?
     } else {
-        if to_itself && !replace && src_version.is_none() {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
-            ));
-        }
-        let read = match &src_version {
-            Some(v) => s.store.read_version(&src_bucket, &src_key, v, None).await,
-            None => s.store.read_object(&src_bucket, &src_key, None).await,
-        };
+        let read = super::read_object(
+            &s.store,
+            &src_bucket,
+            &src_key,
+            src_version.as_deref(),
+            None,
+            source_key.as_ref(),
+        )
+        .await;
         let (_, stream, _) = read.map_err(|e| s.err(e, &ext))?;
         let mut want = ChecksumSet::default();
         for (alg, present) in [
@@ -450,6 +453,7 @@ pub async fn copy_object(
     };
     s.changed(&input.bucket, &input.key);
     let c = info.checksums;
+    let sse = sse::answer(info.attrs.encryption.as_ref(), encrypt.key.as_ref());
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(strong_etag(&info.etag)),
@@ -463,6 +467,9 @@ pub async fn copy_object(
         }),
         version_id: info.version_id.clone(),
         copy_source_version_id: src_version.or_else(|| src.version_id.clone()),
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
 }

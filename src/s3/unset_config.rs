@@ -1,4 +1,4 @@
-//! Bucket sub-resources Pixelport keeps no settings for (encryption, website, replication,
+//! Bucket sub-resources Pixelport keeps no settings for (website, replication,
 //! object lock, notifications, logging, request payment, transfer acceleration, analytics,
 //! metrics, inventory and intelligent-tiering configurations): the Get and List calls answer
 //! as AWS answers a bucket that has none, instead of 501 NotImplemented, and so do the
@@ -40,15 +40,6 @@ macro_rules! unset_get {
     };
 }
 
-unset_get!(
-    encryption,
-    GetBucketEncryptionInput,
-    GetBucketEncryptionOutput,
-    Err(not_found(
-        S3ErrorCode::ServerSideEncryptionConfigurationNotFoundError,
-        "The server side encryption configuration was not found (Pixelport does not encrypt at rest yet)",
-    ))
-);
 unset_get!(
     website,
     GetBucketWebsiteInput,
@@ -222,12 +213,6 @@ macro_rules! unsupported_put {
     };
 }
 
-unsupported_put!(
-    put_encryption,
-    PutBucketEncryptionInput,
-    PutBucketEncryptionOutput,
-    "PutBucketEncryption is not implemented: Pixelport does not encrypt objects at rest yet, so a default encryption would be a promise it does not keep"
-);
 unsupported_put!(
     put_website,
     PutBucketWebsiteInput,

@@ -10,6 +10,7 @@ pub mod crc_combine;
 pub mod embedded;
 pub mod listing;
 pub mod remote;
+pub mod sealing;
 pub mod spool;
 pub mod types;
 pub mod version_id;
@@ -70,6 +71,9 @@ pub enum StoreError {
     /// What this store cannot do, and why (S3's `NotImplemented`).
     #[error("{0}")]
     NotImplemented(String),
+    /// Encryption at rest: a missing or wrong SSE-C key, or a key or blob that does not open.
+    #[error(transparent)]
+    Sealing(#[from] sealing::SealError),
 }
 
 impl StoreError {
@@ -189,6 +193,24 @@ pub trait Store: Send + Sync + 'static {
         }
         self.read_object(bucket, key, range).await
     }
+    /// Reads an object (its current version, or `version`) with the request's SSE-C key.
+    /// A store that keeps no SSE-C objects (the remote one) finds the object and then
+    /// answers, as S3 does for an object not written with a customer key, that the key does
+    /// not apply.
+    async fn read_with_key(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        _range: Option<ReadRange>,
+        _customer_key: &sealing::CustomerKey,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        match version {
+            Some(v) => self.head_version(bucket, key, v).await?,
+            None => self.head_object(bucket, key).await?,
+        };
+        Err(sealing::SealError::NotApplicable.into())
+    }
     /// Removes version `version_id` for good.
     async fn delete_version(
         &self,
@@ -298,6 +320,11 @@ pub trait Store: Send + Sync + 'static {
             OBJECT_ACL_NOT_ON_THIS_STORE.into(),
         ))
     }
+    /// Whether this store encrypts objects at rest (SSE-S3, SSE-C); the remote store refuses
+    /// writes that ask for it (`SSE_NOT_ON_THIS_STORE`).
+    fn encrypts_at_rest(&self) -> bool {
+        false
+    }
     /// Whether objects written to this store keep `ObjectAttrs::tags` and `public_read`.
     fn keeps_tags(&self) -> bool {
         false
@@ -344,6 +371,7 @@ pub trait Store: Send + Sync + 'static {
         upload_id: &str,
         part_number: i32,
         body: Spooled,
+        customer_key: Option<&sealing::CustomerKey>,
     ) -> StoreResult<PartInfo>;
     async fn complete_upload(
         &self,
@@ -402,6 +430,12 @@ pub const TAGS_NOT_ON_THIS_STORE: &str = "Object tagging is not implemented on t
     store: the cluster keeps tags through its own tagging API, which Pixelport does not call \
     yet, and keeping them beside the object would rewrite it on every change. Bucket tagging \
     works on both stores.";
+
+/// Why the remote store refuses encryption at rest.
+pub const SSE_NOT_ON_THIS_STORE: &str = "Server-side encryption is not implemented on the \
+    remote store: Pixelport would have to hand the key to the cluster or encrypt what it \
+    sends, and does neither yet. Enable encryption at rest on the cluster itself (MinIO's KMS, \
+    a bucket default on AWS), or use the embedded store.";
 
 /// An unconditional write cannot fail a condition; if a store says it did, that is our bug.
 fn unconditional(c: ConditionFailed) -> StoreError {

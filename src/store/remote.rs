@@ -623,6 +623,7 @@ impl Store for RemoteStore {
         cond: &WriteCondition,
     ) -> StoreResult<Conditional<ObjectInfo>> {
         self.ensure_bucket(bucket).await?;
+        refuse_encryption(&attrs)?;
         let data = body
             .take_data()
             .ok_or_else(|| StoreError::Internal("spooled body was already consumed".into()))?;
@@ -775,6 +776,7 @@ impl Store for RemoteStore {
         checksum: Option<UploadChecksum>,
     ) -> StoreResult<String> {
         self.ensure_bucket(bucket).await?;
+        refuse_encryption(&attrs)?;
         if checksum.as_ref().is_some_and(|c| c.full_object) {
             return Err(StoreError::NotImplemented(
                 "FULL_OBJECT multipart checksums are not implemented on the remote store: \
@@ -807,8 +809,12 @@ impl Store for RemoteStore {
         upload_id: &str,
         part_number: i32,
         mut body: Spooled,
+        customer_key: Option<&crate::store::sealing::CustomerKey>,
     ) -> StoreResult<PartInfo> {
         self.load_upload(bucket, key, upload_id).await?;
+        if customer_key.is_some() {
+            return Err(crate::store::sealing::SealError::NotApplicable.into());
+        }
         let dir = self.upload_dir(upload_id)?;
         let target = dir.join(format!("part-{part_number}"));
         match body.take_data() {
@@ -956,4 +962,14 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Encryption at rest is the embedded store's only (`SSE_NOT_ON_THIS_STORE`).
+fn refuse_encryption(attrs: &ObjectAttrs) -> StoreResult<()> {
+    if attrs.encryption.is_some() || attrs.customer_key.is_some() {
+        return Err(StoreError::NotImplemented(
+            crate::store::SSE_NOT_ON_THIS_STORE.into(),
+        ));
+    }
+    Ok(())
 }

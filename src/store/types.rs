@@ -120,6 +120,14 @@ pub struct ObjectAttrs {
     /// The owner id of the key that wrote it (`s3::owner`); kept by the embedded store only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Encryption at rest (SSE-S3, SSE-C), as the object was written; the embedded store
+    /// only. The store encrypts a write whose attributes ask for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::sealing::Encryption>,
+    /// A write's SSE-C key, from the request only: never stored (the store keeps only the
+    /// salted hash in `encryption`) and taken out before the attributes are kept.
+    #[serde(skip)]
+    pub customer_key: Option<super::sealing::CustomerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -267,6 +267,7 @@ class Daemon:
                  server_config: str = "",
                  s3_config: str = "",
                  tls_ca: Path | None = None,
+                 s3_host: str = "127.0.0.1",
                  preexec_fn=None,
                  legacy_unsigned: bool = True):
         assert backend in ("embedded", "remote"), backend
@@ -296,6 +297,9 @@ class Daemon:
         # listener then does): the URLs below are https://, and readiness verifies with it.
         self.tls_ca = tls_ca
         self.scheme = "https" if tls_ca else "http"
+        # The S3 listener's bind address ("0.0.0.0" to reach it from another address of
+        # this host); clients still use 127.0.0.1.
+        self.s3_host = s3_host
         # Runs in the child before exec (e.g. resource limits); None: nothing.
         self.preexec_fn = preexec_fn
         self.data_dir = self.base / "data"
@@ -333,7 +337,7 @@ class Daemon:
             f"shutdown_grace = {json.dumps(self.shutdown_grace)}",
             self.server_config,
             "[s3]",
-            f'listen = "127.0.0.1:{self.s3_port}"',
+            f'listen = "{self.s3_host}:{self.s3_port}"',
             f"access_key = {json.dumps(ACCESS_KEY)}",
             f"secret_key = {json.dumps(SECRET_KEY)}",
             f"region = {json.dumps(REGION)}",

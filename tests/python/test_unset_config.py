@@ -1,7 +1,7 @@
 """Bucket sub-resources Pixelport keeps no settings for answer as AWS answers a bucket that
 has none (#14 part 8: "each 501 on an error path replaced by AWS's documented status").
 
-Before this, GetBucketEncryption, GetBucketWebsite, GetBucketReplication,
+Before this, GetBucketEncryption (now a real setting: test_sse.py), GetBucketWebsite, GetBucketReplication,
 GetObjectLockConfiguration, GetBucketNotificationConfiguration, GetBucketLogging,
 GetBucketRequestPayment and GetBucketAccelerateConfiguration all answered 501
 NotImplemented, which fails a tool's whole read of a bucket (Terraform's aws_s3_bucket
@@ -76,9 +76,6 @@ def test_analytics_metrics_inventory_tiering_and_object_lock_calls(backend_daemo
         assert "Object Lock" in e.value.response["Error"]["Message"]
     # The Puts say what is missing.
     for call, word in (
-            (lambda: c.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
-             "encrypt"),
             (lambda: c.put_bucket_logging(Bucket=b, BucketLoggingStatus={}), "log"),
             (lambda: c.put_bucket_accelerate_configuration(
                 Bucket=b, AccelerateConfiguration={"Status": "Enabled"}), "edge")):

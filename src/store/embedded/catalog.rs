@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::store::sealing::SealedKey;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -51,7 +52,11 @@ const FORMAT_V1: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub blob: String,
+    /// Plaintext bytes (the blob file is larger when sealed).
     pub size: u64,
+    /// The blob's data key, sealed, when it is encrypted at rest (`store::sealing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,9 @@ impl ObjectRecord {
 pub struct PartRecord {
     pub info: PartInfo,
     pub blob: String,
+    /// The part blob's data key, sealed, when the upload is encrypted at rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedKey>,
 }
 
 fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
@@ -406,7 +414,11 @@ impl Catalog {
         last_modified_ms: i64,
     ) -> StoreResult<ObjectInfo> {
         Self::update_info(tx, bucket, key, None, |info| {
+            // The bytes stay, and so does how they are encrypted.
+            let encryption = info.attrs.encryption.take();
             info.attrs = attrs;
+            info.attrs.encryption = encryption;
+            info.attrs.customer_key = None;
             info.last_modified_ms = last_modified_ms;
         })
     }
@@ -747,6 +759,7 @@ impl Catalog {
                     stored_records.get(&p.part_number).map(|r| Segment {
                         blob: r.blob.clone(),
                         size: r.info.size,
+                        sealed: r.sealed.clone(),
                     })
                 })
                 .collect();

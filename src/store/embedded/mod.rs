@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod committer;
+mod sealed_io;
 
 use std::collections::HashSet;
 use std::io::SeekFrom;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use self::catalog::{Catalog, Location, ObjectRecord, PartRecord, Segment};
 use self::committer::Committer;
+use super::sealing::{self, CustomerKey, DataKey, Encryption, MasterKey, SealError, Sealer};
 use super::spool::SpoolData;
 use super::*;
 
@@ -35,6 +37,8 @@ pub struct EmbeddedStore {
     committer: Committer,
     op: Operator,
     root: PathBuf,
+    /// SSE-S3's key (`with_master_key`); without one, SSE-S3 writes and reads fail.
+    master: Option<Arc<MasterKey>>,
 }
 
 /// What `fsck` found.
@@ -170,6 +174,7 @@ impl EmbeddedStore {
             committer,
             op,
             root: root.to_owned(),
+            master: None,
         };
         let report = store.check(sweep)?;
         if sweep && report.orphan_blobs > 0 {
@@ -297,6 +302,7 @@ impl EmbeddedStore {
                 segments: vec![Segment {
                     blob: blob.to_owned(),
                     size: meta.len(),
+                    sealed: None,
                 }],
             },
         ))
@@ -349,19 +355,77 @@ impl EmbeddedStore {
         blocking(move || f(&cat)).await
     }
 
-    /// Moves a spooled file into `blobs/` durably; memory bodies are written out first.
-    async fn make_blob(&self, body: &mut Spooled) -> StoreResult<Segment> {
+    /// The key that encrypts SSE-S3 objects (`sealing::MasterKey::load_or_create`).
+    pub fn with_master_key(mut self, key: MasterKey) -> Self {
+        self.master = Some(Arc::new(key));
+        self
+    }
+
+    fn master(&self) -> StoreResult<&MasterKey> {
+        self.master.as_deref().ok_or_else(|| {
+            SealError::MasterKey(
+                "no SSE key is loaded, so encrypted objects cannot be written or read".into(),
+            )
+            .into()
+        })
+    }
+
+    /// What seals a new blob of an object encrypted as `enc`, with the request's SSE-C key
+    /// `customer` (checked against `enc`'s hash).
+    fn sealer<'a>(
+        &'a self,
+        enc: Option<&Encryption>,
+        customer: Option<&'a CustomerKey>,
+    ) -> StoreResult<Option<Sealer<'a>>> {
+        sealing::check_access(enc, customer)?;
+        Ok(match (enc, customer) {
+            (None, _) => None,
+            (Some(Encryption::S3), _) => Some(Sealer::Master(self.master()?)),
+            (Some(Encryption::Customer { .. }), Some(k)) => Some(Sealer::Customer(k)),
+            (Some(Encryption::Customer { .. }), None) => return Err(SealError::KeyRequired.into()),
+        })
+    }
+
+    /// Moves a spooled file into `blobs/` durably; memory bodies are written out first. With
+    /// a `sealer`, the blob is written encrypted under a fresh data key instead.
+    async fn make_blob(
+        &self,
+        body: &mut Spooled,
+        sealer: Option<Sealer<'_>>,
+    ) -> StoreResult<Segment> {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let blob = format!("blobs/{}/{}", &name[..2], name);
-        match body.take_data() {
-            Some(SpoolData::File { rel, abs }) => {
+        let mut sealed = None;
+        match (body.take_data(), sealer) {
+            (Some(data), Some(sealer)) => {
+                let (key, sealed_key) = DataKey::generate(sealer)?;
+                sealed = Some(sealed_key);
+                let size = body.size;
+                let tmp = self.root.join("tmp").join(format!("{name}.sealed"));
+                let dst = self.root.join(&blob);
+                blocking(move || {
+                    let written = sealed_io::write_sealed(&data, size, &key, &tmp)
+                        .and_then(|()| std::fs::rename(&tmp, &dst).map_err(StoreError::internal));
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    if let SpoolData::File { abs, .. } = &data {
+                        let _ = std::fs::remove_file(abs);
+                    }
+                    written
+                })
+                .await?;
+            }
+            (Some(SpoolData::File { rel, abs }), None) => {
                 if let Err(e) = self.op.rename(&rel, &blob).await {
                     let _ = std::fs::remove_file(abs);
                     return Err(e.into());
                 }
             }
-            Some(SpoolData::Memory(bytes)) => self.op.write(&blob, bytes).await.map(|_| ())?,
-            None => {
+            (Some(SpoolData::Memory(bytes)), None) => {
+                self.op.write(&blob, bytes).await.map(|_| ())?
+            }
+            (None, _) => {
                 return Err(StoreError::Internal(
                     "spooled body was already consumed".into(),
                 ));
@@ -377,16 +441,20 @@ impl EmbeddedStore {
         Ok(Segment {
             blob,
             size: body.size,
+            sealed,
         })
     }
 
-    /// Streams `range` of a record's bytes (`inline` for an inline record).
+    /// Streams `range` of a record's bytes (`inline` for an inline record), decrypting
+    /// sealed blobs; an SSE-C object needs the request's key `customer`.
     async fn stream_record(
         &self,
         record: ObjectRecord,
         inline: Option<Vec<u8>>,
         range: Option<ReadRange>,
+        customer: Option<&CustomerKey>,
     ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        sealing::check_access(record.info.attrs.encryption.as_ref(), customer)?;
         let key = record.info.key.as_str();
         let size = record.info.size;
         let span = match range {
@@ -410,6 +478,16 @@ impl EmbeddedStore {
                         continue;
                     }
                     let path = self.root.join(&seg.blob);
+                    if let Some(sealed) = &seg.sealed {
+                        let sealer = match customer {
+                            Some(k) => Sealer::Customer(k),
+                            None => Sealer::Master(self.master()?),
+                        };
+                        let data_key = DataKey::unseal(sealed, sealer)?;
+                        let range = from - seg_start..to - seg_start;
+                        parts.push(sealed_io::read_sealed(&path, data_key, seg.size, range).await?);
+                        continue;
+                    }
                     let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
                         if e.kind() == std::io::ErrorKind::NotFound {
                             tracing::error!(blob = %seg.blob, key = %key, "blob missing for a cataloged object");
@@ -421,11 +499,12 @@ impl EmbeddedStore {
                             .await
                             .map_err(StoreError::internal)?;
                     }
-                    parts.push(f.take(to - from));
+                    parts.push(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                        f.take(to - from),
+                        READ_CHUNK,
+                    )));
                 }
-                let s = futures::stream::iter(parts)
-                    .flat_map(|r| tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK));
-                Box::pin(s)
+                Box::pin(futures::stream::iter(parts).flatten())
             }
             (Location::Inline, None) => {
                 return Err(StoreError::Internal("inline object without bytes".into()));
@@ -560,7 +639,7 @@ impl Store for EmbeddedStore {
         range: Option<ReadRange>,
     ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
         let (record, inline) = self.catalog.get_object(bucket, key)?;
-        self.stream_record(record, inline, range).await
+        self.stream_record(record, inline, range, None).await
     }
 
     async fn set_versioning(&self, bucket: &str, state: Versioning) -> StoreResult<()> {
@@ -587,7 +666,23 @@ impl Store for EmbeddedStore {
         range: Option<ReadRange>,
     ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
         let (record, inline) = self.catalog.get_version(bucket, key, version_id)?;
-        self.stream_record(record, inline, range).await
+        self.stream_record(record, inline, range, None).await
+    }
+
+    async fn read_with_key(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        range: Option<ReadRange>,
+        customer_key: &CustomerKey,
+    ) -> StoreResult<(ObjectInfo, ByteStream, Range<u64>)> {
+        let (record, inline) = match version {
+            Some(v) => self.catalog.get_version(bucket, key, v)?,
+            None => self.catalog.get_object(bucket, key)?,
+        };
+        self.stream_record(record, inline, range, Some(customer_key))
+            .await
     }
 
     async fn delete_version(
@@ -615,9 +710,11 @@ impl Store for EmbeddedStore {
         bucket: &str,
         key: &str,
         mut body: Spooled,
-        attrs: ObjectAttrs,
+        mut attrs: ObjectAttrs,
         cond: &WriteCondition,
     ) -> StoreResult<Conditional<ObjectInfo>> {
+        let customer = attrs.customer_key.take();
+        let sealer = self.sealer(attrs.encryption.as_ref(), customer.as_ref())?;
         let info = ObjectInfo {
             key: key.to_owned(),
             size: body.size,
@@ -631,8 +728,11 @@ impl Store for EmbeddedStore {
         let b = bucket.to_owned();
         let cond = cond.clone();
         // The condition is decided by the catalog write itself, in the committer's transaction.
+        // Encrypted objects always get a blob: the catalog holds no object bytes of theirs.
         let outcome = match body.data() {
-            Some(SpoolData::Memory(bytes)) if bytes.len() <= spool::INLINE_LIMIT => {
+            Some(SpoolData::Memory(bytes))
+                if bytes.len() <= spool::INLINE_LIMIT && sealer.is_none() =>
+            {
                 let data = bytes.clone();
                 let record = ObjectRecord::new(info, Location::Inline);
                 self.committer
@@ -640,7 +740,7 @@ impl Store for EmbeddedStore {
                     .await?
             }
             _ => {
-                let seg = self.make_blob(&mut body).await?;
+                let seg = self.make_blob(&mut body, sealer).await?;
                 let record = ObjectRecord::new(
                     info,
                     Location::Blobs {
@@ -713,6 +813,10 @@ impl Store for EmbeddedStore {
         true
     }
 
+    fn encrypts_at_rest(&self) -> bool {
+        true
+    }
+
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Deleted> {
         let (b, k) = (bucket.to_owned(), key.to_owned());
         let (released, deleted) = self
@@ -775,11 +879,13 @@ impl Store for EmbeddedStore {
         upload_id: &str,
         part_number: i32,
         mut body: Spooled,
+        customer_key: Option<&CustomerKey>,
     ) -> StoreResult<PartInfo> {
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
         // Fail fast before moving bytes around.
-        self.cat(move |c| c.get_upload(&b, &k, &u)).await?;
-        let seg = self.make_blob(&mut body).await?;
+        let upload = self.cat(move |c| c.get_upload(&b, &k, &u)).await?;
+        let sealer = self.sealer(upload.attrs.encryption.as_ref(), customer_key)?;
+        let seg = self.make_blob(&mut body, sealer).await?;
         let info = PartInfo {
             part_number,
             size: body.size,
@@ -790,6 +896,7 @@ impl Store for EmbeddedStore {
         let record = PartRecord {
             info: info.clone(),
             blob: seg.blob.clone(),
+            sealed: seg.sealed.clone(),
         };
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
         match self
@@ -1180,7 +1287,10 @@ mod tests {
             .await
             .unwrap();
         let part = spooled(&spool, &vec![5u8; 100_000]).await;
-        let p = store.put_part("bkt", "k", &id, 1, part).await.unwrap();
+        let p = store
+            .put_part("bkt", "k", &id, 1, part, None)
+            .await
+            .unwrap();
         let parts = [CompletedPart {
             part_number: 1,
             etag: p.etag.clone(),
@@ -1214,7 +1324,10 @@ mod tests {
             .await
             .unwrap();
         let part = spooled(&spool, &vec![1u8; 100_000]).await;
-        store.put_part("bkt", "big", &id, 1, part).await.unwrap();
+        store
+            .put_part("bkt", "big", &id, 1, part, None)
+            .await
+            .unwrap();
         let fresh = store
             .create_upload("bkt", "other", ObjectAttrs::default(), None)
             .await
@@ -1236,5 +1349,133 @@ mod tests {
             Err(StoreError::NoSuchUpload(_))
         ));
         assert_eq!(store.check(false).unwrap().blobs, 0);
+    }
+
+    /// Every file under `dir` (blobs, spool, catalog) and whether any holds `needle`.
+    fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if std::fs::read(&p)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn encrypted_objects_read_back_whole_and_in_ranges_and_leave_no_plaintext_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spool) = open(dir.path()).await;
+        let store = store.with_master_key(MasterKey::from_bytes(&[4u8; 32]).unwrap());
+        store.create_bucket("bkt").await.unwrap();
+        let marker = b"PLAINTEXT-MARKER-0123456789";
+        let big: Vec<u8> = marker
+            .iter()
+            .copied()
+            .cycle()
+            .take(3 * sealing::CHUNK as usize + 1234)
+            .collect();
+        let sse_s3 = ObjectAttrs {
+            encryption: Some(Encryption::S3),
+            ..ObjectAttrs::default()
+        };
+        for (key, data) in [("big", big.as_slice()), ("small", &marker[..])] {
+            let body = spooled(&spool, data).await;
+            let info = store
+                .put_object("bkt", key, body, sse_s3.clone())
+                .await
+                .unwrap();
+            assert_eq!(info.attrs.encryption, Some(Encryption::S3));
+            assert_eq!(read_all(&store, "bkt", key, None).await, data);
+        }
+        let n = big.len() as u64;
+        for (first, last) in [(0, 0), (65_535, 65_537), (n - 5, n - 1), (1000, n - 1)] {
+            let range = ReadRange::FromTo {
+                first,
+                last: Some(last),
+            };
+            assert_eq!(
+                read_all(&store, "bkt", "big", Some(range)).await,
+                &big[first as usize..=last as usize]
+            );
+        }
+        // SSE-C, multipart: every part is sealed under the customer's key.
+        let key = CustomerKey::new([8u8; 32]);
+        let attrs = ObjectAttrs {
+            encryption: Some(Encryption::customer(&key)),
+            ..ObjectAttrs::default()
+        };
+        let id = store.create_upload("bkt", "mp", attrs, None).await.unwrap();
+        let mut parts = Vec::new();
+        let first_part: Vec<u8> = marker
+            .iter()
+            .copied()
+            .cycle()
+            .take(MIN_PART_SIZE as usize + 77)
+            .collect();
+        for (n, fill) in [(1, &first_part[..]), (2, &marker[..])] {
+            let body = spooled(&spool, fill).await;
+            let p = store
+                .put_part("bkt", "mp", &id, n, body, Some(&key))
+                .await
+                .unwrap();
+            parts.push(CompletedPart {
+                part_number: n,
+                etag: p.etag,
+            });
+        }
+        let body = spooled(&spool, marker).await;
+        assert!(matches!(
+            store.put_part("bkt", "mp", &id, 3, body, None).await,
+            Err(StoreError::Sealing(SealError::KeyRequired))
+        ));
+        store
+            .complete_upload("bkt", "mp", &id, &parts)
+            .await
+            .unwrap();
+        let whole = [first_part.as_slice(), marker].concat();
+        let n = first_part.len() as u64;
+        let (_, s, _) = store
+            .read_with_key("bkt", "mp", None, None, &key)
+            .await
+            .unwrap();
+        assert_eq!(s.try_collect::<Vec<Bytes>>().await.unwrap().concat(), whole);
+        // Across the part boundary.
+        let range = ReadRange::FromTo {
+            first: n - 3,
+            last: Some(n + 3),
+        };
+        let (_, s, _) = store
+            .read_with_key("bkt", "mp", None, Some(range), &key)
+            .await
+            .unwrap();
+        let got = s.try_collect::<Vec<Bytes>>().await.unwrap().concat();
+        assert_eq!(got, &whole[(n - 3) as usize..=(n + 3) as usize]);
+        assert!(matches!(
+            store.read_object("bkt", "mp", None).await,
+            Err(StoreError::Sealing(SealError::KeyRequired))
+        ));
+        let wrong = CustomerKey::new([9u8; 32]);
+        assert!(matches!(
+            store.read_with_key("bkt", "mp", None, None, &wrong).await,
+            Err(StoreError::Sealing(SealError::WrongKey))
+        ));
+        assert!(!any_file_holds(dir.path(), marker));
+        // The check can fail: an unencrypted object shows its bytes.
+        let body = spooled(&spool, &big).await;
+        store
+            .put_object("bkt", "plain", body, ObjectAttrs::default())
+            .await
+            .unwrap();
+        assert!(any_file_holds(dir.path(), marker));
     }
 }
