@@ -215,9 +215,13 @@ pub async fn upload_part(
     let Some(body) = input.body else {
         return Err(s3_error!(IncompleteBody, "The request has no body"));
     };
+    let seal = s
+        .store
+        .data_key(upload.attrs.encryption.as_ref(), customer.as_ref())
+        .map_err(|e| s.err(e, &ext))?;
     let spooled = s
         .spool
-        .spool(body, declared.want, s.max_object_size)
+        .spool_sealed(body, declared.want, s.max_object_size, seal)
         .await
         .map_err(|e| s.err(e, &ext))?;
     declared
@@ -327,9 +331,13 @@ pub async fn upload_part_copy(
     )
     .await;
     let (_, stream, _) = read.map_err(|e| s.err(e, &ext))?;
+    let seal = s
+        .store
+        .data_key(upload.attrs.encryption.as_ref(), customer.as_ref())
+        .map_err(|e| s.err(e, &ext))?;
     let spooled = s
         .spool
-        .spool(stream, ChecksumSet::default(), s.max_object_size)
+        .spool_sealed(stream, ChecksumSet::default(), s.max_object_size, seal)
         .await
         .map_err(|e| s.err(e, &ext))?;
     let part = s

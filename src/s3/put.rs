@@ -197,9 +197,14 @@ pub async fn put_object(
     let Some(body) = input.body else {
         return Err(s3_error!(IncompleteBody, "The request has no body"));
     };
+    // Sealed as it arrives when it is to be encrypted: no plaintext reaches the disk.
+    let seal = s
+        .store
+        .data_key(encrypt.encryption.as_ref(), encrypt.key.as_ref())
+        .map_err(|e| s.err(e, &ext))?;
     let spooled = s
         .spool
-        .spool(body, declared.want, s.max_object_size)
+        .spool_sealed(body, declared.want, s.max_object_size, seal)
         .await
         .map_err(|e| s.err(e, &ext))?;
     declared
@@ -441,9 +446,13 @@ pub async fn copy_object(
                 .with_algorithm(a.as_str())
                 .map_err(super::invalid_argument)?;
         }
+        let seal = s
+            .store
+            .data_key(encrypt.encryption.as_ref(), encrypt.key.as_ref())
+            .map_err(|e| s.err(e, &ext))?;
         let spooled = s
             .spool
-            .spool(stream, want, s.max_object_size)
+            .spool_sealed(stream, want, s.max_object_size, seal)
             .await
             .map_err(|e| s.err(e, &ext))?;
         s.store

@@ -320,6 +320,16 @@ pub trait Store: Send + Sync + 'static {
             OBJECT_ACL_NOT_ON_THIS_STORE.into(),
         ))
     }
+    /// A fresh data key for a body that is to be stored encrypted as `encryption` (with the
+    /// request's SSE-C key `customer`), so the spool can seal it as it arrives
+    /// (`Spool::spool_sealed`); `None` when the store does not encrypt it.
+    fn data_key(
+        &self,
+        _encryption: Option<&sealing::Encryption>,
+        _customer: Option<&sealing::CustomerKey>,
+    ) -> StoreResult<Option<(sealing::DataKey, sealing::SealedKey)>> {
+        Ok(None)
+    }
     /// Whether this store encrypts objects at rest (SSE-S3, SSE-C); the remote store refuses
     /// writes that ask for it (`SSE_NOT_ON_THIS_STORE`).
     fn encrypts_at_rest(&self) -> bool {

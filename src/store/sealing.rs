@@ -248,6 +248,16 @@ pub struct SealedKey {
     pub key: String,
 }
 
+impl SealedKey {
+    /// Whether `sealer` is what sealed this key.
+    pub fn sealed_by(&self, sealer: Sealer<'_>) -> bool {
+        match sealer {
+            Sealer::Master(m) => self.by == m.id,
+            Sealer::Customer(_) => self.by == BY_CUSTOMER,
+        }
+    }
+}
+
 /// One blob's data key.
 pub struct DataKey(LessSafeKey);
 
@@ -375,6 +385,51 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Seals a body into the chunk format as its bytes arrive, when its length is not known
+/// until the end: a chunk is sealed once more bytes follow it, and the last by `finish`.
+pub struct ChunkSealer {
+    key: DataKey,
+    pending: Vec<u8>,
+    index: u64,
+}
+
+impl ChunkSealer {
+    pub fn new(key: DataKey) -> ChunkSealer {
+        ChunkSealer {
+            key,
+            pending: Vec::with_capacity(CHUNK as usize),
+            index: 0,
+        }
+    }
+
+    /// Takes `data`, appending every chunk it completes (sealed) to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut bytes::BytesMut) -> Result<(), SealError> {
+        while !data.is_empty() {
+            // The pending chunk is full and more bytes follow: it is not the last one.
+            if self.pending.len() == CHUNK as usize {
+                self.seal_pending(false, out)?;
+            }
+            let take = (CHUNK as usize - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    /// Seals the last chunk (empty for an empty body) into `out`.
+    pub fn finish(mut self, out: &mut bytes::BytesMut) -> Result<(), SealError> {
+        self.seal_pending(true, out)
+    }
+
+    fn seal_pending(&mut self, last: bool, out: &mut bytes::BytesMut) -> Result<(), SealError> {
+        let mut chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK as usize));
+        self.key.seal_chunk(self.index, last, &mut chunk)?;
+        out.extend_from_slice(&chunk);
+        self.index += 1;
+        Ok(())
+    }
+}
+
 /// Chunks of a `plain`-byte blob (an empty blob is one empty chunk).
 pub fn chunk_count(plain: u64) -> u64 {
     plain.div_ceil(CHUNK).max(1)
@@ -482,6 +537,28 @@ mod tests {
         let span = chunk_span(CHUNK + 10..2 * CHUNK + 1);
         assert_eq!(span.chunks, 1..3);
         assert_eq!(span.file_offset, SEALED_CHUNK);
+    }
+
+    #[test]
+    fn sealing_as_bytes_arrive_matches_sealing_a_known_length() {
+        let m = master();
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 9] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let (dk, sealed_key) = DataKey::generate(Sealer::Master(&m)).unwrap();
+            let mut streamed = bytes::BytesMut::new();
+            let mut sealer = ChunkSealer::new(dk);
+            for piece in plain.chunks(7919) {
+                sealer.push(piece, &mut streamed).unwrap();
+            }
+            sealer.finish(&mut streamed).unwrap();
+            let dk = DataKey::unseal(&sealed_key, Sealer::Master(&m)).unwrap();
+            assert_eq!(streamed.len() as u64, sealed_len(len), "{len}");
+            if len > 0 {
+                assert_eq!(open_range(&dk, &streamed, len, 0..len), plain, "{len}");
+            } else {
+                assert_eq!(dk.open_chunk(0, true, &mut streamed).unwrap(), 0);
+            }
+        }
     }
 
     #[test]

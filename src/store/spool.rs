@@ -2,6 +2,8 @@
 //! checksums asked for) and capped at the size limit, before any store sees it. Small bodies
 //! stay in memory; larger ones go to `tmp/` through OpenDAL's fs service, whose writer fsyncs
 //! on close. A `Spooled` that no store consumed deletes its temporary file when dropped.
+//! A body to be encrypted at rest is sealed as it arrives (`spool_sealed`), so its
+//! plaintext never reaches the disk; its size, MD5 and checksums are the plaintext's.
 
 use std::path::PathBuf;
 
@@ -11,6 +13,7 @@ use md5::{Digest, Md5};
 use opendal::Operator;
 use s3s::checksum::ChecksumHasher;
 
+use super::sealing::{ChunkSealer, DataKey, SealedKey};
 use super::{Checksums, StoreError};
 
 /// Bodies up to this size are kept in memory (and stored inline in the embedded catalog).
@@ -64,9 +67,13 @@ pub enum SpoolData {
 
 #[derive(Debug)]
 pub struct Spooled {
+    /// Plaintext bytes.
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: Checksums,
+    /// The data key the data is sealed under (`spool_sealed`); the data is then the
+    /// sealed chunk format, not the plaintext.
+    pub sealed: Option<SealedKey>,
     data: Option<SpoolData>,
 }
 
@@ -151,6 +158,26 @@ impl Spool {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.spool_sealed(body, want, max_size, None).await
+    }
+
+    /// As `spool`; with `seal` (a data key and its sealed form, from the store), the bytes
+    /// kept are sealed as they arrive.
+    pub async fn spool_sealed<S, E>(
+        &self,
+        body: S,
+        want: ChecksumSet,
+        max_size: u64,
+        seal: Option<(DataKey, SealedKey)>,
+    ) -> Result<Spooled, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (mut sealer, sealed) = match seal {
+            Some((key, sealed)) => (Some(ChunkSealer::new(key)), Some(sealed)),
+            None => (None, None),
+        };
         let mut body = body;
         let mut md5 = Md5::new();
         let mut sums = want.hasher();
@@ -167,8 +194,11 @@ impl Spool {
                 }
                 md5.update(&chunk);
                 sums.update(&chunk);
-                buf.extend_from_slice(&chunk);
-                if writer.is_none() && buf.len() > INLINE_LIMIT {
+                match sealer.as_mut() {
+                    Some(z) => z.push(&chunk, &mut buf)?,
+                    None => buf.extend_from_slice(&chunk),
+                }
+                if writer.is_none() && size > INLINE_LIMIT as u64 {
                     let name = uuid::Uuid::new_v4().simple().to_string();
                     let rel = format!("tmp/{name}");
                     let w = self.op.writer(&rel).await?;
@@ -180,6 +210,9 @@ impl Spool {
                     self.reserve.check(buf.len() as u64)?;
                     w.write(buf.split().freeze()).await?;
                 }
+            }
+            if let Some(z) = sealer.take() {
+                z.finish(&mut buf)?;
             }
             if let Some((w, _, _)) = writer.as_mut() {
                 if !buf.is_empty() {
@@ -208,6 +241,7 @@ impl Spool {
             size,
             md5: md5.finalize().into(),
             checksums: to_checksums(sums),
+            sealed,
             data: Some(data),
         })
     }

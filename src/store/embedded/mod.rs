@@ -387,15 +387,25 @@ impl EmbeddedStore {
     }
 
     /// Moves a spooled file into `blobs/` durably; memory bodies are written out first. With
-    /// a `sealer`, the blob is written encrypted under a fresh data key instead.
+    /// a `sealer`, the blob is encrypted: a body the spool sealed as it arrived moves as it
+    /// is; any other is written out sealed under a fresh data key.
     async fn make_blob(
         &self,
         body: &mut Spooled,
-        sealer: Option<Sealer<'_>>,
+        mut sealer: Option<Sealer<'_>>,
     ) -> StoreResult<Segment> {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let blob = format!("blobs/{}/{}", &name[..2], name);
         let mut sealed = None;
+        if let Some(pre) = body.sealed.clone() {
+            if !sealer.is_some_and(|s| pre.sealed_by(s)) {
+                return Err(StoreError::Internal(
+                    "a body sealed for another key reached the store".into(),
+                ));
+            }
+            sealed = Some(pre);
+            sealer = None;
+        }
         match (body.take_data(), sealer) {
             (Some(data), Some(sealer)) => {
                 let (key, sealed_key) = DataKey::generate(sealer)?;
@@ -815,6 +825,16 @@ impl Store for EmbeddedStore {
 
     fn encrypts_at_rest(&self) -> bool {
         true
+    }
+
+    fn data_key(
+        &self,
+        encryption: Option<&Encryption>,
+        customer: Option<&CustomerKey>,
+    ) -> StoreResult<Option<(DataKey, sealing::SealedKey)>> {
+        self.sealer(encryption, customer)?
+            .map(|s| DataKey::generate(s).map_err(StoreError::from))
+            .transpose()
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<Deleted> {
@@ -1469,6 +1489,51 @@ mod tests {
             store.read_with_key("bkt", "mp", None, None, &wrong).await,
             Err(StoreError::Sealing(SealError::WrongKey))
         ));
+        // A body sealed as it is spooled (what the S3 handlers do) never has its plaintext
+        // on disk, not even in tmp/, and moves into blobs/ as it is.
+        let seal = store.data_key(Some(&Encryption::S3), None).unwrap();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = big
+            .chunks(10_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let body = spool
+            .spool_sealed(
+                futures::stream::iter(chunks),
+                ChecksumSet::default(),
+                u64::MAX,
+                seal,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(body.data(), Some(SpoolData::File { .. })));
+        assert!(!any_file_holds(dir.path(), marker));
+        store
+            .put_object("bkt", "pre-sealed", body, sse_s3.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&store, "bkt", "pre-sealed", None).await, big);
+        // A body sealed for another key is refused, not stored unreadable.
+        let seal = store.data_key(Some(&Encryption::S3), None).unwrap();
+        let body = spool
+            .spool_sealed(
+                futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]),
+                ChecksumSet::default(),
+                u64::MAX,
+                seal,
+            )
+            .await
+            .unwrap();
+        let customer_attrs = ObjectAttrs {
+            encryption: Some(Encryption::customer(&key)),
+            customer_key: Some(key.clone()),
+            ..ObjectAttrs::default()
+        };
+        assert!(
+            store
+                .put_object("bkt", "mismatch", body, customer_attrs)
+                .await
+                .is_err()
+        );
         assert!(!any_file_holds(dir.path(), marker));
         // The check can fail: an unencrypted object shows its bytes.
         let body = spooled(&spool, &big).await;
