@@ -510,14 +510,22 @@ fn attrs_from(state: &AdminState, bucket: &str, headers: &HeaderMap) -> ObjectAt
     }
 }
 
-async fn spool_body(state: &AdminState, body: Body) -> ApiResult<crate::store::Spooled> {
+/// Spools an upload's body, sealed as it arrives when it is to be stored encrypted as
+/// `encryption` (the bucket's default), so its plaintext never reaches the disk.
+async fn spool_body(
+    state: &AdminState,
+    body: Body,
+    encryption: Option<&crate::store::sealing::Encryption>,
+) -> ApiResult<crate::store::Spooled> {
+    let seal = state.store.data_key(encryption, None)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     Ok(state
         .spool
-        .spool(
+        .spool_sealed(
             Box::pin(stream),
             ChecksumSet::default(),
             state.max_object_size,
+            seal,
         )
         .await?)
 }
@@ -531,15 +539,11 @@ pub async fn put_object(
 ) -> ApiResult<Json<Value>> {
     let key = need_key(&k)?.to_owned();
     state.store.head_bucket(&bucket).await?;
-    let spooled = spool_body(&state, body).await?;
+    let attrs = attrs_from(&state, &bucket, &headers);
+    let spooled = spool_body(&state, body, attrs.encryption.as_ref()).await?;
     let info = state
         .store
-        .put_object(
-            &bucket,
-            &key,
-            spooled,
-            attrs_from(&state, &bucket, &headers),
-        )
+        .put_object(&bucket, &key, spooled, attrs)
         .await?;
     state.notify(&bucket, &key);
     Ok(Json(object_json(&state, &bucket, &info)))
@@ -596,7 +600,8 @@ pub async fn upload_part(
             p.part
         )));
     }
-    let spooled = spool_body(&state, body).await?;
+    let (upload, _) = state.store.list_parts(&bucket, &p.key, &id).await?;
+    let spooled = spool_body(&state, body, upload.attrs.encryption.as_ref()).await?;
     let info = state
         .store
         .put_part(&bucket, &p.key, &id, p.part, spooled, None)

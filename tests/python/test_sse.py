@@ -252,6 +252,38 @@ def test_bucket_default_encryption(d):
     assert c.get_object(Bucket=b, Key="c", **sse_c(key))["Body"].read() == b"x"
 
 
+def test_admin_uploads_follow_the_bucket_default(d):
+    """The admin UI's uploads (single and multipart) into a bucket with default encryption
+    are encrypted too, and leave no plaintext in the data dir."""
+    c = d.client()
+    b = harness.unique_name("sseadm")
+    c.create_bucket(Bucket=b)
+    c.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    token = (d.data_dir / "admin-token").read_text().strip()
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {token}"
+    base = f"{d.admin_url}/api/buckets/{b}"
+    small = marked(3000)
+    r = api.put(f"{base}/object", params={"key": "one.bin"}, data=small, timeout=60)
+    assert r.status_code == 200, r.text
+    up = api.post(f"{base}/uploads", params={"key": "two.bin"}, timeout=60).json()
+    parts = [marked(5 << 20), marked(1000)]
+    done = []
+    for n, body in enumerate(parts, 1):
+        r = api.put(f"{base}/uploads/{up['upload_id']}", params={"key": "two.bin", "part": n},
+                    data=body, timeout=60)
+        assert r.status_code == 200, r.text
+        done.append({"part": n, "etag": r.json()["etag"]})
+    r = api.post(f"{base}/uploads/{up['upload_id']}/complete", params={"key": "two.bin"},
+                 json={"parts": done}, timeout=60)
+    assert r.status_code == 200, r.text
+    for key, want in (("one.bin", small), ("two.bin", b"".join(parts))):
+        assert c.head_object(Bucket=b, Key=key)["ServerSideEncryption"] == "AES256"
+        assert c.get_object(Bucket=b, Key=key)["Body"].read() == want
+    assert files_holding(d.data_dir, MARKER, skip=("cache.redb",)) == []
+
+
 def test_image_endpoint_reads_sse_s3_and_refuses_sse_c_with_a_reason(d):
     c = d.client()
     b = harness.unique_name("sseimg")
