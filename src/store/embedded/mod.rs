@@ -387,55 +387,38 @@ impl EmbeddedStore {
     }
 
     /// Moves a spooled file into `blobs/` durably; memory bodies are written out first. With
-    /// a `sealer`, the blob is encrypted: a body the spool sealed as it arrived moves as it
-    /// is; any other is written out sealed under a fresh data key.
+    /// a `sealer` (an encrypted write), the body must have been sealed by it as it was
+    /// spooled (`Spool::spool_sealed` with `data_key`), so no plaintext ever reached the disk.
     async fn make_blob(
         &self,
         body: &mut Spooled,
-        mut sealer: Option<Sealer<'_>>,
+        sealer: Option<Sealer<'_>>,
     ) -> StoreResult<Segment> {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let blob = format!("blobs/{}/{}", &name[..2], name);
-        let mut sealed = None;
-        if let Some(pre) = body.sealed.clone() {
-            if !sealer.is_some_and(|s| pre.sealed_by(s)) {
+        let sealed = match (&body.sealed, sealer) {
+            (None, None) => None,
+            (Some(key), Some(s)) if key.sealed_by(s) => Some(key.clone()),
+            (None, Some(_)) => {
+                return Err(StoreError::Internal(
+                    "an encrypted write's body was not sealed while it was spooled".into(),
+                ));
+            }
+            (Some(_), _) => {
                 return Err(StoreError::Internal(
                     "a body sealed for another key reached the store".into(),
                 ));
             }
-            sealed = Some(pre);
-            sealer = None;
-        }
-        match (body.take_data(), sealer) {
-            (Some(data), Some(sealer)) => {
-                let (key, sealed_key) = DataKey::generate(sealer)?;
-                sealed = Some(sealed_key);
-                let size = body.size;
-                let tmp = self.root.join("tmp").join(format!("{name}.sealed"));
-                let dst = self.root.join(&blob);
-                blocking(move || {
-                    let written = sealed_io::write_sealed(&data, size, &key, &tmp)
-                        .and_then(|()| std::fs::rename(&tmp, &dst).map_err(StoreError::internal));
-                    if written.is_err() {
-                        let _ = std::fs::remove_file(&tmp);
-                    }
-                    if let SpoolData::File { abs, .. } = &data {
-                        let _ = std::fs::remove_file(abs);
-                    }
-                    written
-                })
-                .await?;
-            }
-            (Some(SpoolData::File { rel, abs }), None) => {
+        };
+        match body.take_data() {
+            Some(SpoolData::File { rel, abs }) => {
                 if let Err(e) = self.op.rename(&rel, &blob).await {
                     let _ = std::fs::remove_file(abs);
                     return Err(e.into());
                 }
             }
-            (Some(SpoolData::Memory(bytes)), None) => {
-                self.op.write(&blob, bytes).await.map(|_| ())?
-            }
-            (None, _) => {
+            Some(SpoolData::Memory(bytes)) => self.op.write(&blob, bytes).await.map(|_| ())?,
+            None => {
                 return Err(StoreError::Internal(
                     "spooled body was already consumed".into(),
                 ));
@@ -1034,6 +1017,30 @@ mod tests {
             .unwrap()
     }
 
+    /// `data` spooled as the S3 handlers spool an encrypted write: sealed as it arrives.
+    async fn spooled_sealed(
+        store: &EmbeddedStore,
+        spool: &Spool,
+        data: &[u8],
+        encryption: &Encryption,
+        customer: Option<&CustomerKey>,
+    ) -> Spooled {
+        let seal = store.data_key(Some(encryption), customer).unwrap();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(10_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        spool
+            .spool_sealed(
+                futures::stream::iter(chunks),
+                ChecksumSet::default(),
+                u64::MAX,
+                seal,
+            )
+            .await
+            .unwrap()
+    }
+
     async fn read_all(
         store: &EmbeddedStore,
         b: &str,
@@ -1409,7 +1416,7 @@ mod tests {
             ..ObjectAttrs::default()
         };
         for (key, data) in [("big", big.as_slice()), ("small", &marker[..])] {
-            let body = spooled(&spool, data).await;
+            let body = spooled_sealed(&store, &spool, data, &Encryption::S3, None).await;
             let info = store
                 .put_object("bkt", key, body, sse_s3.clone())
                 .await
@@ -1430,8 +1437,9 @@ mod tests {
         }
         // SSE-C, multipart: every part is sealed under the customer's key.
         let key = CustomerKey::new([8u8; 32]);
+        let customer = Encryption::customer(&key);
         let attrs = ObjectAttrs {
-            encryption: Some(Encryption::customer(&key)),
+            encryption: Some(customer.clone()),
             ..ObjectAttrs::default()
         };
         let id = store.create_upload("bkt", "mp", attrs, None).await.unwrap();
@@ -1443,7 +1451,7 @@ mod tests {
             .take(MIN_PART_SIZE as usize + 77)
             .collect();
         for (n, fill) in [(1, &first_part[..]), (2, &marker[..])] {
-            let body = spooled(&spool, fill).await;
+            let body = spooled_sealed(&store, &spool, fill, &customer, Some(&key)).await;
             let p = store
                 .put_part("bkt", "mp", &id, n, body, Some(&key))
                 .await
@@ -1489,40 +1497,21 @@ mod tests {
             store.read_with_key("bkt", "mp", None, None, &wrong).await,
             Err(StoreError::Sealing(SealError::WrongKey))
         ));
-        // A body sealed as it is spooled (what the S3 handlers do) never has its plaintext
-        // on disk, not even in tmp/, and moves into blobs/ as it is.
-        let seal = store.data_key(Some(&Encryption::S3), None).unwrap();
-        let chunks: Vec<Result<Bytes, std::io::Error>> = big
-            .chunks(10_000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let body = spool
-            .spool_sealed(
-                futures::stream::iter(chunks),
-                ChecksumSet::default(),
-                u64::MAX,
-                seal,
-            )
-            .await
-            .unwrap();
+        // A body sealed as it is spooled never has its plaintext on disk, not even in tmp/.
+        let body = spooled_sealed(&store, &spool, &big, &Encryption::S3, None).await;
         assert!(matches!(body.data(), Some(SpoolData::File { .. })));
         assert!(!any_file_holds(dir.path(), marker));
-        store
-            .put_object("bkt", "pre-sealed", body, sse_s3.clone())
-            .await
-            .unwrap();
-        assert_eq!(read_all(&store, "bkt", "pre-sealed", None).await, big);
-        // A body sealed for another key is refused, not stored unreadable.
-        let seal = store.data_key(Some(&Encryption::S3), None).unwrap();
-        let body = spool
-            .spool_sealed(
-                futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]),
-                ChecksumSet::default(),
-                u64::MAX,
-                seal,
-            )
-            .await
-            .unwrap();
+        drop(body);
+        // An encrypted write whose body was not sealed is refused, and so is one sealed for
+        // another key: neither is stored unreadable or in the clear.
+        let body = spooled(&spool, &big).await;
+        assert!(
+            store
+                .put_object("bkt", "unsealed", body, sse_s3.clone())
+                .await
+                .is_err()
+        );
+        let body = spooled_sealed(&store, &spool, b"x", &Encryption::S3, None).await;
         let customer_attrs = ObjectAttrs {
             encryption: Some(Encryption::customer(&key)),
             customer_key: Some(key.clone()),

@@ -1,16 +1,14 @@
-//! Encrypted blobs on disk (the format is `store::sealing`'s): a spooled body written out
-//! sealed, and a plaintext range of a sealed blob streamed back, opening only the chunks the
-//! range touches.
+//! Reading encrypted blobs (the format is `store::sealing`'s; the spool writes them): a
+//! plaintext range of a sealed blob streamed back, opening only the chunks it touches.
 
-use std::io::{Read, SeekFrom, Write};
+use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::Path;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::store::sealing::{self, DataKey, SEALED_CHUNK, TAG};
-use crate::store::spool::SpoolData;
+use crate::store::sealing::{self, DataKey, TAG};
 use crate::store::{ByteStream, StoreError, StoreResult};
 
 /// Chunks opened per item of a read stream (about 1 MiB, as plain reads).
@@ -23,40 +21,6 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     } else {
         StoreError::Internal(message)
     }
-}
-
-/// Writes `data` (`size` bytes) sealed with `key` to `dst`, durably (blocking).
-pub(super) fn write_sealed(
-    data: &SpoolData,
-    size: u64,
-    key: &DataKey,
-    dst: &Path,
-) -> StoreResult<()> {
-    let mut source: Box<dyn Read> = match data {
-        SpoolData::Memory(bytes) => Box::new(std::io::Cursor::new(bytes.clone())),
-        SpoolData::File { abs, .. } => Box::new(
-            std::fs::File::open(abs)
-                .map_err(|e| io_error("cannot read the spooled body", abs, e))?,
-        ),
-    };
-    let file = std::fs::File::create(dst).map_err(|e| io_error("cannot create", dst, e))?;
-    let mut out = std::io::BufWriter::with_capacity((4 * SEALED_CHUNK) as usize, file);
-    let n = sealing::chunk_count(size);
-    let mut buf = Vec::with_capacity(SEALED_CHUNK as usize);
-    for i in 0..n {
-        buf.clear();
-        buf.resize(sealing::chunk_plain_len(size, i) as usize, 0);
-        source
-            .read_exact(&mut buf)
-            .map_err(|e| io_error("the spooled body ended early", dst, e))?;
-        key.seal_chunk(i, i + 1 == n, &mut buf)?;
-        out.write_all(&buf)
-            .map_err(|e| io_error("cannot write", dst, e))?;
-    }
-    let file = out
-        .into_inner()
-        .map_err(|e| io_error("cannot write", dst, e.into_error()))?;
-    file.sync_all().map_err(|e| io_error("cannot sync", dst, e))
 }
 
 /// Opens the sealed blob at `path` (holding `plain` bytes of plaintext) and streams the
