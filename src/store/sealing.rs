@@ -115,14 +115,11 @@ impl CustomerKey {
 
     /// Whether this is the key `encryption` recorded.
     fn matches(&self, salt: &str, key_hash: &str) -> bool {
-        let mine = self.salted_hash(salt);
         // Constant time: the hash is not a secret, but there is no reason to leak it either.
-        mine.len() == key_hash.len()
-            && mine
-                .bytes()
-                .zip(key_hash.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        crate::imaging::signature::constant_time_eq(
+            self.salted_hash(salt).as_bytes(),
+            key_hash.as_bytes(),
+        )
     }
 }
 

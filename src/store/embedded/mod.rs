@@ -1003,18 +1003,7 @@ mod tests {
     }
 
     async fn spooled(spool: &Spool, data: &[u8]) -> Spooled {
-        let chunks: Vec<Result<Bytes, std::io::Error>> = data
-            .chunks(100_000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        spool
-            .spool(
-                futures::stream::iter(chunks),
-                ChecksumSet::default(),
-                u64::MAX,
-            )
-            .await
-            .unwrap()
+        spooled_with(spool, data, None).await
     }
 
     /// `data` spooled as the S3 handlers spool an encrypted write: sealed as it arrives.
@@ -1026,8 +1015,16 @@ mod tests {
         customer: Option<&CustomerKey>,
     ) -> Spooled {
         let seal = store.data_key(Some(encryption), customer).unwrap();
+        spooled_with(spool, data, seal).await
+    }
+
+    async fn spooled_with(
+        spool: &Spool,
+        data: &[u8],
+        seal: Option<(DataKey, sealing::SealedKey)>,
+    ) -> Spooled {
         let chunks: Vec<Result<Bytes, std::io::Error>> = data
-            .chunks(10_000)
+            .chunks(100_000)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         spool
