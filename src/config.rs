@@ -784,6 +784,17 @@ fn mask(s: &str, keep_prefix: bool) -> String {
 /// (`imgproxy_env`), onto the table, recording each key set in `sources`. A value takes the
 /// type the key has in the defaults (integer, bool, list as comma-separated, else string).
 /// Returns the imgproxy variables that were ignored.
+/// Whether `table` (the config file) sets the key at `path`.
+fn set_in(table: &toml::Table, path: &[String]) -> bool {
+    let Some((key, tables)) = path.split_last() else {
+        return false;
+    };
+    tables
+        .iter()
+        .try_fold(table, |t, n| t.get(n).and_then(toml::Value::as_table))
+        .is_some_and(|t| t.contains_key(key))
+}
+
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -816,14 +827,23 @@ fn apply_env(
             var: var.clone(),
             message,
         };
-        let Some((section, key)) = rest.split_once("__") else {
+        // `SECTION__KEY`, or `SECTION__TABLE__KEY` for a nested table (`IMAGES__WATERMARK__URL`).
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.len() < 2 {
             // PIXELPORT_CONFIG and similar are not config keys; ignore names without `__`.
             continue;
+        }
+        let dotted = path.join(".");
+        // imgproxy's defaults sit below the config file: a key the file sets stays.
+        if var == imgproxy_env::IMGPROXY_DEFAULT && set_in(table, &path) {
+            continue;
+        }
+        let Some(default) = path.iter().try_fold(&defaults, |v, k| v.get(k)) else {
+            return Err(env_err(format!("`{dotted}` is not a config key")));
         };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
-            return Err(env_err(format!("`{section}.{key}` is not a config key")));
-        };
+        if default.is_table() {
+            return Err(env_err(format!("`{dotted}` is a table, not a config key")));
+        }
         let value = match default {
             toml::Value::Integer(_) => toml::Value::Integer(
                 raw.trim()
@@ -851,20 +871,24 @@ fn apply_env(
             ),
             _ => toml::Value::String(raw),
         };
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => {
-                sources.insert(format!("{section}.{key}"), Source::Env(var.clone()));
-                t.insert(key, value);
-            }
-            _ => {
+        let (key, tables) = path
+            .split_last()
+            .ok_or_else(|| env_err("empty name".into()))?;
+        let mut at = &mut *table;
+        for (depth, name) in tables.iter().enumerate() {
+            let entry = at
+                .entry(name.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                let shown = tables.get(..=depth).unwrap_or_default().join(".");
                 return Err(env_err(format!(
-                    "`{section}` in the config file is not a table"
+                    "`{shown}` in the config file is not a table"
                 )));
-            }
+            };
+            at = t;
         }
+        sources.insert(dotted, Source::Env(var.clone()));
+        at.insert(key.clone(), value);
     }
     Ok(imgproxy.ignored)
 }
@@ -950,6 +974,48 @@ mod tests {
         assert!(!c.store.path_style);
         assert_eq!(c.store.retries, 7);
         assert_eq!(c.s3.max_object_size, ByteSize(1 << 20));
+    }
+
+    #[test]
+    fn imgproxy_format_defaults_sit_below_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[images]\nauto_avif = true\n").unwrap();
+        let c = Config::load(Some(&file), env(&[("IMGPROXY_QUALITY", "70")])).unwrap();
+        assert!(c.images.auto_avif, "the file's choice stays");
+        assert!(
+            !c.images.auto_webp,
+            "imgproxy's default where the file is silent"
+        );
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert!(c.images.auto_webp, "Pixelport's own default");
+    }
+
+    #[test]
+    fn nested_tables_take_env_names_too() {
+        // Before: only SECTION__KEY was read, so IMGPROXY_WATERMARK_* had nowhere to go.
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMGPROXY_WATERMARK_URL", "https://example.com/logo.png"),
+                ("PIXELPORT_IMAGES__WATERMARK__OPACITY", "0.25"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.images.watermark.url, "https://example.com/logo.png");
+        assert_eq!(c.images.watermark.opacity, 0.25);
+        let e = Config::load(None, env(&[("PIXELPORT_IMAGES__WATERMARK", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a table"), "{e}");
+        let e = Config::load(None, env(&[("PIXELPORT_IMAGES__WATERMARK__SIZE", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("images.watermark.size"), "{e}");
+        let e = Config::load(None, env(&[("IMGPROXY_WATERMARK_OPACITY", "2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("watermark.opacity"), "{e}");
     }
 
     #[test]

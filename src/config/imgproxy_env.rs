@@ -31,8 +31,22 @@ pub struct Translation {
     pub ignored: Vec<(String, &'static str)>,
 }
 
+/// The `var` of a setting that is imgproxy's default, applied because the configuration
+/// comes from imgproxy's environment (`IMAGES__AUTO_WEBP` and `IMAGES__AUTO_AVIF` off).
+pub const IMGPROXY_DEFAULT: &str = "imgproxy's default";
+
 /// imgproxy variables taken as they are: variable, Pixelport key (`SECTION__KEY`).
-const DIRECT: [(&str, &str); 33] = [
+const DIRECT: [(&str, &str); 40] = [
+    ("IMGPROXY_WATERMARK_DATA", "IMAGES__WATERMARK__DATA"),
+    ("IMGPROXY_WATERMARK_PATH", "IMAGES__WATERMARK__PATH"),
+    ("IMGPROXY_WATERMARK_URL", "IMAGES__WATERMARK__URL"),
+    ("IMGPROXY_WATERMARK_OPACITY", "IMAGES__WATERMARK__OPACITY"),
+    (
+        "IMGPROXY_ENABLE_CLIENT_HINTS",
+        "IMAGES__ENABLE_CLIENT_HINTS",
+    ),
+    ("IMGPROXY_USE_ETAG", "IMAGES__USE_ETAG"),
+    ("IMGPROXY_USE_LAST_MODIFIED", "IMAGES__USE_LAST_MODIFIED"),
     ("IMGPROXY_KEY", "IMAGES__KEY"),
     ("IMGPROXY_SALT", "IMAGES__SALT"),
     ("IMGPROXY_SIGNATURE_SIZE", "IMAGES__SIGNATURE_SIZE"),
@@ -103,7 +117,7 @@ const S3: [(&str, &str); 7] = [
 ];
 
 /// Variables known to have no equivalent, with what to do instead.
-const NO_EQUIVALENT: [(&str, &str); 6] = [
+const NO_EQUIVALENT: [(&str, &str); 5] = [
     (
         "IMGPROXY_PROMETHEUS_BIND",
         "metrics are on the admin listener's /metrics",
@@ -117,10 +131,6 @@ const NO_EQUIVALENT: [(&str, &str); 6] = [
         "use [images] allow_private_sources",
     ),
     ("IMGPROXY_PRESETS", "use [[images.presets]] in the file"),
-    (
-        "IMGPROXY_USE_ETAG",
-        "Pixelport always sends an ETag and answers If-None-Match",
-    ),
     (
         "IMGPROXY_LOG_FORMAT",
         "use [server] log_format (text, json or journal)",
@@ -203,6 +213,14 @@ pub fn translate(env: &BTreeMap<String, String>) -> Result<Translation, Imgproxy
             });
         }
         _ => {}
+    }
+    // Pixelport negotiates WebP and AVIF by default (docs/images.md); imgproxy does not.
+    // A configuration that comes from imgproxy's environment keeps imgproxy's defaults, so
+    // a migration changes no response by surprise.
+    if out.settings.iter().any(|s| s.var.starts_with("IMGPROXY_")) {
+        for key in ["IMAGES__AUTO_WEBP", "IMAGES__AUTO_AVIF"] {
+            set(&mut out, key, "false".into(), IMGPROXY_DEFAULT);
+        }
     }
     for (var, why) in NO_EQUIVALENT {
         if env.contains_key(var) {
@@ -320,7 +338,25 @@ mod tests {
         assert_eq!(get(&t, "IMAGES__ALLOW_UNSAFE").map(|v| v.0), Some("true"));
         assert_eq!(get(&t, "IMAGES__LISTEN").map(|v| v.0), Some("0.0.0.0:8080"));
         assert_eq!(get(&t, "SERVER__LOG_LEVEL").map(|v| v.0), Some("warn"));
-        assert_eq!(t.settings.len(), 6);
+        // imgproxy's environment keeps imgproxy's format defaults (Pixelport's own are on).
+        assert_eq!(
+            get(&t, "IMAGES__AUTO_WEBP"),
+            Some(("false", IMGPROXY_DEFAULT))
+        );
+        assert_eq!(
+            get(&t, "IMAGES__AUTO_AVIF"),
+            Some(("false", IMGPROXY_DEFAULT))
+        );
+        assert_eq!(t.settings.len(), 8);
+        let asked = translate(&env(&[("IMGPROXY_AUTO_AVIF", "true")])).unwrap();
+        assert_eq!(
+            get(&asked, "IMAGES__AUTO_AVIF"),
+            Some(("true", "IMGPROXY_AUTO_AVIF"))
+        );
+        assert_eq!(
+            get(&asked, "IMAGES__AUTO_WEBP"),
+            Some(("false", IMGPROXY_DEFAULT))
+        );
     }
 
     #[test]

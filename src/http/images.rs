@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::image_service::render::fetch;
 use crate::image_service::resolved::{self, Resolved};
 use crate::image_service::{Caller, ImageError, ImagesState, Render, Rendered};
+use crate::imaging::client_hints::{self, Hints};
 use crate::imaging::decode;
 use crate::imaging::negotiate::{self, Accepted};
 use crate::imaging::options::{self, ImageFormat, Options};
@@ -56,6 +57,7 @@ fn status(e: &ImageError) -> StatusCode {
         ImageError::Pool(PoolError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ImageError::Pool(PoolError::Crashed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         ImageError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        ImageError::Watermark(_) => StatusCode::BAD_GATEWAY,
         ImageError::Shared(e) => status(e),
     }
 }
@@ -190,7 +192,16 @@ async fn serve(
         Accepted::default()
     };
     let class = resolved::accept_class(accepted);
-    if let Some(resp) = state.serve_resolved(path, class, headers).await {
+    let hints = if state.config.enable_client_hints {
+        Hints::read(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+    } else {
+        Hints::default()
+    };
+    // The fast path keys on the path and Accept class only: a request with hints takes
+    // the full path, where they become options (and so part of the cache key).
+    if hints.is_empty()
+        && let Some(resp) = state.serve_resolved(path, class, headers).await
+    {
         return Ok(resp);
     }
     let parsed = url::parse_path(path)?;
@@ -209,6 +220,7 @@ async fn serve(
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
     }
+    hints.apply(&mut opts);
     let variant = state.variant(opts, parsed.source.url(), accepted)?;
     if !signed {
         state.check_unsigned(&variant)?;
@@ -236,7 +248,9 @@ async fn serve(
         ttl,
         source_url: &variant.source_url,
     };
-    if let Some(resp) = not_modified(headers, &etag) {
+    if state.config.use_etag
+        && let Some(resp) = not_modified(headers, &etag)
+    {
         return Ok(resp);
     }
     if variant.opts.raw {
@@ -272,7 +286,11 @@ async fn serve(
     };
     let (rendered, hit) = render.cached_or_run(Caller::Visitor).await?;
     let cache_hit = state.cache.as_ref().map(|_| hit);
+    if let Some(resp) = reply.not_modified_since(headers, rendered.last_modified_ms) {
+        return Ok(resp);
+    }
     if cache_hit.is_some()
+        && hints.is_empty()
         && variant.opts.expires.is_none()
         && let SourceUrl::S3 {
             bucket,
@@ -313,10 +331,17 @@ impl ImagesState {
         if current.etag != r.version {
             return None;
         }
-        if let Some(resp) = not_modified(headers, &r.etag) {
+        if self.config.use_etag
+            && let Some(resp) = not_modified(headers, &r.etag)
+        {
             return Some(resp);
         }
         let hit = self.cached_entry(&r.cache_key, false)?;
+        if self.config.use_last_modified
+            && let Some(resp) = modified_since(headers, hit.last_modified_ms)
+        {
+            return Some(resp);
+        }
         self.metrics.cache_hits.inc();
         let length = hit.body.len();
         let mut resp = Response::new(Body::from(hit.body));
@@ -380,6 +405,25 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
     Some(resp)
 }
 
+/// 304 when `If-Modified-Since` is at or after `last_modified_ms` (whole seconds, as HTTP
+/// dates carry), for a request without `If-None-Match` (which takes precedence, RFC 9110
+/// 13.2.2).
+fn modified_since(headers: &HeaderMap, last_modified_ms: i64) -> Option<Response> {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return None;
+    }
+    let ims = headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
+    let since = crate::imaging::http_source::parse_http_date(ims.trim())?;
+    if last_modified_ms.div_euclid(1000) > since.div_euclid(1000) {
+        return None;
+    }
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    if let Some(v) = http_date(last_modified_ms) {
+        resp.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+    Some(resp)
+}
+
 fn ttl(state: &ImagesState, opts: &Options) -> Duration {
     let ttl = state.config.ttl.0;
     match opts.expires {
@@ -403,6 +447,20 @@ struct Reply<'a> {
 }
 
 impl Reply<'_> {
+    /// 304 for `If-Modified-Since` when `[images] use_last_modified` is on.
+    fn not_modified_since(&self, headers: &HeaderMap, last_modified_ms: i64) -> Option<Response> {
+        if !self.state.config.use_last_modified {
+            return None;
+        }
+        let mut resp = modified_since(headers, last_modified_ms)?;
+        if self.state.config.use_etag
+            && let Ok(v) = HeaderValue::from_str(self.etag)
+        {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        Some(resp)
+    }
+
     /// The 200 response for `r`. `cache_hit`: `Some(true)` for a hit, `Some(false)` for a
     /// miss, `None` when no cache took part (cache off, `raw`).
     fn send(&self, r: &Rendered, cache_hit: Option<bool>) -> Response {
@@ -437,17 +495,42 @@ impl Reply<'_> {
             h.insert(header::CONTENT_TYPE, v);
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Ok(v) = HeaderValue::from_str(&format!("max-age={}, public", self.ttl.as_secs())) {
+        let config = &self.state.config;
+        // A URL with a cachebuster names one version of its source for good (a new version
+        // gets a new URL), so browsers need never revalidate it.
+        let immutable = config.immutable || !self.opts.cachebuster.is_empty();
+        let cache_control = format!(
+            "max-age={}, public{}",
+            self.ttl.as_secs(),
+            if immutable { ", immutable" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cache_control) {
             h.insert(header::CACHE_CONTROL, v);
         }
-        if let Ok(v) = HeaderValue::from_str(self.etag) {
+        if config.use_etag
+            && let Ok(v) = HeaderValue::from_str(self.etag)
+        {
             h.insert(header::ETAG, v);
         }
-        if let Some(v) = http_date(last_modified_ms) {
+        if config.use_last_modified
+            && let Some(v) = http_date(last_modified_ms)
+        {
             h.insert(header::LAST_MODIFIED, v);
         }
-        if self.vary {
-            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        let vary = match (self.vary, config.enable_client_hints) {
+            (true, true) => Some(const_format_vary()),
+            (true, false) => Some("Accept"),
+            (false, true) => Some(client_hints::VARY),
+            (false, false) => None,
+        };
+        if let Some(vary) = vary {
+            h.insert(header::VARY, HeaderValue::from_static(vary));
+        }
+        if config.enable_client_hints {
+            h.insert(
+                "accept-ch",
+                HeaderValue::from_static(client_hints::ACCEPT_CH),
+            );
         }
         match cache_hit {
             Some(true) => {
@@ -478,6 +561,11 @@ impl Reply<'_> {
         }
         headers
     }
+}
+
+/// `Vary` of an endpoint that negotiates formats and reads client hints.
+const fn const_format_vary() -> &'static str {
+    "Accept, Sec-CH-DPR, DPR, Sec-CH-Width, Width"
 }
 
 /// `inline; filename="cat.webp"` (or `attachment; ...`): the `filename` option, else the

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{Caller, ImageError, ImagesState, Render};
+use crate::imaging::negotiate::Accepted;
 use crate::imaging::options::{self, ImageFormat};
 use crate::imaging::pool::Ticket;
 use crate::imaging::source::SourceError;
@@ -268,7 +269,9 @@ impl Worker {
         }
     }
 
-    /// Renders one preset of one object through the handler's render path.
+    /// Renders one preset of one object through the handler's render path: once per
+    /// format negotiation can pick (AVIF, WebP, the source's own), so the first visitor of
+    /// each kind of browser is a hit.
     async fn preset(
         &self,
         bucket: &str,
@@ -278,28 +281,52 @@ impl Worker {
     ) -> Result<Outcome, ImageError> {
         let state = &*self.state;
         let opts = options::parse(&[format!("pr:{}", preset.name)], &state.parse_ctx)?;
-        let variant = state.variant(
-            opts,
-            &format!("s3://{bucket}/{key}"),
-            crate::imaging::negotiate::Accepted::default(),
-        )?;
-        if variant.opts.raw || info.size > variant.max_file {
-            return Ok(Outcome::Skipped);
+        let mut done = std::collections::HashSet::new();
+        for accepted in accept_classes(state.negotiation.enabled()) {
+            let variant = state.variant(opts.clone(), &format!("s3://{bucket}/{key}"), accepted)?;
+            if variant.opts.raw || info.size > variant.max_file {
+                return Ok(Outcome::Skipped);
+            }
+            let cache_key = state.cache_key(&variant, &info.etag);
+            if !done.insert(cache_key.hex()) {
+                // Another class decided the same format (the URL names one, say).
+                continue;
+            }
+            let ticket = background_ticket(state).await;
+            let render = Render {
+                state,
+                variant: &variant,
+                key: &cache_key,
+                version: &info.etag,
+                ticket: Some(ticket),
+                src: None,
+                started: Instant::now(),
+            };
+            render.cached_or_run(Caller::Eager).await?;
         }
-        let cache_key = state.cache_key(&variant, &info.etag);
-        let ticket = background_ticket(state).await;
-        let render = Render {
-            state,
-            variant: &variant,
-            key: &cache_key,
-            version: &info.etag,
-            ticket: Some(ticket),
-            src: None,
-            started: Instant::now(),
-        };
-        render.cached_or_run(Caller::Eager).await?;
         Ok(Outcome::Ok)
     }
+}
+
+/// The `Accept` classes an eager render covers: with negotiation on, an AVIF browser, a
+/// WebP-only one, and one with neither (the last is also what a request without `Accept`
+/// gets); with it off, that one alone.
+fn accept_classes(negotiating: bool) -> Vec<Accepted> {
+    let none = Accepted::default();
+    if !negotiating {
+        return vec![none];
+    }
+    vec![
+        Accepted {
+            avif: true,
+            webp: true,
+        },
+        Accepted {
+            avif: false,
+            webp: true,
+        },
+        none,
+    ]
 }
 
 /// Waits until the pool admits background work (see [`Pool::admit_background`]).
@@ -474,24 +501,28 @@ mod tests {
         drop(visitor);
         until("a.png and b.png rendered", || counted(&state, "ok") == 2).await;
         assert_eq!(counted(&state, "error") + counted(&state, "skipped"), 0);
-        // What was rendered is what a request for `pr:t` without Accept looks up.
+        // What was rendered is what a request for `pr:t` looks up, for each Accept class
+        // (negotiation is on by default): AVIF, WebP and the source's PNG.
         let opts = options::parse(&["pr:t".into()], &state.parse_ctx).unwrap();
         for (key, cached) in [("a.png", true), ("b.png", true), ("c.png", false)] {
-            let variant = state
-                .variant(
-                    opts.clone(),
-                    &format!("s3://bkt/{key}"),
-                    crate::imaging::negotiate::Accepted::default(),
-                )
-                .unwrap();
-            let version = state.s3_version("bkt", key, &variant).await.unwrap();
-            let hit = state
-                .cache
-                .as_ref()
-                .unwrap()
-                .get(&state.cache_key(&variant, &version))
-                .unwrap();
-            assert_eq!(hit.is_some(), cached, "{key}");
+            let mut types = Vec::new();
+            for accepted in accept_classes(true) {
+                let variant = state
+                    .variant(opts.clone(), &format!("s3://bkt/{key}"), accepted)
+                    .unwrap();
+                let version = state.s3_version("bkt", key, &variant).await.unwrap();
+                let hit = state
+                    .cache
+                    .as_ref()
+                    .unwrap()
+                    .get(&state.cache_key(&variant, &version))
+                    .unwrap();
+                assert_eq!(hit.is_some(), cached, "{key} {accepted:?}");
+                types.extend(hit.map(|h| h.content_type));
+            }
+            if cached {
+                assert_eq!(types, ["image/avif", "image/webp", "image/png"], "{key}");
+            }
         }
         stop_tx.send(true).unwrap();
         for t in tasks {

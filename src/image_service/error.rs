@@ -36,6 +36,9 @@ pub enum ImageError {
     Pool(#[from] PoolError),
     #[error("method not allowed: use GET or HEAD")]
     Method,
+    /// The configured watermark could not be downloaded (`[images.watermark] url`).
+    #[error("{0}")]
+    Watermark(#[from] super::watermark_slot::WatermarkSlotError),
     /// The error of a render shared by several requests (single flight).
     #[error("{0}")]
     Shared(Arc<ImageError>),
@@ -58,6 +61,7 @@ impl ImageError {
             ImageError::Pool(PoolError::Timeout(_)) => "timeout",
             ImageError::Pool(_) => "processing",
             ImageError::Method => "method",
+            ImageError::Watermark(_) => "watermark",
             ImageError::Shared(e) => e.kind(),
         }
     }

@@ -13,6 +13,7 @@ pub mod invalidate;
 pub(crate) mod render;
 pub mod resolved;
 mod variant;
+pub mod watermark_slot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub struct ImagesState {
     /// Failed cache writes and reads are logged at most once a minute each.
     pub(crate) cache_warnings: Throttle,
     pub(crate) cache_read_warnings: Throttle,
+    /// `[images.watermark]`.
+    pub watermark: watermark_slot::WatermarkSlot,
 }
 
 impl ImagesState {
@@ -113,6 +116,9 @@ impl ImagesState {
             let digest = sha2::Sha256::digest(format!("{defaults:?}").as_bytes());
             hex::encode(digest.get(..8).unwrap_or_default())
         };
+        let watermark =
+            watermark_slot::WatermarkSlot::new(&config.watermark, config.download_timeout.0)
+                .map_err(|e| e.to_string())?;
         let allow_origin = (!config.allow_origin.is_empty())
             .then(|| axum::http::HeaderValue::from_str(&config.allow_origin).ok())
             .flatten();
@@ -138,6 +144,7 @@ impl ImagesState {
             flight: SingleFlight::new(),
             cache_warnings: Throttle::new(Duration::from_secs(60)),
             cache_read_warnings: Throttle::new(Duration::from_secs(60)),
+            watermark,
         })
     }
 }

@@ -190,12 +190,15 @@ impl Render<'_> {
             (src.bytes.clone(), probe.format)
         } else {
             let format = negotiate::for_source(
-                self.variant.decided,
+                state.decided_for(self.variant, probe.frames),
                 probe.format,
                 probe.has_alpha.unwrap_or(false),
                 pipeline::can_encode,
             );
             let mut job = Job::new(opts.clone(), format, &state.defaults);
+            if opts.watermark.enabled {
+                job.watermark = state.watermark.get().await?;
+            }
             // The work itself stops between pipeline steps once the request's deadline
             // has passed, not only the reply.
             job.deadline = Some(self.started + state.pool.timeout());

@@ -18,6 +18,8 @@ pub struct Variant {
     pub decided: Option<ImageFormat>,
     /// The largest source file this variant may read.
     pub max_file: u64,
+    /// What the request's `Accept` admits: an animated source decides again without AVIF.
+    pub accepted: Accepted,
 }
 
 impl ImagesState {
@@ -44,6 +46,7 @@ impl ImagesState {
             source,
             decided,
             max_file,
+            accepted,
         })
     }
 
@@ -83,6 +86,22 @@ impl ImagesState {
         Ok(())
     }
 
+    /// The output format for a source of `frames` frames: [`Variant::decided`], except
+    /// that an animated source is not turned into AVIF by `Accept` (it would keep one
+    /// frame), as imgproxy's `auto_avif`/`enforce_avif` skip animations. A URL that names
+    /// AVIF still gets it.
+    pub fn decided_for(&self, variant: &Variant, frames: u32) -> Option<ImageFormat> {
+        if frames > 1 && variant.decided == Some(ImageFormat::Avif) {
+            let accepted = Accepted {
+                avif: false,
+                ..variant.accepted
+            };
+            negotiate::decide_without_source(variant.opts.format, accepted, self.negotiation)
+        } else {
+            variant.decided
+        }
+    }
+
     /// The current version (ETag) of an `s3://` source, refusing one over the size limit.
     pub async fn s3_version(
         &self,
@@ -103,11 +122,18 @@ impl ImagesState {
     /// The derivative cache key of `variant` at source version `version`.
     pub fn cache_key(&self, variant: &Variant, version: &str) -> CacheKey {
         let format_key = variant.decided.map_or("auto", ImageFormat::as_str);
-        let options = format!(
+        let mut options = format!(
             "{}|defaults={}",
             variant.opts.canonical(),
             self.defaults_tag
         );
+        // Another watermark image (or opacity) is another variant.
+        if variant.opts.watermark.enabled
+            && let Some(id) = self.watermark.id()
+        {
+            options.push_str("|wm=");
+            options.push_str(id);
+        }
         CacheKey::new(&variant.source_url, version, &options, format_key)
     }
 }

@@ -105,7 +105,9 @@ pub struct ImagesConfig {
     /// rav1e's speed preset for AVIF output, 0..=10: 10 fastest, 0 slowest (taken as 1,
     /// ravif's slowest). imgproxy's `IMGPROXY_AVIF_SPEED` default is 8 too.
     pub avif_speed: u8,
-    /// Answer WebP when the client's Accept allows and the URL names no format.
+    /// Answer WebP when the client's Accept allows and the URL names no format. On by
+    /// default, unlike imgproxy (the derivative cache pays each encode once per variant);
+    /// off when the configuration comes from imgproxy's environment.
     pub auto_webp: bool,
     /// Answer WebP when Accept allows, even if the URL names another format.
     pub enforce_webp: bool,
@@ -113,6 +115,17 @@ pub struct ImagesConfig {
     pub enforce_avif: bool,
     /// `Cache-Control: max-age` of results (`IMGPROXY_TTL`).
     pub ttl: Seconds,
+    /// `Cache-Control: immutable` on every result. Without it, only results whose URL pins
+    /// the source's version (the `cachebuster` option) are immutable.
+    pub immutable: bool,
+    /// Read the client hints `Sec-CH-DPR`/`DPR` and `Sec-CH-Width`/`Width` when the URL sets
+    /// no dpr or width (`IMGPROXY_ENABLE_CLIENT_HINTS`).
+    pub enable_client_hints: bool,
+    /// Send an ETag and answer `If-None-Match` (`IMGPROXY_USE_ETAG`).
+    pub use_etag: bool,
+    /// Send the source's `Last-Modified` and answer `If-Modified-Since`
+    /// (`IMGPROXY_USE_LAST_MODIFIED`).
+    pub use_last_modified: bool,
     /// Default of the `strip_metadata` option.
     pub strip_metadata: bool,
     /// Default of the `keep_copyright` option.
@@ -147,6 +160,66 @@ pub struct ImagesConfig {
     pub eager_queue: usize,
     /// Named option lists (`[[images.presets]]`).
     pub presets: Vec<Preset>,
+    /// The image the `watermark` option lays over results (`[images.watermark]`).
+    pub watermark: WatermarkConfig,
+}
+
+/// `[images.watermark]`: one of `data`, `path` or `url`, and an opacity
+/// (`IMGPROXY_WATERMARK_DATA`, `_PATH`, `_URL`, `_OPACITY`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// The image itself, base64.
+    pub data: String,
+    /// A file holding the image.
+    pub path: PathBuf,
+    /// An http(s) URL the image is downloaded from, once, on its first use.
+    pub url: String,
+    /// Multiplies the `watermark` option's opacity, 0..=1.
+    pub opacity: f64,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        Self {
+            data: String::new(),
+            path: PathBuf::new(),
+            url: String::new(),
+            opacity: 1.0,
+        }
+    }
+}
+
+impl WatermarkConfig {
+    /// Whether a watermark image is configured.
+    pub fn is_set(&self) -> bool {
+        !self.data.is_empty() || !self.path.as_os_str().is_empty() || !self.url.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ImagesConfigError> {
+        let given = [
+            !self.data.is_empty(),
+            !self.path.as_os_str().is_empty(),
+            !self.url.is_empty(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(bad("watermark", "set one of data, path and url"));
+        }
+        if !(0.0..=1.0).contains(&self.opacity) {
+            return Err(bad("watermark.opacity", "must be between 0 and 1"));
+        }
+        if !self.data.is_empty() {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(self.data.trim())
+                .map_err(|e| bad("watermark.data", format!("is not base64: {e}")))?;
+        }
+        let http = self.url.starts_with("https://") || self.url.starts_with("http://");
+        if !self.url.is_empty() && !http {
+            return Err(bad("watermark.url", "must be an http:// or https:// URL"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ImagesConfig {
@@ -174,11 +247,15 @@ impl Default for ImagesConfig {
             format_quality: "webp=79,avif=63".into(),
             jpeg_progressive: false,
             avif_speed: 8,
-            auto_webp: false,
+            auto_webp: true,
             enforce_webp: false,
-            auto_avif: false,
+            auto_avif: true,
             enforce_avif: false,
             ttl: Seconds(Duration::from_secs(31_536_000)),
+            immutable: false,
+            enable_client_hints: false,
+            use_etag: true,
+            use_last_modified: true,
             strip_metadata: true,
             keep_copyright: true,
             strip_color_profile: true,
@@ -193,6 +270,7 @@ impl Default for ImagesConfig {
             max_pixel_memory: ByteSize(640 << 20),
             eager_queue: 1000,
             presets: Vec::new(),
+            watermark: WatermarkConfig::default(),
         }
     }
 }
@@ -253,6 +331,7 @@ impl ImagesConfig {
         }
         self.format_qualities()?;
         self.skip_processing()?;
+        self.watermark.validate()?;
         for b in &self.unsigned_buckets {
             crate::s3::names::validate_bucket_name(b)
                 .map_err(|m| bad("unsigned_buckets", format!("`{b}`: {m}")))?;

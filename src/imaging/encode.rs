@@ -16,8 +16,9 @@
 //!   try again; the last attempt is returned even if it is still too big. It applies to
 //!   the formats with a quality setting (JPEG, lossy WebP, AVIF) only.
 //! - AVIF carries no ICC profile (the pixels stay sRGB, which AVIF's `nclx` box says).
-//! - Animated pictures keep their frames and delays in GIF; other formats take the
-//!   first frame.
+//! - Animated pictures keep their frames, delays and loop count in GIF and WebP
+//!   (`webp_animation`); other formats take the first frame, as imgproxy does. An animated
+//!   WebP carries no ICC or EXIF chunk.
 
 use std::io::Cursor;
 
@@ -123,6 +124,10 @@ fn encode_inner(picture: &Picture, opts: &EncodeOptions<'_>) -> Result<Vec<u8>, 
     let quality = opts.quality.clamp(1, 100);
     match opts.format {
         ImageFormat::Jpeg => fit_bytes(quality, opts.max_bytes, |q| encode_jpeg(&px, q, opts)),
+        ImageFormat::Webp if picture.is_animated() => fit_bytes(quality, opts.max_bytes, |q| {
+            super::webp_animation::encode(picture, q, opts.lossless)
+                .map_err(|e| codec(ImageFormat::Webp, e))
+        }),
         ImageFormat::Webp if opts.lossless => encode_webp(&px, true, quality, opts),
         ImageFormat::Webp => fit_bytes(quality, opts.max_bytes, |q| {
             encode_webp(&px, false, q, opts)
@@ -619,9 +624,11 @@ mod tests {
             assert_eq!(a.delay_ms, b.delay_ms);
             assert!(psnr(&a.image, &b.image) > 22.0);
         }
-        // Other formats take the first frame.
+        // WebP keeps them too (webp_animation); other formats take the first frame.
         let webp = round_trip(&encode(&src, &opts(ImageFormat::Webp)).unwrap());
-        assert_eq!(webp.frames.len(), 1);
+        assert_eq!(webp.frames.len(), 8);
+        let jpeg = round_trip(&encode(&src, &opts(ImageFormat::Jpeg)).unwrap());
+        assert_eq!(jpeg.frames.len(), 1);
     }
 
     #[test]

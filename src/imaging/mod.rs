@@ -3,12 +3,14 @@
 //! `options` parses processing options into a typed canonical value, `geometry` computes
 //! sizes and crops, `negotiate` picks the output format. None of them do I/O, so they are
 //! table-tested (and fuzzable) alone. `picture` is the decoded image that the pixel steps
-//! (`decode`, `transform`, `encode`; `avif` is both codec directions of AVIF) hand to one
+//! (`decode`, `transform`, `encode`; `avif` is both codec directions of AVIF,
+//! `webp_animation` the animated WebP encoder) hand to one
 //! another; `pipeline` runs them in order on
 //! the bounded `pool`; `source` and `http_source` fetch originals; `config` is `[images]`.
 
 pub mod allow_list;
 pub mod avif;
+pub mod client_hints;
 pub mod config;
 pub mod decode;
 pub mod encode;
@@ -24,3 +26,5 @@ pub mod signature;
 pub mod source;
 pub mod transform;
 pub mod url;
+pub mod watermark;
+pub mod webp_animation;

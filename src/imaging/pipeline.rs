@@ -25,6 +25,7 @@ use crate::imaging::encode::{self, EncodeError, EncodeOptions};
 use crate::imaging::geometry::{self, GeometryError, Limits};
 use crate::imaging::options::{ImageFormat, Options};
 use crate::imaging::transform::{self, TransformError};
+use crate::imaging::watermark::{WatermarkError, WatermarkImage};
 
 /// The largest width or height of any result, whatever the options: beyond what WebP and
 /// JPEG can store (16383 and 65535) and what a browser shows. Geometry's own ceiling.
@@ -42,6 +43,8 @@ pub enum PipelineError {
     Transform(#[from] TransformError),
     #[error("{0}")]
     Encode(#[from] EncodeError),
+    #[error("{0}")]
+    Watermark(#[from] WatermarkError),
     #[error(
         "the source is {width}x{height}{frames}: over max_src_resolution ({limit_mp} megapixels)"
     )]
@@ -71,6 +74,7 @@ impl PipelineError {
             self,
             PipelineError::Encode(EncodeError::Codec { .. } | EncodeError::InvalidPicture(_))
                 | PipelineError::Transform(_)
+                | PipelineError::Watermark(_)
                 | PipelineError::Geometry(GeometryError::InconsistentPlan(_))
         )
     }
@@ -159,6 +163,9 @@ pub struct Job {
     /// When set, the steps stop with [`PipelineError::Cancelled`] once this instant has
     /// passed (checked between steps). `None` (the default): no deadline.
     pub deadline: Option<Instant>,
+    /// The configured watermark, for a job whose options enable it (`None`: no watermark
+    /// is configured, and the option does nothing, as in imgproxy).
+    pub watermark: Option<std::sync::Arc<WatermarkImage>>,
 }
 
 impl Job {
@@ -203,6 +210,7 @@ impl Job {
                 (true, false) => Metadata::Strip,
             },
             deadline: None,
+            watermark: None,
             format,
             opts,
         }
@@ -280,7 +288,7 @@ pub fn can_encode(format: ImageFormat) -> bool {
 
 /// Formats whose output keeps animation.
 pub fn can_animate(format: ImageFormat) -> bool {
-    format == ImageFormat::Gif
+    matches!(format, ImageFormat::Gif | ImageFormat::Webp)
 }
 
 /// Formats whose output keeps transparency.
@@ -335,7 +343,11 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
     let icc = picture.icc.clone();
     let exif = exif_for(job, probe, bytes);
     job.checkpoint("transform")?;
-    let picture = transform::apply(picture, &plan, &job.opts, has_alpha_support(job.format))?;
+    let mut picture = transform::apply(picture, &plan, &job.opts, has_alpha_support(job.format))?;
+    if let Some(wm) = &job.watermark {
+        job.checkpoint("watermark")?;
+        wm.apply(&mut picture, &job.opts.watermark, job.opts.dpr)?;
+    }
     job.checkpoint("encode")?;
     let out = encode::encode(
         &picture,

@@ -377,7 +377,8 @@ def test_eager_preset_is_a_hit_after_an_aws_cli_upload(eager, tmp_path):
     assert size_of(r) == (120, 80)
     assert thumb(d, "up/r.jpg", "preset:thumb").headers["x-cache"] == "HIT"
     assert thumb(d, "up/r.jpg", "rs:fit:120:120").headers["x-cache"] == "HIT"
-    assert metric(d, "pixelport_images_processed_total") == 1
+    # One render per negotiated format: AVIF, WebP and the source's JPEG.
+    assert metric(d, "pixelport_images_processed_total") == 3
     # Nothing else was rendered: the uploads outside the filters are misses.
     assert thumb(d, "elsewhere/r.jpg").headers["x-cache"] == "MISS"
     other = get(d, "/unsafe/pr:thumb/plain/s3://eager-other/up/r.jpg")
@@ -404,7 +405,8 @@ def test_eager_multipart_upload_and_copy(eager):
     wait_eager(d, "ok", 2)
     r = thumb(d, "up/copy.jpg")
     assert r.headers["x-cache"] == "HIT" and size_of(r) == (120, 80)
-    assert metric(d, "pixelport_images_processed_total") == 2
+    # Two objects, each in the three negotiated formats.
+    assert metric(d, "pixelport_images_processed_total") == 6
 
 
 def test_eager_overwrite_renders_the_new_version(eager):

@@ -425,7 +425,7 @@ def test_queue_full_is_429_and_timeout_is_503(make_daemon):
 
 
 def test_format_negotiation(make_daemon):
-    d = make_daemon(images_config="auto_webp = true\n")
+    d = make_daemon(images_config="auto_webp = true\nauto_avif = false\n")
     s3 = d.client()
     s3.create_bucket(Bucket="neg")
     s3.put_object(Bucket="neg", Key="r.jpg", Body=(IMAGES / "rocket-640x427.jpg").read_bytes())
