@@ -37,11 +37,13 @@ mkdir -p "$CACHE"
 # --------------------------------------------------------------------------
 # Debian packages: the build's, plus what only the tests need (Chromium for the
 # admin UI's browser tests; wrk for the edge's client-key-cap test, which was missing on a
-# fresh machine; rclone for the versioned-bucket copy), through the project's one apt
-# installer. Each is checked with dpkg -s first; `apt-get update` runs only when something
-# is missing.
+# fresh machine; rclone for the versioned-bucket copy; cjxl from libjxl-tools and djxl to
+# make and check the JPEG XL samples from the shared photographs), through the project's
+# one apt installer. Each is checked with dpkg -s first; `apt-get update` runs only when
+# something is missing.
 # --------------------------------------------------------------------------
-bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl wrk rclone
+bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl wrk rclone \
+    libjxl-tools
 
 # --------------------------------------------------------------------------
 # Python venv

@@ -689,8 +689,19 @@ pub async fn sign(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResul
     } else {
         String::new()
     };
+    // The source's placeholder (`/info`), shown behind the image until it loads. A source
+    // that cannot be described (not an image, too large) gets a snippet without one.
+    let info_path = format!("/info{}", signed(&state, &built.info_part));
+    let placeholder = placeholder(&state, &req).await;
+    let style = placeholder
+        .as_ref()
+        .map(|(colour, data_url)| {
+            let css = format!("background:{colour} url({data_url}) center/cover no-repeat");
+            format!(" style=\"{}\"", html_attr(&css))
+        })
+        .unwrap_or_default();
     let img = format!(
-        "<img src=\"{u}\" srcset=\"{u} 1x, {u2} 2x\"{width}{height} alt=\"\">",
+        "<img src=\"{u}\" srcset=\"{u} 1x, {u2} 2x\"{width}{height}{style} alt=\"\">",
         u = html_attr(&url),
         u2 = html_attr(&url_2x),
     );
@@ -702,7 +713,43 @@ pub async fn sign(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResul
         "preview": format!("/img{path}"),
         "srcset": { "1x": url, "2x": url_2x },
         "img": img,
+        "info_url": format!("{}{info_path}", state.images_url),
+        "placeholder": placeholder.map(|(colour, data_url)| json!({
+            "dominant_color": colour,
+            "data_url": data_url,
+        })),
     })))
+}
+
+/// The dominant colour and placeholder data URL of the builder's source, from the image
+/// endpoint's `/info` (cached like a variant); `None` when the source cannot be described.
+async fn placeholder(state: &AdminState, req: &BuildRequest) -> Option<(String, String)> {
+    let images = &state.images;
+    let source = format!(
+        "s3://{}/{}",
+        req.bucket,
+        super::builder::encode_key(&req.key)
+    );
+    let opts = crate::imaging::options::Options::default();
+    let variant = images
+        .variant(
+            opts,
+            &source,
+            crate::imaging::negotiate::Accepted::default(),
+        )
+        .ok()?;
+    let started = std::time::Instant::now();
+    let (version, prefetched) = images.info_version(&variant, started).await.ok()?;
+    let answer = images
+        .info(&variant, &version, prefetched, started)
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "builder: no placeholder"))
+        .ok()?;
+    let info: Value = serde_json::from_slice(&answer.body).ok()?;
+    Some((
+        info.get("dominant_color")?.as_str()?.to_owned(),
+        info.get("placeholder")?.as_str()?.to_owned(),
+    ))
 }
 
 /// `/img/<path>`: the image endpoint itself, for the UI's thumbnails and previews. The admin

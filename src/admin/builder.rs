@@ -85,6 +85,8 @@ pub fn encode_key(key: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Built {
     pub options: String,
+    /// The `/info` path's signed part: the plain source, without options or format.
+    pub info_part: String,
     pub signed_part: String,
     pub signed_part_2x: String,
 }
@@ -178,6 +180,7 @@ impl BuildRequest {
         let options = self.options(dpr);
         let options_2x = self.options(dpr * 2.0);
         Ok(Built {
+            info_part: format!("/plain/s3://{}/{}", self.bucket, encode_key(&self.key)),
             signed_part: part(&options),
             signed_part_2x: part(&options_2x),
             options,

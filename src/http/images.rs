@@ -152,7 +152,7 @@ pub async fn handle<B>(State(state): State<Arc<ImagesState>>, req: Request<B>) -
 
 /// The surrogate tag of an image URL whose source is an S3 object.
 fn source_tag(path: &str) -> Option<HeaderValue> {
-    let parsed = url::parse_path(path).ok()?;
+    let parsed = url::parse_path(info_path(path).unwrap_or(path)).ok()?;
     let SourceUrl::S3 { bucket, key } = SourceUrl::parse(parsed.source.url()).ok()? else {
         return None;
     };
@@ -184,6 +184,9 @@ async fn serve(
             return Err(ImageError::Secret);
         }
     }
+    if let Some(rest) = info_path(path) {
+        return serve_info(state, rest, headers, started).await;
+    }
     let accepted = if state.negotiation.enabled() {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         Accepted::read(accept, pipeline::can_encode)
@@ -205,17 +208,7 @@ async fn serve(
         return Ok(resp);
     }
     let parsed = url::parse_path(path)?;
-    // `unsafe` and `_` mark an unsigned URL; any other segment must be a valid signature.
-    // Without a key (only when a caller builds the state without one) every URL is unsigned.
-    let signed = match &state.signer {
-        Some(signer) if !matches!(parsed.signature, "unsafe" | "_") => {
-            signer
-                .verify(parsed.signature, &parsed.signed_part)
-                .map_err(|_| ImageError::Signature)?;
-            true
-        }
-        _ => false,
-    };
+    let signed = check_signature(state, &parsed)?;
     let mut opts = options::parse(&parsed.options, &state.parse_ctx)?;
     if let Some(ext) = &parsed.extension {
         opts.apply_extension(ext)?;
@@ -310,6 +303,87 @@ async fn serve(
         state.resolved.insert(path, class, resolved);
     }
     Ok(reply.send(&rendered, cache_hit))
+}
+
+/// Whether `parsed` is signed (`false`: unsigned, `unsafe` or `_`); an error when it carries
+/// a signature that does not verify. Without a key (only when a caller builds the state
+/// without one) every URL is unsigned.
+fn check_signature(state: &ImagesState, parsed: &url::ParsedPath<'_>) -> Result<bool, ImageError> {
+    match &state.signer {
+        Some(signer) if !matches!(parsed.signature, "unsafe" | "_") => {
+            signer
+                .verify(parsed.signature, &parsed.signed_part)
+                .map_err(|_| ImageError::Signature)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The image path inside an info URL (`/info/SIG/OPTIONS/plain/SOURCE`), signed as it is.
+fn info_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/info")
+        .filter(|rest| rest.starts_with('/'))
+}
+
+/// `/info/...`: the source's description as JSON (`image_service::info`).
+async fn serve_info(
+    state: &ImagesState,
+    path: &str,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<Response, ImageError> {
+    let parsed = url::parse_path(path)?;
+    let signed = check_signature(state, &parsed)?;
+    let mut opts = options::parse(&parsed.options, &state.parse_ctx)?;
+    if let Some(ext) = &parsed.extension {
+        opts.apply_extension(ext)?;
+    }
+    let variant = state.variant(opts, parsed.source.url(), Accepted::default())?;
+    if !signed {
+        state.check_unsigned(&variant)?;
+    }
+    let (version, prefetched) = state.info_version(&variant, started).await?;
+    let etag = format!("\"{}\"", &state.info_key(&variant, &version).hex()[..32]);
+    if state.config.use_etag
+        && let Some(resp) = not_modified(headers, &etag)
+    {
+        return Ok(resp);
+    }
+    let answer = state.info(&variant, &version, prefetched, started).await?;
+    let mut resp = Response::new(Body::from(answer.body.clone()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "max-age={}, public",
+        ttl(state, &variant.opts).as_secs()
+    )) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if state.config.use_etag
+        && let Ok(v) = HeaderValue::from_str(&etag)
+    {
+        h.insert(header::ETAG, v);
+    }
+    if state.config.use_last_modified
+        && let Some(v) = http_date(answer.last_modified_ms)
+    {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    match answer.cache_hit {
+        Some(true) => {
+            h.insert("x-cache", HeaderValue::from_static("HIT"));
+        }
+        Some(false) => {
+            h.insert("x-cache", HeaderValue::from_static("MISS"));
+        }
+        None => {}
+    }
+    Ok(resp)
 }
 
 impl ImagesState {

@@ -21,7 +21,7 @@ pub enum ImageError {
     Unsigned(String),
     /// `raw` or `skip_processing` on bytes that are not an image in a supported format.
     #[error(
-        "the source is not an image in a supported format (JPEG, PNG, GIF, WebP, AVIF, BMP, TIFF)"
+        "the source is not an image in a supported format (JPEG, PNG, GIF, WebP, AVIF, JPEG XL, BMP, TIFF)"
     )]
     NotAnImage,
     #[error("invalid URL: {0}")]

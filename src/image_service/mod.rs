@@ -9,6 +9,7 @@
 pub mod conditional;
 pub mod eager;
 mod error;
+pub mod info;
 pub mod invalidate;
 pub(crate) mod render;
 pub mod resolved;

@@ -278,7 +278,7 @@ pub(crate) async fn fetch(
 /// Room for `bytes` in a memory budget of `total` bytes (`budget` counts KiB), waiting at
 /// most until the request's deadline (`started + timeout`; 503 past it). More than the whole
 /// budget takes all of it.
-async fn reserve(
+pub(crate) async fn reserve(
     budget: &Arc<tokio::sync::Semaphore>,
     total: u64,
     bytes: u64,

@@ -42,7 +42,7 @@ pub enum DecodeError {
     /// The bytes are no image format we know.
     #[error("unsupported source format")]
     UnsupportedFormat,
-    /// A format we recognise but cannot decode (HEIC, JPEG XL, SVG, ICO).
+    /// A format we recognise but cannot decode (HEIC, SVG, ICO).
     #[error("{} is not supported yet", name(*.0))]
     NotSupportedYet(ImageFormat),
     /// The data is damaged, truncated or inconsistent.
@@ -261,6 +261,9 @@ fn probe_format(bytes: &[u8], format: ImageFormat) -> Result<Probe, DecodeError>
         ImageFormat::Bmp => probe_bmp(bytes),
         ImageFormat::Tiff => probe_tiff(bytes),
         ImageFormat::Avif | ImageFormat::Heic => probe_isobmff(bytes, format),
+        ImageFormat::Jxl => {
+            super::jxl::probe(bytes).map(|(w, h, alpha)| still(ImageFormat::Jxl, w, h, Some(alpha)))
+        }
         other => Err(DecodeError::NotSupportedYet(other)),
     }?;
     if p.width == 0 || p.height == 0 {
@@ -594,6 +597,12 @@ fn decode_format(
         ImageFormat::Gif => (decode_gif(bytes, opts)?, 1),
         ImageFormat::Webp => (decode_webp(bytes, opts)?, 1),
         ImageFormat::Avif => (decode_avif(bytes, opts)?, 1),
+        ImageFormat::Jxl => {
+            let (image, icc) = super::jxl::decode(bytes, opts.max_pixels)?;
+            let mut p = Picture::still(normalise(image, icc.as_deref()));
+            p.icc = icc;
+            (p, 1)
+        }
         other => return Err(DecodeError::NotSupportedYet(other)),
     };
     let mut orientation = 1;

@@ -17,6 +17,8 @@ pub mod encode;
 pub mod exif;
 pub mod geometry;
 pub mod http_source;
+pub mod info;
+pub mod jxl;
 pub mod negotiate;
 pub mod options;
 pub mod picture;

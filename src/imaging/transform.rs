@@ -331,6 +331,27 @@ fn resize(
     })
 }
 
+/// Lanczos3 of a straight-alpha RGBA image to `tw × th` (alpha premultiplied while
+/// resampling), for the small images beside the pipeline (watermarks, info thumbnails).
+pub fn resize_rgba(
+    src: &image::RgbaImage,
+    tw: u32,
+    th: u32,
+) -> Result<image::RgbaImage, TransformError> {
+    let err = |e: &dyn std::fmt::Display| TransformError::Resize(e.to_string());
+    let view =
+        fr::images::ImageRef::new(src.width(), src.height(), src.as_raw(), fr::PixelType::U8x4)
+            .map_err(|e| err(&e))?;
+    let mut dst = fr::images::Image::new(tw.max(1), th.max(1), fr::PixelType::U8x4);
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
+        .use_alpha(true);
+    fr::Resizer::new()
+        .resize(&view, &mut dst, &options)
+        .map_err(|e| err(&e))?;
+    image::RgbaImage::from_raw(tw.max(1), th.max(1), dst.into_vec()).ok_or(TransformError::Buffer)
+}
+
 // ---------------------------------------------------------------------------------
 // Rotate and flip
 // ---------------------------------------------------------------------------------

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use fast_image_resize as fr;
 use image::{DynamicImage, RgbaImage};
 
 use super::decode::{self, DecodeOptions};
@@ -135,7 +134,8 @@ impl WatermarkImage {
         let resized = if (fw, fh) == (w, h) {
             self.rgba.clone()
         } else {
-            resize(&self.rgba, fw, fh)?
+            super::transform::resize_rgba(&self.rgba, fw, fh)
+                .map_err(|e| WatermarkError::Resize(e.to_string()))?
         };
         let [l, t, r, b] = pad;
         let out = if pad == [0; 4] {
@@ -279,22 +279,6 @@ fn tiles(w: u32, h: u32, tw: u32, th: u32) -> Vec<(i64, i64)> {
         y += th;
     }
     out
-}
-
-/// Lanczos3 of straight-alpha RGBA (premultiplied while resampling).
-fn resize(src: &RgbaImage, w: u32, h: u32) -> Result<RgbaImage, WatermarkError> {
-    let err = |e: &dyn std::fmt::Display| WatermarkError::Resize(e.to_string());
-    let view =
-        fr::images::ImageRef::new(src.width(), src.height(), src.as_raw(), fr::PixelType::U8x4)
-            .map_err(|e| err(&e))?;
-    let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x4);
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
-        .use_alpha(true);
-    fr::Resizer::new()
-        .resize(&view, &mut dst, &options)
-        .map_err(|e| err(&e))?;
-    RgbaImage::from_raw(w, h, dst.into_vec()).ok_or_else(|| WatermarkError::Resize("buffer".into()))
 }
 
 /// `mark` over `image` with its top-left corner at (`left`, `top`), clipped to the image,

@@ -351,3 +351,138 @@ def test_watermark_from_imgproxy_env_data_and_from_a_url(make_daemon, monkeypatc
         assert hits == ["/logo.png"], "downloaded once, on first use"
     finally:
         server.shutdown()
+
+
+# -- /info ------------------------------------------------------------------------------------
+
+
+PHOTOS = sorted(f for f in IMAGES.iterdir()
+                if not f.name.startswith("edge-") and f.suffix in (".jpg", ".png", ".webp", ".avif"))
+
+
+def test_info_describes_every_photograph_signed_and_cached(make_daemon):
+    import base64
+
+    from PIL import ImageOps
+
+    from test_images import KEY_HEX, SALT_HEX, sign
+
+    d = make_daemon(images_config=f'key = "{KEY_HEX}"\nsalt = "{SALT_HEX}"\n')
+    upload(d, "info", **{f.name: f.read_bytes() for f in PHOTOS + [GIF, IMAGES / "edge-orientation6-shows-1920x1280.jpg"]})
+    formats = {".jpg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif", ".gif": "gif"}
+    for f in PHOTOS + [GIF, IMAGES / "edge-orientation6-shows-1920x1280.jpg"]:
+        path = f"/plain/s3://info/{f.name}"
+        r = get(d, f"/info/{sign(path)}{path}")
+        assert r.status_code == 200, (f.name, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["x-cache"] == "MISS"
+        info = r.json()
+        if f.suffix != ".avif":  # Pillow here has no AVIF decoder
+            shown = ImageOps.exif_transpose(Image.open(f))
+            assert (info["width"], info["height"]) == shown.size, f.name
+        assert info["format"] == formats[f.suffix], f.name
+        assert info["bytes"] == f.stat().st_size
+        assert info["frames"] == (8 if f == GIF else 1)
+        assert len(info["dominant_color"]) == 7 and info["dominant_color"][0] == "#"
+        assert 5 <= len(base64.b64decode(info["thumbhash"])) <= 25, "a ThumbHash is 5-25 bytes"
+        # The placeholder decodes, with the image's shape.
+        head, data = info["placeholder"].split(",", 1)
+        assert head == "data:image/png;base64"
+        ph = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert ph.format == "PNG" and max(ph.size) <= 32
+        ratio, ph_ratio = info["width"] / info["height"], ph.size[0] / ph.size[1]
+        assert abs(ratio - ph_ratio) / ratio < 0.25, (f.name, ratio, ph.size)
+        again = get(d, f"/info/{sign(path)}{path}")
+        assert again.headers["x-cache"] == "HIT" and again.json() == info
+        assert get(d, f"/info/{sign(path)}{path}",
+                   headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    turned = get(d, "/info/{}/plain/s3://info/edge-orientation6-shows-1920x1280.jpg".format(
+        sign("/plain/s3://info/edge-orientation6-shows-1920x1280.jpg"))).json()
+    assert (turned["width"], turned["height"], turned["orientation"]) == (1920, 1280, 6)
+    # The dominant colour of a flat image is its colour.
+    upload(d, "flat", **{"teal.png": png((64, 32), (0, 128, 128))})
+    path = "/plain/s3://flat/teal.png"
+    assert get(d, f"/info/{sign(path)}{path}").json()["dominant_color"] == "#008080"
+    # Signed like any image URL; a bad source is the same error as for an image.
+    assert get(d, f"/info/unsafe{path}").status_code == 403
+    assert get(d, f"/info/AAAA{path}").status_code == 403
+    missing = "/plain/s3://flat/nope.png"
+    assert get(d, f"/info/{sign(missing)}{missing}").status_code == 404
+    upload(d, "junk", **{"bomb.png": (IMAGES / "edge-bomb-40000x40000.png").read_bytes()})
+    bomb = "/plain/s3://junk/bomb.png"
+    assert get(d, f"/info/{sign(bomb)}{bomb}").status_code == 422
+
+
+def test_the_builder_carries_the_placeholder(make_daemon):
+    d = make_daemon()
+    upload(d, "build", **{"r.jpg": PHOTO.read_bytes(), "notes.txt": b"not an image"})
+    admin = {"Authorization": "Bearer " + (d.data_dir / "admin-token").read_text().strip()}
+    r = requests.post(d.admin_url + "/api/sign", headers=admin, timeout=30,
+                      json={"bucket": "build", "key": "r.jpg", "width": 300})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ph = body["placeholder"]
+    assert ph["data_url"].startswith("data:image/png;base64,")
+    assert f'style="background:{ph["dominant_color"]} url({ph["data_url"]})' in body["img"]
+    # The info URL it names answers the same placeholder.
+    info = requests.get(body["info_url"], timeout=30).json()
+    assert info["placeholder"] == ph["data_url"] and (info["width"], info["height"]) == (640, 427)
+    # A source that cannot be described gets a snippet without one, not an error.
+    r = requests.post(d.admin_url + "/api/sign", headers=admin, timeout=30,
+                      json={"bucket": "build", "key": "notes.txt", "width": 300})
+    assert r.status_code == 200 and r.json()["placeholder"] is None
+    assert "style=" not in r.json()["img"]
+
+
+# -- JPEG XL sources ----------------------------------------------------------------------------
+
+
+def cjxl(src, dst, *args: str) -> bytes:
+    import shutil
+    import subprocess
+
+    assert shutil.which("cjxl"), "cjxl missing: scripts/setup-test-deps.sh installs libjxl-tools"
+    subprocess.run(["cjxl", str(src), str(dst), *args], check=True, capture_output=True)
+    return dst.read_bytes()
+
+
+def test_jpeg_xl_sources_decode_like_what_they_were_made_from(make_daemon, tmp_path):
+    # Before: a JPEG XL source was a 422 "JPEG XL is not supported yet".
+    from test_images import psnr
+
+    rocket, alpha, coffee = PHOTO, IMAGES / "edge-alpha-400.png", IMAGES / "coffee-600x400.png"
+    samples = {
+        # cjxl's default for a JPEG: its DCT coefficients kept (lossless recompression).
+        "rocket.jxl": cjxl(rocket, tmp_path / "rocket.jxl"),
+        # Lossy (XYB, distance 1: visually lossless) from a PNG.
+        "coffee.jxl": cjxl(coffee, tmp_path / "coffee.jxl", "-d", "1"),
+        # Lossless with alpha.
+        "alpha.jxl": cjxl(alpha, tmp_path / "alpha.jxl", "-d", "0"),
+    }
+    d = make_daemon()
+    upload(d, "jxl", **samples, **{f.name: f.read_bytes() for f in (rocket, alpha, coffee)})
+    # rocket: 39.4 dB measured (mozjpeg's and jxl-oxide's IDCT and chroma upsampling differ).
+    for name, source, min_psnr in (("rocket.jxl", rocket, 37.0), ("coffee.jxl", coffee, 32.0),
+                                   ("alpha.jxl", alpha, float("inf"))):
+        r = get(d, f"/unsafe/plain/s3://jxl/{name}@png")
+        assert r.status_code == 200, (name, r.text)
+        out = Image.open(io.BytesIO(r.content))
+        # The original through the same pipeline (its ICC profile converted to sRGB alike).
+        ref = Image.open(io.BytesIO(get(d, f"/unsafe/plain/s3://jxl/{source.name}@png").content))
+        assert out.size == ref.size, name
+        if min_psnr == float("inf"):
+            assert out.convert("RGBA").tobytes() == ref.convert("RGBA").tobytes(), name
+        else:
+            assert psnr(out, ref) >= min_psnr, (name, psnr(out, ref))
+    # Resized, and the source's own format cannot be written: JPEG (PNG with alpha).
+    r = get(d, "/unsafe/w:320/plain/s3://jxl/rocket.jxl", headers={"Accept": "*/*"})
+    assert r.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(r.content)).size == (320, 214)
+    r = get(d, "/unsafe/w:100/plain/s3://jxl/alpha.jxl", headers={"Accept": "*/*"})
+    assert r.headers["content-type"] == "image/png"
+    info = get(d, "/info/unsafe/plain/s3://jxl/rocket.jxl").json()
+    assert (info["format"], info["width"], info["height"]) == ("jxl", 640, 427)
+    # A truncated file is a clear 422, never a crash.
+    upload(d, "jxl2", **{"cut.jxl": samples["rocket.jxl"][:len(samples["rocket.jxl"]) // 3]})
+    cut = get(d, "/unsafe/plain/s3://jxl2/cut.jxl@png")
+    assert cut.status_code == 422, cut.text
+    assert "JPEG XL" in cut.json()["message"], cut.text

@@ -142,6 +142,16 @@ function builder(bucket, key, signal) {
     urlLabel.dataset.signed = r.signed ? 'true' : 'false';
     url.value = r.url || '';
     snippet.value = r.img || '';
+    // The source's placeholder (/info: ThumbHash and dominant colour) stands behind the
+    // preview until it loads, as the snippet's style does on a page.
+    if (r.placeholder) {
+      previewBox.style.background =
+        `${r.placeholder.dominant_color} url("${r.placeholder.data_url}") center / cover no-repeat`;
+      previewBox.dataset.placeholder = r.placeholder.dominant_color;
+    } else {
+      previewBox.style.background = '';
+      delete previewBox.dataset.placeholder;
+    }
     put(options, r.options || '(none)');
     await loadPreview(r.preview, mine);
   }
