@@ -17,6 +17,10 @@ pub struct StoredHeader {
     pub content_type: String,
     pub etag: String,
     pub last_modified_ms: i64,
+    /// The source's Cache-Control (`[images] cache_control_passthrough`); absent in entries
+    /// written before it existed, which read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
     /// Length of the body in the `bodies` table.
     pub size: u64,
     /// CRC-32C of the body, checked on every read.
@@ -51,6 +55,7 @@ mod tests {
             content_type: "image/webp".into(),
             etag: "\"abc\"".into(),
             last_modified_ms: 1_700_000_000_000,
+            cache_control: None,
             size: 42,
             crc32c: 7,
             created_ms: 1,
@@ -65,6 +70,20 @@ mod tests {
         let raw = encode(&h).unwrap();
         assert_eq!(raw[0], ENTRY_V1);
         assert_eq!(decode(&raw), Some(h));
+    }
+
+    #[test]
+    fn the_source_cache_control_is_kept_and_older_headers_still_read() {
+        let h = StoredHeader {
+            cache_control: Some("max-age=60, public".into()),
+            ..header()
+        };
+        assert_eq!(decode(&encode(&h).unwrap()), Some(h));
+        // A header written before the field existed.
+        let old = br#"{"source_id":"s3://b/k","content_type":"image/webp","etag":"e","last_modified_ms":1,"size":42,"crc32c":7,"created_ms":1,"last_access_ms":2,"access_seq":3}"#;
+        let mut raw = vec![ENTRY_V1];
+        raw.extend_from_slice(old);
+        assert_eq!(decode(&raw).map(|h| h.cache_control), Some(None));
     }
 
     #[test]

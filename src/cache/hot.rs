@@ -203,6 +203,7 @@ mod tests {
             content_type: "image/webp".into(),
             etag: "\"e\"".into(),
             last_modified_ms: 1,
+            cache_control: None,
             size: n as u64,
             created_ms: 1,
             last_access_ms: 1,

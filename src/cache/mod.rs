@@ -165,6 +165,8 @@ pub struct EntryMeta {
     pub content_type: String,
     pub etag: String,
     pub last_modified_ms: i64,
+    /// The source's own Cache-Control, for `[images] cache_control_passthrough`.
+    pub cache_control: Option<String>,
 }
 
 /// A hit.
@@ -174,6 +176,7 @@ pub struct CachedEntry {
     pub content_type: String,
     pub etag: String,
     pub last_modified_ms: i64,
+    pub cache_control: Option<String>,
     pub size: u64,
     pub created_ms: i64,
     /// The access before this one, as last persisted.
@@ -626,6 +629,7 @@ impl DerivativeCache {
             content_type: h.content_type,
             etag: h.etag,
             last_modified_ms: h.last_modified_ms,
+            cache_control: h.cache_control,
             size: h.size,
             created_ms: h.created_ms,
             last_access_ms: h.last_access_ms,
@@ -656,6 +660,7 @@ impl DerivativeCache {
             content_type: meta.content_type.clone(),
             etag: meta.etag.clone(),
             last_modified_ms: meta.last_modified_ms,
+            cache_control: meta.cache_control.clone(),
             size,
             crc32c: crc32c::crc32c(body),
             created_ms: now,
@@ -684,6 +689,7 @@ impl DerivativeCache {
                 content_type: header.content_type,
                 etag: header.etag,
                 last_modified_ms: header.last_modified_ms,
+                cache_control: header.cache_control,
                 size,
                 created_ms: now,
                 last_access_ms: now,

@@ -14,6 +14,7 @@ fn meta(etag: &str) -> EntryMeta {
         content_type: "image/webp".into(),
         etag: etag.into(),
         last_modified_ms: 1_700_000_000_000,
+        cache_control: None,
     }
 }
 

@@ -36,7 +36,11 @@ pub struct Translation {
 pub const IMGPROXY_DEFAULT: &str = "imgproxy's default";
 
 /// imgproxy variables taken as they are: variable, Pixelport key (`SECTION__KEY`).
-const DIRECT: [(&str, &str); 40] = [
+const DIRECT: [(&str, &str); 41] = [
+    (
+        "IMGPROXY_CACHE_CONTROL_PASSTHROUGH",
+        "IMAGES__CACHE_CONTROL_PASSTHROUGH",
+    ),
     ("IMGPROXY_WATERMARK_DATA", "IMAGES__WATERMARK__DATA"),
     ("IMGPROXY_WATERMARK_PATH", "IMAGES__WATERMARK__PATH"),
     ("IMGPROXY_WATERMARK_URL", "IMAGES__WATERMARK__URL"),

@@ -263,6 +263,7 @@ async fn serve(
             content_type: negotiate::mime_type(format).to_owned(),
             format,
             last_modified_ms: src.last_modified_ms,
+            cache_control: src.cache_control,
             bytes: src.bytes,
         };
         return Ok(reply.send(&rendered, None));
@@ -458,6 +459,7 @@ impl ImagesState {
             usize::try_from(info.size).unwrap_or(usize::MAX),
             format,
             info.last_modified_ms,
+            info.attrs.cache_control.as_deref(),
             None,
         );
         Ok(resp)
@@ -550,6 +552,7 @@ impl Reply<'_> {
             r.bytes.len(),
             r.format,
             r.last_modified_ms,
+            r.cache_control.as_deref(),
             cache_hit,
         )
     }
@@ -561,6 +564,7 @@ impl Reply<'_> {
         length: usize,
         format: ImageFormat,
         last_modified_ms: i64,
+        source_cache_control: Option<&str>,
         cache_hit: Option<bool>,
     ) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -578,7 +582,12 @@ impl Reply<'_> {
             self.ttl.as_secs(),
             if immutable { ", immutable" } else { "" }
         );
-        if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        // The source's own, when asked and it has one (imgproxy's
+        // IMGPROXY_CACHE_CONTROL_PASSTHROUGH); else Pixelport's.
+        let passed = source_cache_control
+            .filter(|_| config.cache_control_passthrough)
+            .and_then(|v| HeaderValue::from_str(v).ok());
+        if let Some(v) = passed.or_else(|| HeaderValue::from_str(&cache_control).ok()) {
             h.insert(header::CACHE_CONTROL, v);
         }
         if config.use_etag

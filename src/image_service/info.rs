@@ -116,6 +116,7 @@ impl ImagesState {
                 content_type: "application/json".into(),
                 format: ImageFormat::Png,
                 last_modified_ms: src.last_modified_ms,
+                cache_control: None,
             };
             self.put_cached(&key, &stored).await;
         }

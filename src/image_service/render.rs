@@ -22,6 +22,8 @@ pub struct Rendered {
     pub content_type: String,
     pub format: ImageFormat,
     pub last_modified_ms: i64,
+    /// The source's Cache-Control, kept with the variant.
+    pub cache_control: Option<String>,
 }
 
 /// A render's outcome, as every waiter of a single flight receives it.
@@ -40,6 +42,7 @@ impl ImagesState {
             content_type: hit.content_type,
             format,
             last_modified_ms: hit.last_modified_ms,
+            cache_control: hit.cache_control,
         })
     }
 
@@ -92,6 +95,7 @@ impl ImagesState {
             content_type: rendered.content_type.clone(),
             etag: key.hex(),
             last_modified_ms: rendered.last_modified_ms,
+            cache_control: rendered.cache_control.clone(),
         };
         let (cache, key, body) = (cache.clone(), key.clone(), rendered.bytes.clone());
         let error = match tokio::task::spawn_blocking(move || cache.put(&key, &meta, &body)).await {
@@ -236,6 +240,7 @@ impl Render<'_> {
             content_type: negotiate::mime_type(format).to_owned(),
             format,
             last_modified_ms: src.last_modified_ms,
+            cache_control: src.cache_control.clone(),
         };
         if src.etag == self.version {
             state.put_cached(self.key, &rendered).await;

@@ -121,6 +121,9 @@ pub struct ImagesConfig {
     /// Read the client hints `Sec-CH-DPR`/`DPR` and `Sec-CH-Width`/`Width` when the URL sets
     /// no dpr or width (`IMGPROXY_ENABLE_CLIENT_HINTS`).
     pub enable_client_hints: bool,
+    /// Answer with the source's own Cache-Control (the S3 object's, the HTTP origin's)
+    /// when it has one (`IMGPROXY_CACHE_CONTROL_PASSTHROUGH`).
+    pub cache_control_passthrough: bool,
     /// Send an ETag and answer `If-None-Match` (`IMGPROXY_USE_ETAG`).
     pub use_etag: bool,
     /// Send the source's `Last-Modified` and answer `If-Modified-Since`
@@ -254,6 +257,7 @@ impl Default for ImagesConfig {
             ttl: Seconds(Duration::from_secs(31_536_000)),
             immutable: false,
             enable_client_hints: false,
+            cache_control_passthrough: false,
             use_etag: true,
             use_last_modified: true,
             strip_metadata: true,

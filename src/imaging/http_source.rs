@@ -250,6 +250,11 @@ impl HttpSource {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date)
             .unwrap_or(0);
+        let cache_control = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut buf = BytesMut::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| classify(url, &e))? {
             if (buf.len() + chunk.len()) as u64 > max {
@@ -265,6 +270,7 @@ impl HttpSource {
             budget: None,
             etag,
             last_modified_ms,
+            cache_control,
         })
     }
 }

@@ -53,6 +53,9 @@ pub struct SourceImage {
     pub etag: String,
     /// Milliseconds since the Unix epoch.
     pub last_modified_ms: i64,
+    /// The source's own Cache-Control (the object's metadata, the origin's header), for
+    /// `[images] cache_control_passthrough`.
+    pub cache_control: Option<String>,
 }
 
 /// A source URL, parsed.
@@ -127,6 +130,7 @@ pub async fn fetch_s3(
         budget: None,
         etag: info.etag,
         last_modified_ms: info.last_modified_ms,
+        cache_control: info.attrs.cache_control,
     })
 }
 
@@ -314,6 +318,7 @@ pub async fn fetch_local(root: &Path, path: &str, max: u64) -> Result<SourceImag
         budget: None,
         etag: format!("{:x}-{:x}", meta.len(), modified_ms),
         last_modified_ms: modified_ms,
+        cache_control: None,
     })
 }
 

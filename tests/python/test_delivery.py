@@ -486,3 +486,28 @@ def test_jpeg_xl_sources_decode_like_what_they_were_made_from(make_daemon, tmp_p
     cut = get(d, "/unsafe/plain/s3://jxl2/cut.jxl@png")
     assert cut.status_code == 422, cut.text
     assert "JPEG XL" in cut.json()["message"], cut.text
+
+
+def test_cache_control_passthrough_uses_the_objects_own(make_daemon):
+    # Before: `cache_control_passthrough` did not exist; every answer had Pixelport's max-age.
+    d = make_daemon(images_config="cache_control_passthrough = true\n")
+    s3 = d.client()
+    s3.create_bucket(Bucket="ccp")
+    s3.put_object(Bucket="ccp", Key="own.jpg", Body=PHOTO.read_bytes(),
+                  CacheControl="public, max-age=600, stale-while-revalidate=60")
+    s3.put_object(Bucket="ccp", Key="none.jpg", Body=PHOTO.read_bytes())
+    for _ in range(3):  # a miss, a hit, then the fast path
+        own = get(d, "/unsafe/w:50/plain/s3://ccp/own.jpg")
+        assert own.headers["cache-control"] == "public, max-age=600, stale-while-revalidate=60"
+        raw = get(d, "/unsafe/raw:1/plain/s3://ccp/own.jpg")
+        assert raw.headers["cache-control"] == "public, max-age=600, stale-while-revalidate=60"
+    # An object without one gets Pixelport's.
+    assert get(d, "/unsafe/w:50/plain/s3://ccp/none.jpg").headers["cache-control"] == \
+        "max-age=31536000, public"
+    # Off (the default): Pixelport's, whatever the object says.
+    e = make_daemon()
+    s3 = e.client()
+    s3.create_bucket(Bucket="ccp")
+    s3.put_object(Bucket="ccp", Key="own.jpg", Body=PHOTO.read_bytes(), CacheControl="no-store")
+    assert get(e, "/unsafe/w:50/plain/s3://ccp/own.jpg").headers["cache-control"] == \
+        "max-age=31536000, public"
