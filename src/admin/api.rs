@@ -725,11 +725,9 @@ pub async fn sign(State(state): State<Arc<AdminState>>, body: Bytes) -> ApiResul
 /// endpoint's `/info` (cached like a variant); `None` when the source cannot be described.
 async fn placeholder(state: &AdminState, req: &BuildRequest) -> Option<(String, String)> {
     let images = &state.images;
-    let source = format!(
-        "s3://{}/{}",
-        req.bucket,
-        super::builder::encode_key(&req.key)
-    );
+    // The decoded source, as the image endpoint reads it out of the URL (so both share the
+    // cached answer).
+    let source = format!("s3://{}/{}", req.bucket, req.key);
     let opts = crate::imaging::options::Options::default();
     let variant = images
         .variant(

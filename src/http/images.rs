@@ -601,7 +601,7 @@ impl Reply<'_> {
             h.insert(header::LAST_MODIFIED, v);
         }
         let vary = match (self.vary, config.enable_client_hints) {
-            (true, true) => Some(const_format_vary()),
+            (true, true) => Some(VARY_ACCEPT_AND_HINTS),
             (true, false) => Some("Accept"),
             (false, true) => Some(client_hints::VARY),
             (false, false) => None,
@@ -647,9 +647,7 @@ impl Reply<'_> {
 }
 
 /// `Vary` of an endpoint that negotiates formats and reads client hints.
-const fn const_format_vary() -> &'static str {
-    "Accept, Sec-CH-DPR, DPR, Sec-CH-Width, Width"
-}
+const VARY_ACCEPT_AND_HINTS: &str = "Accept, Sec-CH-DPR, DPR, Sec-CH-Width, Width";
 
 /// `inline; filename="cat.webp"` (or `attachment; ...`): the `filename` option, else the
 /// source's last path segment, with the output format's extension, as imgproxy does.

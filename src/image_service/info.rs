@@ -80,9 +80,8 @@ impl ImagesState {
         // The same limits as a one-frame render of this source.
         let job = Job::new(variant.opts.clone(), ImageFormat::Png, &self.defaults);
         job.check_probe(&probe)?;
-        let room = probe
-            .pixels()
-            .min(u64::from(probe.width) * u64::from(probe.height))
+        // One frame is decoded, whatever the source holds.
+        let room = (u64::from(probe.width) * u64::from(probe.height))
             .saturating_mul(pipeline::DECODE_BYTES_PER_PIXEL);
         let pixels = super::render::reserve(
             &self.pixel_budget,

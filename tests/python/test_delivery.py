@@ -415,7 +415,8 @@ def test_info_describes_every_photograph_signed_and_cached(make_daemon):
 
 def test_the_builder_carries_the_placeholder(make_daemon):
     d = make_daemon()
-    upload(d, "build", **{"r.jpg": PHOTO.read_bytes(), "notes.txt": b"not an image"})
+    upload(d, "build", **{"r.jpg": PHOTO.read_bytes(), "notes.txt": b"not an image",
+                          "my photo+1.jpg": PHOTO.read_bytes()})
     admin = {"Authorization": "Bearer " + (d.data_dir / "admin-token").read_text().strip()}
     r = requests.post(d.admin_url + "/api/sign", headers=admin, timeout=30,
                       json={"bucket": "build", "key": "r.jpg", "width": 300})
@@ -427,6 +428,10 @@ def test_the_builder_carries_the_placeholder(make_daemon):
     # The info URL it names answers the same placeholder.
     info = requests.get(body["info_url"], timeout=30).json()
     assert info["placeholder"] == ph["data_url"] and (info["width"], info["height"]) == (640, 427)
+    # A key that the URL percent-encodes has its placeholder too (the decoded key is read).
+    spaced = requests.post(d.admin_url + "/api/sign", headers=admin, timeout=30,
+                           json={"bucket": "build", "key": "my photo+1.jpg"}).json()
+    assert spaced["placeholder"] == ph, "same photo, same placeholder"
     # A source that cannot be described gets a snippet without one, not an error.
     r = requests.post(d.admin_url + "/api/sign", headers=admin, timeout=30,
                       json={"bucket": "build", "key": "notes.txt", "width": 300})
