@@ -194,11 +194,6 @@ impl Default for WatermarkConfig {
 }
 
 impl WatermarkConfig {
-    /// Whether a watermark image is configured.
-    pub fn is_set(&self) -> bool {
-        !self.data.is_empty() || !self.path.as_os_str().is_empty() || !self.url.is_empty()
-    }
-
     fn validate(&self) -> Result<(), ImagesConfigError> {
         let given = [
             !self.data.is_empty(),

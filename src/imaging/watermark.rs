@@ -109,10 +109,6 @@ impl WatermarkImage {
         &self.id
     }
 
-    pub fn size(&self) -> (u32, u32) {
-        self.rgba.dimensions()
-    }
-
     /// The watermark fitted into `box_w × box_h` (0: its own size) with `pad` (left, top,
     /// right, bottom) of transparency around it: from the map, or made once and kept.
     fn sized(
