@@ -6,7 +6,10 @@
 //! - `gif-gif`: the same GIF through the pipeline back to GIF, the size it is compared with;
 //! - `wm-base` / `wm`: rocket-640x427.jpg fitted into 720×720 as JPEG q80, without and with
 //!   a watermark (a 200×100 half-transparent PNG, `wm:0.5:soea:10:10:0.2`): the difference is
-//!   the watermark's cost per image (the sized watermark cached after the first run).
+//!   the watermark's cost per image (the sized watermark cached after the first run);
+//! - `svg-png` / `svg-webp`: bench/svg/scene-400x300.svg (180 shapes, gradients, strokes,
+//!   opacity) drawn at 1200 px wide (`w:1200`, 3× its intrinsic size) as PNG, and as WebP
+//!   q80: sanitising, parsing, rasterising and encoding.
 //!
 //! Prints one JSON object: per case the median and p90 ms over the runs and the output size.
 //!
@@ -52,6 +55,8 @@ fn run() -> Result<(), String> {
     let gif = read("edge-animated-8frames-160x120.gif")?;
     let photo = read("rocket-640x427.jpg")?;
     let logo = logo_png()?;
+    let svg = std::fs::read(format!("{}/bench/svg/scene-400x300.svg", env!("CARGO_MANIFEST_DIR")))
+        .map_err(|e| format!("scene-400x300.svg: {e}"))?;
     let defaults = Defaults::from_config(&ImagesConfig::default()).map_err(|e| e.to_string())?;
     let watermark = Arc::new(WatermarkImage::load(&logo, 1.0).map_err(|e| e.to_string())?);
     let job = |path: &str, format: ImageFormat| -> Result<Job, String> {
@@ -73,6 +78,8 @@ fn run() -> Result<(), String> {
             job("rs:fit:720:720/q:80", ImageFormat::Jpeg)?,
         ),
         ("wm", &photo, wm_job),
+        ("svg-png", &svg, job("w:1200", ImageFormat::Png)?),
+        ("svg-webp", &svg, job("w:1200/q:80", ImageFormat::Webp)?),
     ];
     let mut out = serde_json::Map::new();
     for (name, bytes, job) in cases {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The #15 image paths against sharp, in one run: GIF to animated WebP (time and bytes),
-# GIF to GIF (the bytes WebP is compared with), and the watermark's cost per image (a
-# 720 px JPEG with and without `wm`, the difference). Both sides run in-process on one
+# GIF to GIF (the bytes WebP is compared with), the watermark's cost per image (a
+# 720 px JPEG with and without `wm`, the difference), and SVG rasterisation (a 180-shape
+# scene drawn at 1200 px, as PNG and WebP; sharp draws with librsvg). Both sides run in-process on one
 # thread from sources in memory: benches/image_extras_bench.rs and bench/sharp/extras.mjs
 # (see their headers). Documented, not a timed test: numbers move with whatever else runs.
 #
@@ -41,7 +42,7 @@ import json, sys
 p, s = (json.load(open(f)) for f in sys.argv[1:3])
 print("| case | Pixelport ms | sharp ms | time ratio | Pixelport bytes | sharp bytes |")
 print("| --- | --- | --- | --- | --- | --- |")
-for name in ("gif-webp", "gif-gif", "wm-base", "wm"):
+for name in ("gif-webp", "gif-gif", "wm-base", "wm", "svg-png", "svg-webp"):
     a, b = p[name], s[name]
     print(f"| {name} | {a['median_ms']:.2f} | {b['median_ms']:.2f} | {a['median_ms'] / b['median_ms']:.2f} | {a['bytes']} | {b['bytes']} |")
 pw = p["wm"]["median_ms"] - p["wm-base"]["median_ms"]

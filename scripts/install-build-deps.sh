@@ -5,7 +5,9 @@
 #   - libdav1d-dev, pkg-config: AVIF decoding links Debian's libdav1d (found by pkg-config)
 #     through the `dav1d` crate; building dav1d from source would cost minutes per build;
 #   - nasm: the SIMD code of mozjpeg (JPEG) and rav1e (AVIF encoding); without it both build
-#     silently without SIMD and run several times slower.
+#     silently without SIMD and run several times slower;
+#   - libheif-dev: HEIC/HEIF sources link Debian's libheif (the `heif` feature, on by
+#     default; `cargo build --no-default-features` builds without it).
 #
 # More package names given as arguments are installed the same way: the test setup
 # (chromium, chromium-driver) and the cache benchmark (nginx, wrk) use this script as the
@@ -14,7 +16,7 @@
 # Downloads go only through apt-get. Needs root or sudo.
 set -euo pipefail
 
-BUILD_PACKAGES=(libdav1d-dev pkg-config nasm "$@")
+BUILD_PACKAGES=(libdav1d-dev libheif-dev pkg-config nasm "$@")
 
 log() { printf '[install-build-deps] %s\n' "$*"; }
 die() { printf '[install-build-deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -8,7 +8,7 @@
 #   - s3s-fs 0.14.1 (the reference S3 server), via `cargo install`, only when
 #     no s3s-fs reporting 0.14.1 is found;
 #   - the build's Debian packages through scripts/install-build-deps.sh (libdav1d-dev,
-#     pkg-config, nasm), and the tests' own, only when missing: chromium and
+#     libheif-dev, pkg-config, nasm), and the tests' own, only when missing: chromium and
 #     chromium-driver for the admin UI's browser tests, pebble (a real ACME server) and
 #     openssl (test certificates) for the tunnel and edge tests;
 #   - tests/browser/node_modules through `npm ci` (playwright-core, pinned in its
@@ -38,12 +38,14 @@ mkdir -p "$CACHE"
 # Debian packages: the build's, plus what only the tests need (Chromium for the
 # admin UI's browser tests; wrk for the edge's client-key-cap test, which was missing on a
 # fresh machine; rclone for the versioned-bucket copy; cjxl from libjxl-tools and djxl to
-# make and check the JPEG XL samples from the shared photographs), through the project's
+# make and check the JPEG XL samples from the shared photographs; rsvg-convert from
+# librsvg2-bin for the SVG reference renderings; heif-enc from libheif-examples for the HEIC
+# samples), through the project's
 # one apt installer. Each is checked with dpkg -s first; `apt-get update` runs only when
 # something is missing.
 # --------------------------------------------------------------------------
 bash "$ROOT/scripts/install-build-deps.sh" chromium chromium-driver pebble openssl wrk rclone \
-    libjxl-tools
+    libjxl-tools librsvg2-bin libheif-examples
 
 # --------------------------------------------------------------------------
 # Python venv

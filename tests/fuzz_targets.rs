@@ -1059,6 +1059,13 @@ fn seeds() -> &'static [(String, Vec<u8>)] {
                 (name, bytes)
             })
             .collect();
+        // Formats the shared photographs do not include: an SVG written here, and a HEIC
+        // made from a photograph with Debian's heif-enc when it is installed (the test
+        // setup installs it).
+        seeds.push(("generated.svg".into(), SVG_SEED.as_bytes().to_vec()));
+        if let Some(heic) = heic_seed(&dir.join("rocket-640x427.jpg")) {
+            seeds.push(("generated.heic".into(), heic));
+        }
         seeds.sort();
         assert!(
             seeds.len() >= 10,
@@ -1068,6 +1075,31 @@ fn seeds() -> &'static [(String, Vec<u8>)] {
         );
         seeds
     })
+}
+
+const SVG_SEED: &str = r##"<?xml version="1.0"?>
+<!DOCTYPE svg [<!ENTITY c "#1e3a8a">]>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" height="48" viewBox="0 0 64 48">
+<defs><linearGradient id="g"><stop offset="0" stop-color="&c;"/><stop offset="1" stop-color="#fff"/></linearGradient>
+<filter id="f"><feGaussianBlur stdDeviation="2"/></filter><rect id="r" width="8" height="8"/></defs>
+<rect width="64" height="48" fill="url(#g)"/><use xlink:href="#r" x="4" y="4" filter="url(#f)"/>
+<circle cx="40" cy="20" r="10" style="fill:red;stroke:url(#g)"/><text x="2" y="40">Hi</text>
+<image width="4" height="4" href="data:image/gif;base64,R0lGODlhAQABAAAAACw="/>
+</svg>"##;
+
+/// A HEIC made from `jpeg` by heif-enc (`None` when heif-enc is not installed).
+fn heic_seed(jpeg: &Path) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("seed.heic");
+    let status = std::process::Command::new("heif-enc")
+        .args(["-q", "40"])
+        .arg(jpeg)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .ok()?
+        .status;
+    status.success().then(|| std::fs::read(&out).ok()).flatten()
 }
 
 /// The first bytes, where headers live; most mutations land there.
@@ -1436,7 +1468,9 @@ fn check_decoders(
             check_decoded(&out, opts, true)?;
             let frames = p.frames.min(opts.max_frames.max(1));
             let claimed = u64::from(p.width) * u64::from(p.height) * u64::from(frames);
-            if claimed > opts.max_pixels {
+            // A vector source is drawn smaller instead (`check_decoded` bounds the
+            // picture); every raster source over the limit is refused.
+            if claimed > opts.max_pixels && p.format != ImageFormat::Svg {
                 prop_assert!(
                     matches!(out, Err(DecodeError::OverLimit { .. })),
                     "{:?} over {} decoded: {:?}",

@@ -9,7 +9,9 @@
 // - wm-base:  rocket-640x427.jpg fitted into 720x720, JPEG q80;
 // - wm:       the same pipeline with a 200x100 half-transparent logo composited 10 px in
 //             from the south-east corner, fitted into 20% of the result (the logo resized
-//             once, up front, as Pixelport keeps its sized watermark).
+//             once, up front, as Pixelport keeps its sized watermark);
+// - svg-png / svg-webp: bench/svg/scene-400x300.svg drawn at 1200 px wide (librsvg at
+//             density 216, 3x the 72 of its CSS pixels), as PNG and as WebP q80.
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -29,6 +31,7 @@ sharp.concurrency(1);
 
 const gif = readFileSync(resolve(args.images, 'edge-animated-8frames-160x120.gif'));
 const photo = readFileSync(resolve(args.images, 'rocket-640x427.jpg'));
+const svg = readFileSync(resolve(HERE, '../svg/scene-400x300.svg'));
 
 // The logo of the Rust side: a red ellipse at half opacity on transparency, 200x100.
 const raw = Buffer.alloc(200 * 100 * 4);
@@ -56,6 +59,8 @@ const cases = {
     .resize(720, 720, { fit: 'inside', withoutEnlargement: true, kernel: 'lanczos3' })
     .composite([{ input: logo, left: w - logoMeta.width - 10, top: h - logoMeta.height - 10 }])
     .jpeg({ quality: 80 }).toBuffer()],
+  'svg-png': [svg, () => sharp(svg, { density: 216 }).resize(1200).png().toBuffer()],
+  'svg-webp': [svg, () => sharp(svg, { density: 216 }).resize(1200).webp({ quality: 80 }).toBuffer()],
 };
 
 const out = {};

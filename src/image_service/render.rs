@@ -11,6 +11,7 @@ use crate::imaging::options::ImageFormat;
 use crate::imaging::pipeline::{self, Job, PipelineError};
 use crate::imaging::pool::{PoolError, Ticket};
 use crate::imaging::source::{self, SourceImage, SourceUrl};
+use crate::imaging::svg;
 
 use super::{ImageError, ImagesState, Variant};
 
@@ -190,51 +191,63 @@ impl Render<'_> {
         let probe = decode::probe(&src.bytes).map_err(PipelineError::from)?;
         let skip = state.skip_processing.contains(&probe.format)
             || opts.skip_processing.contains(&probe.format);
-        let (bytes, format) = if skip {
-            (src.bytes.clone(), probe.format)
-        } else {
-            let format = negotiate::for_source(
-                state.decided_for(self.variant, probe.frames),
-                probe.format,
-                probe.has_alpha.unwrap_or(false),
-                pipeline::can_encode,
-            );
-            let mut job = Job::new(opts.clone(), format, &state.defaults);
-            if opts.watermark.enabled {
-                job.watermark = state.watermark.get().await?;
-            }
-            // The work itself stops between pipeline steps once the request's deadline
-            // has passed, not only the reply.
-            job.deadline = Some(self.started + state.pool.timeout());
-            job.check_probe(&probe)?;
-            let room = job
-                .decoded_pixels(&probe)
-                .saturating_mul(pipeline::DECODE_BYTES_PER_PIXEL);
-            let pixels = reserve(
-                &state.pixel_budget,
-                state.config.max_pixel_memory.0,
-                room,
-                self.started,
-                state.pool.timeout(),
-            )
-            .await
-            .inspect_err(|_| {
-                tracing::debug!(
-                    room,
-                    "no room in [images] max_pixel_memory before the deadline"
+        let (bytes, format) =
+            if probe.format == ImageFormat::Svg && (skip || state.serves_svg(self.variant)) {
+                // An SVG leaves as SVG only sanitised, even when processing is skipped.
+                let input = src.bytes.clone();
+                let text = ticket
+                    .run(self.started, move || {
+                        svg::sanitized(&input)
+                            .map(|doc| doc.text)
+                            .map_err(PipelineError::from)
+                    })
+                    .await??;
+                (bytes::Bytes::from(text), ImageFormat::Svg)
+            } else if skip {
+                (src.bytes.clone(), probe.format)
+            } else {
+                let format = negotiate::for_source(
+                    state.decided_for(self.variant, probe.frames),
+                    probe.format,
+                    probe.has_alpha.unwrap_or(false),
+                    pipeline::can_encode,
                 );
-            })?;
-            let input = src.bytes.clone();
-            let out = ticket
-                .run(self.started, move || {
-                    // Held until the work itself ends, even if the request is gone.
-                    let _pixels = pixels;
-                    pipeline::process(&input, &probe, &job)
-                })
-                .await??;
-            state.metrics.images_processed.inc();
-            (bytes::Bytes::from(out), format)
-        };
+                let mut job = Job::new(opts.clone(), format, &state.defaults);
+                if opts.watermark.enabled {
+                    job.watermark = state.watermark.get().await?;
+                }
+                // The work itself stops between pipeline steps once the request's deadline
+                // has passed, not only the reply.
+                job.deadline = Some(self.started + state.pool.timeout());
+                job.check_probe(&probe)?;
+                let room = job
+                    .decoded_pixels(&probe)
+                    .saturating_mul(pipeline::DECODE_BYTES_PER_PIXEL);
+                let pixels = reserve(
+                    &state.pixel_budget,
+                    state.config.max_pixel_memory.0,
+                    room,
+                    self.started,
+                    state.pool.timeout(),
+                )
+                .await
+                .inspect_err(|_| {
+                    tracing::debug!(
+                        room,
+                        "no room in [images] max_pixel_memory before the deadline"
+                    );
+                })?;
+                let input = src.bytes.clone();
+                let out = ticket
+                    .run(self.started, move || {
+                        // Held until the work itself ends, even if the request is gone.
+                        let _pixels = pixels;
+                        pipeline::process(&input, &probe, &job)
+                    })
+                    .await??;
+                state.metrics.images_processed.inc();
+                (bytes::Bytes::from(out), format)
+            };
         let rendered = Rendered {
             bytes,
             content_type: negotiate::mime_type(format).to_owned(),

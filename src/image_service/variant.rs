@@ -102,6 +102,21 @@ impl ImagesState {
         }
     }
 
+    /// Whether an SVG source is answered as SVG (sanitised, not drawn): when the URL
+    /// names SVG, or names no format and no `enforce_*` switch applies. `Accept` alone
+    /// never turns a vector into pixels.
+    pub fn serves_svg(&self, variant: &Variant) -> bool {
+        let enforced_only = negotiate::Negotiation {
+            auto_webp: false,
+            auto_avif: false,
+            ..self.negotiation
+        };
+        matches!(
+            negotiate::decide_without_source(variant.opts.format, variant.accepted, enforced_only),
+            None | Some(ImageFormat::Svg)
+        )
+    }
+
     /// The current version (ETag) of an `s3://` source, refusing one over the size limit.
     pub async fn s3_version(
         &self,

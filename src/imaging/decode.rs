@@ -18,7 +18,10 @@
 //! stops in, so the count is an upper bound of what decoding can produce. APNG is decoded
 //! as its default image (one frame). AVIF and HEIF sizes come from their `ispe` boxes
 //! (the largest one, an upper bound for grids; width and height swapped when AVIF's `irot`
-//! turns the image by a quarter). AVIF is decoded by `avif` (dav1d); HEIF is not yet.
+//! turns the image by a quarter). AVIF is decoded by `avif` (dav1d); HEIC/HEIF is probed
+//! and decoded by `heif` (libheif, which reads its own container).
+//! SVG is sized and drawn by `svg` (sanitised first; its probe parses the document, which
+//! the sanitiser bounds).
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -42,7 +45,7 @@ pub enum DecodeError {
     /// The bytes are no image format we know.
     #[error("unsupported source format")]
     UnsupportedFormat,
-    /// A format we recognise but cannot decode (HEIC, SVG, ICO).
+    /// A format we recognise but cannot decode (ICO; HEIC in a build without `heif`).
     #[error("{} is not supported yet", name(*.0))]
     NotSupportedYet(ImageFormat),
     /// The data is damaged, truncated or inconsistent.
@@ -114,7 +117,9 @@ impl Probe {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeOptions {
     /// The factor the image will be shrunk by afterwards (0 < shrink ≤ 1; 1 = full size).
-    /// JPEG uses the largest DCT scale 1/d (d in 2, 4, 8) with 1/d ≥ shrink.
+    /// JPEG uses the largest DCT scale 1/d (d in 2, 4, 8) with 1/d ≥ shrink. SVG is drawn
+    /// at `shrink` times its intrinsic size, whatever the factor (above 1 too), within
+    /// `max_pixels`.
     pub shrink: f64,
     /// Apply the EXIF orientation.
     pub auto_rotate: bool,
@@ -260,9 +265,14 @@ fn probe_format(bytes: &[u8], format: ImageFormat) -> Result<Probe, DecodeError>
         ImageFormat::Webp => walk_webp(bytes).map(|w| w.probe),
         ImageFormat::Bmp => probe_bmp(bytes),
         ImageFormat::Tiff => probe_tiff(bytes),
-        ImageFormat::Avif | ImageFormat::Heic => probe_isobmff(bytes, format),
+        ImageFormat::Avif => probe_isobmff(bytes, format),
+        ImageFormat::Heic => super::heif::probe(bytes)
+            .map(|(w, h, alpha)| still(ImageFormat::Heic, w, h, Some(alpha))),
         ImageFormat::Jxl => {
             super::jxl::probe(bytes).map(|(w, h, alpha)| still(ImageFormat::Jxl, w, h, Some(alpha)))
+        }
+        ImageFormat::Svg => {
+            super::svg::probe(bytes).map(|(w, h)| still(ImageFormat::Svg, w, h, Some(true)))
         }
         other => Err(DecodeError::NotSupportedYet(other)),
     }?;
@@ -577,6 +587,9 @@ fn decode_format(
     probe: &Probe,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
+    if probe.format == ImageFormat::Svg {
+        return decode_svg(bytes, probe, opts);
+    }
     let max_frames = opts.max_frames.max(1);
     check_limit(
         probe.width,
@@ -597,6 +610,12 @@ fn decode_format(
         ImageFormat::Gif => (decode_gif(bytes, opts)?, 1),
         ImageFormat::Webp => (decode_webp(bytes, opts)?, 1),
         ImageFormat::Avif => (decode_avif(bytes, opts)?, 1),
+        ImageFormat::Heic => {
+            let (image, icc) = super::heif::decode(bytes, opts.max_pixels)?;
+            let mut p = Picture::still(normalise(image, icc.as_deref()));
+            p.icc = icc;
+            (p, 1)
+        }
         ImageFormat::Jxl => {
             let (image, icc) = super::jxl::decode(bytes, opts.max_pixels)?;
             let mut p = Picture::still(normalise(image, icc.as_deref()));
@@ -619,6 +638,29 @@ fn decode_format(
         picture,
         orientation,
         scale_denom,
+    })
+}
+
+/// An SVG drawn at `shrink` times its intrinsic size (any factor: a vector source is
+/// drawn at the size the result needs), scaled down when that would pass the pixel limit.
+fn decode_svg(bytes: &[u8], probe: &Probe, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    let mut scale = if opts.shrink.is_finite() && opts.shrink > 0.0 {
+        opts.shrink
+    } else {
+        1.0
+    };
+    let (w, h) = (f64::from(probe.width), f64::from(probe.height));
+    let pixels = w * h * scale * scale;
+    let limit = opts.max_pixels.max(1) as f64;
+    if pixels > limit {
+        scale *= (limit / pixels).sqrt();
+    }
+    let side = |v: f64| ((v * scale).floor() as u32).clamp(1, super::geometry::MAX_DIMENSION);
+    let image = super::svg::rasterize(bytes, side(w), side(h))?;
+    Ok(Decoded {
+        picture: Picture::still(image),
+        orientation: 1,
+        scale_denom: 1,
     })
 }
 
@@ -1620,9 +1662,40 @@ pub(crate) mod tests {
         );
         assert_eq!(sniff(b"hello, I am not an image"), None);
         assert_eq!(
-            probe(b"<svg></svg>"),
-            Err(DecodeError::NotSupportedYet(ImageFormat::Svg))
+            probe(b"<svg></svg>").map(|p| (p.format, p.width, p.height)),
+            Ok((ImageFormat::Svg, 100, 100))
         );
+        // A HEIC header alone is recognised, and refused as damaged.
+        assert!(matches!(
+            probe(b"\0\0\0\x1cftypheic\0\0\0\0mif1heic"),
+            Err(DecodeError::Corrupt { .. } | DecodeError::NotSupportedYet(_))
+        ));
+    }
+
+    #[test]
+    fn svg_is_drawn_at_the_asked_scale_within_the_limit() {
+        let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="5"><rect width="10" height="5" fill="red"/></svg>"#;
+        let p = probe(svg).unwrap();
+        assert_eq!((p.width, p.height, p.has_alpha), (10, 5, Some(true)));
+        let at = |shrink: f64, max_pixels: u64| {
+            let d = decode(
+                svg,
+                &p,
+                &DecodeOptions {
+                    shrink,
+                    max_pixels,
+                    ..opts()
+                },
+            )
+            .unwrap();
+            (d.picture.width(), d.picture.height())
+        };
+        assert_eq!(at(1.0, 1000), (10, 5));
+        assert_eq!(at(30.0, 1_000_000), (300, 150));
+        assert_eq!(at(0.5, 1000), (5, 2));
+        // 300×150 is over 20 000 pixels: drawn at the largest size within it.
+        let (w, h) = at(30.0, 20_000);
+        assert!(w * h <= 20_000 && w >= 195, "{w}x{h}");
     }
 
     #[test]

@@ -36,12 +36,21 @@ use super::picture::Picture;
 /// `Unsupported`, which the request asked for (imgproxy answers 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    #[error("{} output is not supported yet", .0.as_str())]
+    #[error("{}", unsupported(*.0))]
     Unsupported(ImageFormat),
     #[error("cannot encode {}: {reason}", format.as_str())]
     Codec { format: ImageFormat, reason: String },
     #[error("invalid picture: {0}")]
     InvalidPicture(String),
+}
+
+fn unsupported(format: ImageFormat) -> String {
+    match format {
+        ImageFormat::Svg => {
+            "svg output needs an SVG source: a raster image is not traced into vectors".into()
+        }
+        other => format!("{} output is not supported yet", other.as_str()),
+    }
 }
 
 fn codec(format: ImageFormat, reason: impl ToString) -> EncodeError {

@@ -234,14 +234,77 @@ impl Job {
         }
     }
 
-    /// Step 1: the header against the pixel limit, before any pixel buffer exists.
     /// Pixels the decode of `probe` produces (frames counted): what `check_probe` bounds
-    /// and what the renderer reserves `DECODE_BYTES_PER_PIXEL` for.
+    /// and what the renderer reserves `DECODE_BYTES_PER_PIXEL` for. A vector source is
+    /// drawn at the size its plan needs (within the pixel limit).
     pub fn decoded_pixels(&self, probe: &Probe) -> u64 {
+        if probe.format == ImageFormat::Svg {
+            let (w, h, base) = self.vector_base(probe);
+            let scale = self
+                .plan(probe, w, h)
+                .map_or(base, |plan| self.vector_scale(&plan, base, probe));
+            let side = |v: u32| (f64::from(v) * scale).floor().max(1.0) as u64;
+            return (side(probe.width) * side(probe.height)).min(self.max_pixels);
+        }
         u64::from(probe.width) * u64::from(probe.height) * u64::from(self.frames_for(probe))
     }
 
+    /// The geometry for a source of `w × h` (upright). A vector source may always be
+    /// enlarged, as in imgproxy: drawing it larger loses nothing.
+    fn plan(&self, probe: &Probe, w: u32, h: u32) -> Result<geometry::Plan, GeometryError> {
+        if probe.format == ImageFormat::Svg && !self.opts.enlarge {
+            let opts = Options {
+                enlarge: true,
+                ..self.opts.clone()
+            };
+            return geometry::plan(&opts, w, h, &self.limits);
+        }
+        geometry::plan(&self.opts, w, h, &self.limits)
+    }
+
+    /// The size a vector source is planned at, and its scale from the intrinsic size: the
+    /// intrinsic size, scaled down to fit the pixel limit when it is larger (imgproxy's
+    /// `vectorGuardScale`: a vector source is never refused for its size).
+    fn vector_base(&self, probe: &Probe) -> (u32, u32, f64) {
+        let pixels = u64::from(probe.width) * u64::from(probe.height);
+        if pixels <= self.max_pixels {
+            return (probe.width, probe.height, 1.0);
+        }
+        let scale = (self.max_pixels as f64 / pixels as f64).sqrt();
+        let side = |v: u32| ((f64::from(v) * scale).floor() as u32).max(1);
+        (side(probe.width), side(probe.height), scale)
+    }
+
+    /// The scale (from the intrinsic size) to draw a vector source at for `plan`, made on
+    /// the [`Job::vector_base`] size: as large as the resize step needs, so nothing is
+    /// upscaled from pixels, within the pixel limit and the largest side.
+    fn vector_scale(&self, plan: &geometry::Plan, base: f64, probe: &Probe) -> f64 {
+        let (have_w, have_h) = plan
+            .crop
+            .map_or((plan.src_width, plan.src_height), |c| (c.width, c.height));
+        let resize = plan.resize.map_or(1.0, |r| {
+            (f64::from(r.width) / f64::from(have_w.max(1)))
+                .max(f64::from(r.height) / f64::from(have_h.max(1)))
+        });
+        let mut scale = base * resize;
+        let (w, h) = (f64::from(probe.width), f64::from(probe.height));
+        let pixels = w * h * scale * scale;
+        if pixels > self.max_pixels as f64 {
+            scale *= (self.max_pixels as f64 / pixels).sqrt();
+        }
+        let side = w.max(h) * scale;
+        if side > f64::from(MAX_OUTPUT_DIMENSION) {
+            scale *= f64::from(MAX_OUTPUT_DIMENSION) / side;
+        }
+        scale
+    }
+
+    /// Step 1: the header against the pixel limit, before any pixel buffer exists. A
+    /// vector source passes: it is drawn within the limit ([`Job::vector_base`]).
     pub fn check_probe(&self, probe: &Probe) -> Result<(), PipelineError> {
+        if probe.format == ImageFormat::Svg {
+            return Ok(());
+        }
         let frames = self.frames_for(probe);
         let frame_pixels = u64::from(probe.width) * u64::from(probe.height);
         let pixels = frame_pixels * u64::from(frames);
@@ -306,10 +369,14 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
     job.checkpoint("check_probe")?;
     job.check_probe(probe)?;
     let frames = job.frames_for(probe);
-    let (w, h) = if job.auto_rotate {
-        probe.oriented_size()
+    let vector = probe.format == ImageFormat::Svg;
+    let (w, h, vector_base) = if vector {
+        job.vector_base(probe)
+    } else if job.auto_rotate {
+        let (w, h) = probe.oriented_size();
+        (w, h, 1.0)
     } else {
-        (probe.width, probe.height)
+        (probe.width, probe.height, 1.0)
     };
     let decode_opts = |shrink: f64| DecodeOptions {
         shrink,
@@ -321,22 +388,30 @@ pub fn process(bytes: &[u8], probe: &Probe, job: &Job) -> Result<Vec<u8>, Pipeli
     // Trim needs the pixels before the geometry can be planned.
     let (picture, plan) = if job.opts.trim.enabled {
         job.checkpoint("decode")?;
-        let decoded = decode::decode(bytes, probe, &decode_opts(1.0))?;
+        let decoded = decode::decode(bytes, probe, &decode_opts(vector_base))?;
         job.checkpoint("trim")?;
         let picture = transform::trim(decoded.picture, &job.opts.trim)?;
         job.checkpoint("plan")?;
-        let plan = geometry::plan(&job.opts, picture.width(), picture.height(), &job.limits)?;
+        let plan = job.plan(probe, picture.width(), picture.height())?;
         (picture, plan)
     } else {
         job.checkpoint("plan")?;
-        let plan = geometry::plan(&job.opts, w, h, &job.limits)?;
-        let shrink = if plan.decode_shrink > 1.0 {
+        let plan = job.plan(probe, w, h)?;
+        let shrink = if vector {
+            job.vector_scale(&plan, vector_base, probe)
+        } else if plan.decode_shrink > 1.0 {
             1.0 / plan.decode_shrink
         } else {
             1.0
         };
         job.checkpoint("decode")?;
         let decoded = decode::decode(bytes, probe, &decode_opts(shrink))?;
+        let plan = if vector {
+            // Drawn larger (or smaller) than planned: the plan follows the drawing.
+            plan.for_decoded_size(decoded.picture.width(), decoded.picture.height())
+        } else {
+            plan
+        };
         (decoded.picture, plan)
     };
     check_result(&plan, job.max_pixels)?;

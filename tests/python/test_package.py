@@ -194,6 +194,8 @@ def test_package_installs_runs_upgrades_removes_and_purges(deb, tmp_path):
     linked = _run("ldd", "/usr/bin/pixelport").stdout
     if "libdav1d.so.6" in linked:
         assert "libdav1d6" in depends, depends
+    if "libheif.so.1" in linked:
+        assert "libheif1" in depends, depends
 
     # -- the user -----------------------------------------------------------------------
     user = pwd.getpwnam("pixelport")
