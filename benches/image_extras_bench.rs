@@ -9,7 +9,8 @@
 //!   the watermark's cost per image (the sized watermark cached after the first run);
 //! - `svg-png` / `svg-webp`: bench/svg/scene-400x300.svg (180 shapes, gradients, strokes,
 //!   opacity) drawn at 1200 px wide (`w:1200`, 3× its intrinsic size) as PNG, and as WebP
-//!   q80: sanitising, parsing, rasterising and encoding.
+//!   q80: sanitising, parsing, rasterising and encoding; `svg-draw` the drawing alone
+//!   (`decode::decode` at 3×, raw RGBA out).
 //!
 //! Prints one JSON object: per case the median and p90 ms over the runs and the output size.
 //!
@@ -55,8 +56,11 @@ fn run() -> Result<(), String> {
     let gif = read("edge-animated-8frames-160x120.gif")?;
     let photo = read("rocket-640x427.jpg")?;
     let logo = logo_png()?;
-    let svg = std::fs::read(format!("{}/bench/svg/scene-400x300.svg", env!("CARGO_MANIFEST_DIR")))
-        .map_err(|e| format!("scene-400x300.svg: {e}"))?;
+    let svg = std::fs::read(format!(
+        "{}/bench/svg/scene-400x300.svg",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .map_err(|e| format!("scene-400x300.svg: {e}"))?;
     let defaults = Defaults::from_config(&ImagesConfig::default()).map_err(|e| e.to_string())?;
     let watermark = Arc::new(WatermarkImage::load(&logo, 1.0).map_err(|e| e.to_string())?);
     let job = |path: &str, format: ImageFormat| -> Result<Job, String> {
@@ -82,6 +86,22 @@ fn run() -> Result<(), String> {
         ("svg-webp", &svg, job("w:1200/q:80", ImageFormat::Webp)?),
     ];
     let mut out = serde_json::Map::new();
+    {
+        let probe = decode::probe(&svg).map_err(|e| e.to_string())?;
+        let opts = decode::DecodeOptions {
+            shrink: 3.0,
+            ..Default::default()
+        };
+        let (q, bytes) = timed(runs, || {
+            decode::decode(&svg, &probe, &opts)
+                .map(|d| d.picture.width() as usize * d.picture.height() as usize * 4)
+                .map_err(|e| format!("svg-draw: {e}"))
+        })?;
+        out.insert(
+            "svg-draw".into(),
+            serde_json::json!({"median_ms": q.0, "p90_ms": q.1, "bytes": bytes, "input_bytes": svg.len()}),
+        );
+    }
     for (name, bytes, job) in cases {
         let probe = decode::probe(bytes).map_err(|e| e.to_string())?;
         let mut times = Vec::with_capacity(runs);
@@ -104,6 +124,25 @@ fn run() -> Result<(), String> {
     }
     println!("{}", serde_json::Value::Object(out));
     Ok(())
+}
+
+/// Runs `f` twice to warm up, then `runs` times: (median, p90) ms and the last output size.
+fn timed(
+    runs: usize,
+    mut f: impl FnMut() -> Result<usize, String>,
+) -> Result<((f64, f64), usize), String> {
+    let mut times = Vec::with_capacity(runs);
+    let mut size = 0;
+    for i in 0..runs + 2 {
+        let t = Instant::now();
+        size = f()?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    Ok(((q(0.5), q(0.9)), size))
 }
 
 /// A 200×100 logo: a red disc at half opacity on transparency, as PNG.

@@ -42,7 +42,7 @@ import json, sys
 p, s = (json.load(open(f)) for f in sys.argv[1:3])
 print("| case | Pixelport ms | sharp ms | time ratio | Pixelport bytes | sharp bytes |")
 print("| --- | --- | --- | --- | --- | --- |")
-for name in ("gif-webp", "gif-gif", "wm-base", "wm", "svg-png", "svg-webp"):
+for name in ("gif-webp", "gif-gif", "wm-base", "wm", "svg-draw", "svg-png", "svg-webp"):
     a, b = p[name], s[name]
     print(f"| {name} | {a['median_ms']:.2f} | {b['median_ms']:.2f} | {a['median_ms'] / b['median_ms']:.2f} | {a['bytes']} | {b['bytes']} |")
 pw = p["wm"]["median_ms"] - p["wm-base"]["median_ms"]

@@ -11,7 +11,8 @@
 //             from the south-east corner, fitted into 20% of the result (the logo resized
 //             once, up front, as Pixelport keeps its sized watermark);
 // - svg-png / svg-webp: bench/svg/scene-400x300.svg drawn at 1200 px wide (librsvg at
-//             density 216, 3x the 72 of its CSS pixels), as PNG and as WebP q80.
+//             density 216, 3x the 72 of its CSS pixels), as PNG and as WebP q80;
+//             svg-draw the drawing alone (raw RGBA out).
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -59,6 +60,7 @@ const cases = {
     .resize(720, 720, { fit: 'inside', withoutEnlargement: true, kernel: 'lanczos3' })
     .composite([{ input: logo, left: w - logoMeta.width - 10, top: h - logoMeta.height - 10 }])
     .jpeg({ quality: 80 }).toBuffer()],
+  'svg-draw': [svg, () => sharp(svg, { density: 216 }).raw().toBuffer()],
   'svg-png': [svg, () => sharp(svg, { density: 216 }).resize(1200).png().toBuffer()],
   'svg-webp': [svg, () => sharp(svg, { density: 216 }).resize(1200).webp({ quality: 80 }).toBuffer()],
 };

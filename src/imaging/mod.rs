@@ -28,6 +28,7 @@ pub mod pool;
 pub mod signature;
 pub mod source;
 pub mod svg;
+pub mod svg_opacity;
 pub mod svg_sanitize;
 pub mod transform;
 pub mod url;

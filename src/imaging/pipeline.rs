@@ -503,6 +503,39 @@ mod tests {
     }
 
     #[test]
+    fn vectors_are_drawn_at_the_result_size_and_never_refused_for_theirs() {
+        // A 10×5 red/blue SVG; the seam between the halves is at x = 5 of 10.
+        let svg = br##"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="5"><rect width="5" height="5" fill="#f00"/><rect x="5" width="5" height="5" fill="#00f"/></svg>"##;
+        let probe = decode::probe(svg).unwrap();
+        let draw = |path: &str| {
+            let j = job(path, ImageFormat::Png).unwrap();
+            let out = process(svg, &probe, &j).unwrap();
+            image::load_from_memory(&out).unwrap().to_rgba8()
+        };
+        // Enlarged without `el`, and drawn at 1000 px: the seam is one sharp column, not a
+        // 100-pixel ramp as upscaling 10 pixels would make.
+        let img = draw("rs:fit:1000:1000");
+        assert_eq!(img.dimensions(), (1000, 500));
+        assert_eq!(img.get_pixel(498, 250).0, [255, 0, 0, 255]);
+        assert_eq!(img.get_pixel(502, 250).0, [0, 0, 255, 255]);
+        // A crop of the right half, then 200 wide: all blue.
+        let img = draw("c:5:5:ea/w:200");
+        assert_eq!(img.dimensions(), (200, 200));
+        assert_eq!(img.get_pixel(2, 100).0, [0, 0, 255, 255]);
+        // Intrinsically 100 000 × 50 000 (5 gigapixels): drawn within the limit instead.
+        let huge = br##"<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="50000" viewBox="0 0 10 5"><rect width="10" height="5" fill="#0f0"/></svg>"##;
+        let p = decode::probe(huge).unwrap();
+        let j = job("", ImageFormat::Png).unwrap();
+        assert!(j.decoded_pixels(&p) <= j.max_pixels);
+        let out = image::load_from_memory(&process(huge, &p, &j).unwrap()).unwrap();
+        let (w, h) = (out.width(), out.height());
+        assert!(
+            u64::from(w) * u64::from(h) <= j.max_pixels && w == 2 * h,
+            "{w}x{h}"
+        );
+    }
+
+    #[test]
     fn huge_zoom_with_extend_is_refused_not_a_panic() {
         // Guards: `GET /unsafe/w:1/z:4294967396/ex:1/plain/s3://b/a.png` panicked in
         // transform ("range start index 8589933768 out of range for slice of length

@@ -85,8 +85,13 @@ fn options() -> usvg::Options<'static> {
 /// Draws the document (sanitised here) onto a transparent `width × height` canvas, its
 /// intrinsic viewport stretched to fill it: straight (not premultiplied) RGBA.
 pub fn rasterize(bytes: &[u8], width: u32, height: u32) -> Result<DynamicImage, DecodeError> {
-    let doc = sanitized(bytes)?;
-    let tree = usvg::Tree::from_str(&doc.text, &options()).map_err(corrupt)?;
+    let doc = svg_sanitize::sanitize_for_drawing(bytes).map_err(corrupt)?;
+    draw(&doc.text, width, height)
+}
+
+/// Draws a sanitised document (see [`rasterize`]).
+fn draw(text: &str, width: u32, height: u32) -> Result<DynamicImage, DecodeError> {
+    let tree = usvg::Tree::from_str(text, &options()).map_err(corrupt)?;
     let mut pixmap = tiny_skia::Pixmap::new(width, height)
         .ok_or_else(|| corrupt(format!("cannot draw at {width}x{height}")))?;
     let size = tree.size();
@@ -176,6 +181,49 @@ mod tests {
         bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
         let img = rasterize(embed(&bomb).as_bytes(), 4, 4).unwrap().to_rgba8();
         assert_eq!(img.get_pixel(1, 1).0[3], 0);
+    }
+
+    #[test]
+    fn folding_opacity_draws_the_same() {
+        // Translucent strokes and fills across each other, one shape with both paints (not
+        // folded), a group opacity (not folded), Inkscape-style declarations.
+        let svg = br##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 60" width="100" height="60">
+  <rect width="100" height="60" fill="#fff"/>
+  <path d="M0 10 C 30 80 70 -20 100 50" fill="none" stroke="#c00" stroke-width="6" opacity="0.5"/>
+  <path d="M0 50 C 30 -20 70 80 100 10" style="fill:none;stroke:#00c;stroke-width:4;opacity:0.6;stroke-opacity:0.5"/>
+  <circle cx="50" cy="30" r="20" fill="#0a0" opacity="0.4"/>
+  <circle cx="30" cy="30" r="12" fill="#0a0" stroke="#000" stroke-width="5" opacity="0.5"/>
+  <g opacity="0.5"><rect x="60" y="5" width="30" height="30" fill="#f0f"/></g>
+</svg>"##;
+        let folded = svg_sanitize::sanitize_for_drawing(svg).unwrap().text;
+        assert_eq!(folded.matches("fill-opacity=").count(), 3, "{folded}");
+        let plain = sanitized(svg).unwrap().text;
+        let a = draw(&folded, 300, 180).unwrap().to_rgba8();
+        let b = draw(&plain, 300, 180).unwrap().to_rgba8();
+        // Equal but along some anti-aliased stroke edges, where coverage is quantised
+        // before the paint's alpha in one case and before the layer's in the other:
+        // measured 316 of 54 000 pixels off by more than 2 (none by more than 32).
+        let diffs: Vec<u8> = a
+            .pixels()
+            .zip(b.pixels())
+            .map(|(p, q)| {
+                p.0.into_iter()
+                    .zip(q.0)
+                    .map(|(x, y)| x.abs_diff(y))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let off = diffs.iter().filter(|d| **d > 2).count();
+        assert!(
+            off * 100 <= diffs.len(),
+            "{off} of {} pixels differ",
+            diffs.len()
+        );
+        assert!(
+            diffs.iter().all(|d| *d <= 40),
+            "a pixel differs by more than 40"
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use super::svg_opacity;
+
 /// Parsed nodes allowed (elements, attributes' text and text nodes).
 pub const MAX_NODES: u32 = 200_000;
 /// Nesting levels allowed.
@@ -73,6 +75,16 @@ pub struct Sanitized {
 
 /// Sanitises `bytes` (an SVG document) as the module documentation says.
 pub fn sanitize(bytes: &[u8]) -> Result<Sanitized, SanitizeError> {
+    sanitize_with(bytes, false)
+}
+
+/// [`sanitize`] for a renderer: also folds single-paint shapes' `opacity` into their
+/// paint opacity ([`super::svg_opacity`]), which draws the same without a layer each.
+pub fn sanitize_for_drawing(bytes: &[u8]) -> Result<Sanitized, SanitizeError> {
+    sanitize_with(bytes, true)
+}
+
+fn sanitize_with(bytes: &[u8], fold: bool) -> Result<Sanitized, SanitizeError> {
     let text = std::str::from_utf8(bytes).map_err(|_| SanitizeError::NotUtf8)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     check_entities(text)?;
@@ -93,7 +105,10 @@ pub fn sanitize(bytes: &[u8]) -> Result<Sanitized, SanitizeError> {
         ));
     }
     let (width, height) = intrinsic_size(root);
-    let mut out = Writer::default();
+    let mut out = Writer {
+        fold: fold.then(|| svg_opacity::has_style_sheet(root)),
+        ..Writer::default()
+    };
     out.document(root)?;
     check_use_expansion(root)?;
     Ok(Sanitized {
@@ -266,6 +281,8 @@ fn clean_css(css: &str) -> Option<String> {
 struct Writer {
     text: String,
     changed: bool,
+    /// Fold opacity into paint opacity (`Some`: whether the document has a style sheet).
+    fold: Option<bool>,
 }
 
 impl Writer {
@@ -334,7 +351,14 @@ impl Writer {
             self.text.push_str(XLINK_NS);
             self.text.push('"');
         }
+        let folded = self.fold.and_then(|sheet| svg_opacity::fold(node, sheet));
         for attr in node.attributes() {
+            if folded.is_some()
+                && attr.namespace().is_none()
+                && matches!(attr.name(), "opacity" | "fill-opacity" | "stroke-opacity")
+            {
+                continue;
+            }
             let prefix = match attr.namespace() {
                 None => "",
                 Some(XLINK_NS) => "xlink:",
@@ -350,6 +374,14 @@ impl Writer {
                 self.changed = true;
                 continue;
             }
+            let unfolded;
+            let value = match folded {
+                Some(_) if local == "style" && prefix.is_empty() => {
+                    unfolded = without_opacities(value);
+                    unfolded.as_str()
+                }
+                _ => value,
+            };
             let cleaned = if local == "style" || value.to_ascii_lowercase().contains("url(") {
                 clean_css(value)
             } else {
@@ -361,6 +393,13 @@ impl Writer {
             let _ = write!(self.text, " {prefix}{local}=\"");
             escape_attr(&mut self.text, cleaned.as_deref().unwrap_or(value));
             self.text.push('"');
+        }
+        if let Some(f) = folded {
+            let _ = write!(
+                self.text,
+                " fill-opacity=\"{}\" stroke-opacity=\"{}\"",
+                f.fill_opacity, f.stroke_opacity
+            );
         }
         if node.has_children() {
             self.text.push('>');
@@ -376,6 +415,21 @@ impl Writer {
             self.text.push('>');
         }
     }
+}
+
+/// A `style` value without its `opacity`, `fill-opacity` and `stroke-opacity`
+/// declarations (a folded shape carries them as attributes instead).
+fn without_opacities(style: &str) -> String {
+    style
+        .split(';')
+        .filter(|d| {
+            let name = d.split(':').next().unwrap_or_default().trim();
+            !["opacity", "fill-opacity", "stroke-opacity"]
+                .iter()
+                .any(|o| name.eq_ignore_ascii_case(o))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Whether an attribute (`local` name, without its prefix) is kept.
