@@ -20,6 +20,10 @@
 # format, every output <= 1.15x sharp's bytes, elephants not slower than sharp).
 # It is documented, not a timed test: numbers move with whatever else runs.
 #
+# Two companions cover what this in-process run cannot: scripts/bench-images-http.sh (all-core
+# throughput end to end through HTTP, per photograph, geometric mean) and
+# scripts/bench-image-extras.sh (animated WebP, watermarks, SVG rasterisation).
+#
 # Options:
 #   --images DIR     the photographs (default: ../shared/images beside the repo)
 #   --out DIR        results (default: target/bench-images): pixelport.json,

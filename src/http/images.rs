@@ -483,9 +483,9 @@ impl ImagesState {
 /// The `Content-Security-Policy` of an SVG answer: no script, no outside resource.
 const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
-/// Bytes sniffed to tell a `raw` source's format (SVG's `<svg` is looked for in the first
-/// KiB; the longest binary signature checked is 26 bytes).
-const SNIFF_BYTES: usize = 1024;
+/// Bytes sniffed to tell a `raw` source's format: as far as SVG's `<svg` is looked for
+/// (the longest binary signature checked is 26 bytes).
+const SNIFF_BYTES: usize = decode::SVG_SNIFF_BYTES;
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
     let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;

@@ -154,6 +154,10 @@ pub struct Decoded {
 // Sniffing and probing
 // ---------------------------------------------------------------------------------
 
+/// How far into a file `<svg` is looked for: past an XML declaration, a generator's
+/// comment and a DOCTYPE with entity declarations (Illustrator writes a dozen).
+pub const SVG_SNIFF_BYTES: usize = 4096;
+
 /// The format from magic bytes, or `None`.
 pub fn sniff(b: &[u8]) -> Option<ImageFormat> {
     if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -183,7 +187,7 @@ pub fn sniff(b: &[u8]) -> Option<ImageFormat> {
     if b.starts_with(&[0, 0, 1, 0]) && b.len() >= 22 {
         return Some(ImageFormat::Ico);
     }
-    let head = &b[..b.len().min(1024)];
+    let head = &b[..b.len().min(SVG_SNIFF_BYTES)];
     if head.windows(4).any(|w| w == b"<svg") {
         return Some(ImageFormat::Svg);
     }
@@ -1661,6 +1665,9 @@ pub(crate) mod tests {
             Some(ImageFormat::Svg)
         );
         assert_eq!(sniff(b"hello, I am not an image"), None);
+        // An editor's long preamble (Illustrator's comment and entity declarations).
+        let preamble = format!("<?xml version=\"1.0\"?><!-- {} --><svg/>", "x".repeat(2500));
+        assert_eq!(sniff(preamble.as_bytes()), Some(ImageFormat::Svg));
         assert_eq!(
             probe(b"<svg></svg>").map(|p| (p.format, p.width, p.height)),
             Ok((ImageFormat::Svg, 100, 100))
