@@ -20,8 +20,8 @@
 //! (the largest one, an upper bound for grids; width and height swapped when AVIF's `irot`
 //! turns the image by a quarter). AVIF is decoded by `avif` (dav1d); HEIC/HEIF is probed
 //! and decoded by `heif` (libheif, which reads its own container).
-//! SVG is sized and drawn by `svg` (sanitised first; its probe parses the document, which
-//! the sanitiser bounds).
+//! SVG is sized and drawn by `svg`: its probe reads the root's start tag only (no parse,
+//! so no cost before a worker is taken); decoding sanitises and parses the document.
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -38,10 +38,13 @@ pub fn sanitized(bytes: &[u8]) -> Result<Sanitized, DecodeError> {
     svg_sanitize::sanitize(bytes).map_err(corrupt)
 }
 
-/// The intrinsic size in whole pixels (at least 1×1).
+/// The intrinsic size in whole pixels (at least 1×1), from the root's start tag alone:
+/// a probe runs before a worker is taken, so it never parses the whole document (that
+/// happens on a worker, where a malformed document is refused).
 pub fn probe(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
-    let s = sanitized(bytes)?;
-    Ok((whole(s.width), whole(s.height)))
+    let (w, h) = svg_sanitize::root_size(bytes, super::decode::SVG_SNIFF_BYTES)
+        .ok_or_else(|| corrupt("no readable <svg> start tag"))?;
+    Ok((whole(w), whole(h)))
 }
 
 fn whole(v: f64) -> u32 {

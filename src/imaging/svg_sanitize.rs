@@ -595,10 +595,71 @@ fn view_box(value: Option<&str>) -> Option<(f64, f64)> {
 /// percentages of the `viewBox`, one side from the other through the `viewBox`'s aspect
 /// ratio, and 100×100 without either. Never below 1×1.
 fn intrinsic_size(root: roxmltree::Node<'_, '_>) -> (f64, f64) {
+    size_from(|name| root.attribute(name))
+}
+
+/// The intrinsic size from the root's start tag alone, without parsing the document: the
+/// cheap probe, which runs before any worker is taken (the document is sanitised and
+/// parsed on a worker later, and refused there if it is not well-formed). `None` when no
+/// `<svg` start tag is found in the first `limit` bytes. Attribute values are taken
+/// literally (an entity in `width` counts as unreadable, as a browser would not see it
+/// either before parsing).
+pub fn root_size(bytes: &[u8], limit: usize) -> Option<(f64, f64)> {
+    let head = &bytes[..bytes.len().min(limit)];
+    let at = head.windows(4).position(|w| w == b"<svg")?;
+    // The start tag: up to the first `>` outside quotes, within 64 KiB.
+    let rest = &bytes[at + 4..bytes.len().min(at + 4 + 65_536)];
+    let mut attrs: Vec<(&[u8], &[u8])> = Vec::new();
+    // The rest of a prefixed name (`<svg:svg`).
+    let mut i = rest
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || matches!(c, b'>' | b'/'))?;
+    loop {
+        while rest.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        match rest.get(i)? {
+            b'>' | b'/' => break,
+            _ => {}
+        }
+        let name_start = i;
+        while rest
+            .get(i)
+            .is_some_and(|c| !c.is_ascii_whitespace() && *c != b'=' && *c != b'>')
+        {
+            i += 1;
+        }
+        let name = &rest[name_start..i];
+        while rest.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if rest.get(i) != Some(&b'=') {
+            return None;
+        }
+        i += 1;
+        while rest.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        let quote = *rest.get(i).filter(|q| matches!(q, b'"' | b'\''))?;
+        let end = i + 1 + rest.get(i + 1..)?.iter().position(|c| *c == quote)?;
+        attrs.push((name, &rest[i + 1..end]));
+        i = end + 1;
+    }
+    let attr = |name: &str| {
+        attrs
+            .iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    Some(size_from(attr))
+}
+
+/// The size rule of [`intrinsic_size`] over any attribute lookup.
+fn size_from<'a>(attribute: impl Fn(&str) -> Option<&'a str>) -> (f64, f64) {
     const DEFAULT: f64 = 100.0;
-    let w = length(root.attribute("width"));
-    let h = length(root.attribute("height"));
-    let (width, height) = match view_box(root.attribute("viewBox")) {
+    let w = length(attribute("width"));
+    let h = length(attribute("height"));
+    let (width, height) = match view_box(attribute("viewBox")) {
         Some((vw, vh)) => {
             let side = |l: Option<Result<f64, f64>>, v: f64| match l {
                 Some(Ok(px)) => Some(px),
@@ -839,6 +900,28 @@ mod tests {
     }
 
     #[test]
+    fn the_cheap_probe_reads_the_start_tag_as_the_parser_does() {
+        let docs = [
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"/>"#,
+            r#"<?xml version="1.0"?><!-- x --><svg viewBox='0 0 640 480' width="320" xmlns="http://www.w3.org/2000/svg"><g/></svg>"#,
+            "<svg\n  xmlns=\"http://www.w3.org/2000/svg\"\n  width = \"3in\" height=\"50%\"\n>\n</svg>",
+            r#"<svg xmlns="http://www.w3.org/2000/svg"></svg>"#,
+            r#"<svg:svg xmlns:svg="http://www.w3.org/2000/svg" width="7" height="9"/>"#,
+        ];
+        for doc in docs {
+            let full = sanitize(doc.as_bytes()).unwrap();
+            assert_eq!(
+                root_size(doc.as_bytes(), 4096),
+                Some((full.width, full.height)),
+                "{doc}"
+            );
+        }
+        assert_eq!(root_size(b"<html/>", 4096), None);
+        assert_eq!(root_size(b"<svg width=\"3", 4096), None);
+        assert_eq!(root_size(b"<svg width=3>", 4096), None);
+    }
+
+    #[test]
     fn mutated_documents_never_panic() {
         let base = br##"<!DOCTYPE svg [<!ENTITY a "b">]><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 9 9"><g id="x"><rect style="fill:url(#x)" width="1"/></g><use href="#x"/><style>a{fill:url(</style></svg>"##;
         let mut seed = 0x9e37_79b9_u32;
@@ -851,6 +934,7 @@ mod tests {
                 let i = seed as usize % b.len();
                 b[i] = (seed >> 8) as u8;
             }
+            let _ = root_size(&b, 4096);
             if let Ok(s) = sanitize(&b) {
                 // Whatever comes out parses again.
                 assert!(sanitize(s.text.as_bytes()).is_ok(), "{}", s.text);
