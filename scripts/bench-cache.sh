@@ -167,43 +167,12 @@ mkdir -p "$PP_DATA"
 PP_S3="$(free_port)" || die "no free port"
 PP_IMG="$(free_port)" || die "no free port"
 PP_ADMIN="$(free_port)" || die "no free port"
-cat >"$OUT/pixelport.toml" <<EOF
-[server]
-data_dir = "$PP_DATA"
-log_format = "text"
-log_level = "warn"
-[s3]
-listen = "127.0.0.1:$PP_S3"
-access_key = "$AK"
-secret_key = "$SK"
-region = "$REGION"
-[images]
-listen = "127.0.0.1:$PP_IMG"
-[admin]
-listen = "127.0.0.1:$PP_ADMIN"
-[store]
-kind = "embedded"
-EOF
+pixelport_config "" "allow_unsafe = true" "" >"$OUT/pixelport.toml"
 log "starting pixelport ($PIXELPORT): S3 127.0.0.1:$PP_S3, images 127.0.0.1:$PP_IMG"
-RUST_LOG="${BENCH_RUST_LOG:-warn}" "$PIXELPORT" serve --config "$OUT/pixelport.toml" \
-    >"$LOGS/pixelport.log" 2>&1 </dev/null &
-PIDS+=($!)
-wait_ready pixelport "$!" "$PP_ADMIN" /health '^200$' 60
+start_pixelport "$PIXELPORT" "$OUT/pixelport.toml"
 
 log "uploading $PHOTO to s3://$BUCKET/$PHOTO"
-AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION="$REGION" \
-    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-    "$PYTHON" - "http://127.0.0.1:$PP_S3" "$BUCKET" "$PHOTO" "$IMAGES/$PHOTO" <<'PY' >&2
-import sys, boto3
-from botocore.config import Config
-endpoint, bucket, key, path = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint,
-                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-s3.create_bucket(Bucket=bucket)
-with open(path, "rb") as f:
-    s3.put_object(Bucket=bucket, Key=key, Body=f.read())
-print(f"[bench-cache] uploaded {s3.head_object(Bucket=bucket, Key=key)['ContentLength']} bytes")
-PY
+upload_photos "$BUCKET" "$IMAGES" "$PHOTO"
 
 variant_path() { # WIDTH -> the image path of that variant
     echo "/unsafe/rs:fit:$1:0/$EXTRA_OPTIONS/plain/s3://$BUCKET/$PHOTO@$FORMAT"

@@ -106,29 +106,10 @@ PP_ADMIN="$(free_port)" || die "no free port"
 SHARP_PORT="$(free_port)" || die "no free port"
 AK=benchaccesskey
 SK=benchsecretkey123456
-cat >"$OUT/pixelport.toml" <<EOF
-[server]
-data_dir = "$PP_DATA"
-log_format = "text"
-log_level = "warn"
-[s3]
-listen = "127.0.0.1:$PP_S3"
-access_key = "$AK"
-secret_key = "$SK"
-[images]
-listen = "127.0.0.1:$PP_IMG"
-allow_unsafe = true
-[admin]
-listen = "127.0.0.1:$PP_ADMIN"
-[store]
-kind = "embedded"
-[cache]
-enabled = false
-EOF
+pixelport_config "" "allow_unsafe = true" "[cache]
+enabled = false" >"$OUT/pixelport.toml"
 log "starting pixelport ($PIXELPORT), the derivative cache off"
-"$PIXELPORT" serve --config "$OUT/pixelport.toml" >"$LOGS/pixelport.log" 2>&1 </dev/null &
-PIDS+=($!)
-wait_ready pixelport "$!" "$PP_ADMIN" /health '^200$' 60
+start_pixelport "$PIXELPORT" "$OUT/pixelport.toml"
 log "starting the sharp server (UV_THREADPOOL_SIZE=$CORES)"
 UV_THREADPOOL_SIZE="$CORES" "$NODE" bench/sharp/server.mjs --images "$IMAGES" --port "$SHARP_PORT" \
     >"$LOGS/sharp.log" 2>&1 </dev/null &
@@ -137,19 +118,7 @@ wait_ready sharp "$!" "$SHARP_PORT" /none '^404$' 30
 
 log "uploading the photographs"
 # shellcheck disable=SC2086 # PHOTOS is a list
-AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1 \
-    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-    "$PYTHON" - "http://127.0.0.1:$PP_S3" "$IMAGES" $PHOTOS <<'PY' >&2
-import sys, boto3
-from botocore.config import Config
-endpoint, images, *photos = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint,
-                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-s3.create_bucket(Bucket="bench")
-for p in photos:
-    with open(f"{images}/{p}", "rb") as f:
-        s3.put_object(Bucket="bench", Key=p, Body=f.read())
-PY
+upload_photos bench "$IMAGES" $PHOTOS
 
 # ---------------------------------------------------------------- checks and wrk
 # The request path with a per-request segment: PREFIX + "T-N" + SUFFIX.

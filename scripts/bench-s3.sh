@@ -172,26 +172,10 @@ if want pixelport; then
     PP_S3="$(free_port)" || die "no free port"
     PP_IMG="$(free_port)" || die "no free port"
     PP_ADMIN="$(free_port)" || die "no free port"
-    cat >"$DATA/pixelport.toml" <<EOF
-[server]
-data_dir = "$DATA/pixelport"
-log_format = "text"
-[s3]
-listen = "127.0.0.1:$PP_S3"
-access_key = "$AK"
-secret_key = "$SK"
-max_object_size = "1GiB"
-[images]
-listen = "127.0.0.1:$PP_IMG"
-[admin]
-listen = "127.0.0.1:$PP_ADMIN"
-[store]
-kind = "embedded"
-EOF
+    PP_DATA="$DATA/pixelport"
+    pixelport_config 'max_object_size = "1GiB"' "" "" >"$DATA/pixelport.toml"
     log "starting pixelport ($PIXELPORT), S3 on 127.0.0.1:$PP_S3"
-    "$PIXELPORT" serve --config "$DATA/pixelport.toml" >"$LOGS/pixelport.log" 2>&1 </dev/null &
-    PIDS+=($!)
-    wait_ready pixelport "$!" "$PP_ADMIN" /health '^200$' 60
+    start_pixelport "$PIXELPORT" "$DATA/pixelport.toml"
     TARGET_ARGS+=(--target pixelport "http://127.0.0.1:$PP_S3" "$AK" "$SK")
     if [ "$SSE" -eq 1 ]; then
         TARGET_ARGS+=(--target pixelport-sse "http://127.0.0.1:$PP_S3" "$AK" "$SK"

@@ -614,14 +614,14 @@ fn decode_format(
         ImageFormat::Gif => (decode_gif(bytes, opts)?, 1),
         ImageFormat::Webp => (decode_webp(bytes, opts)?, 1),
         ImageFormat::Avif => (decode_avif(bytes, opts)?, 1),
-        ImageFormat::Heic => {
-            let (image, icc) = super::heif::decode(bytes, opts.max_pixels)?;
-            let mut p = Picture::still(normalise(image, icc.as_deref()));
-            p.icc = icc;
-            (p, 1)
-        }
-        ImageFormat::Jxl => {
-            let (image, icc) = super::jxl::decode(bytes, opts.max_pixels)?;
+        // Both hand back one 8-bit picture and the profile its pixels are in.
+        ImageFormat::Heic | ImageFormat::Jxl => {
+            let decode = if probe.format == ImageFormat::Heic {
+                super::heif::decode
+            } else {
+                super::jxl::decode
+            };
+            let (image, icc) = decode(bytes, opts.max_pixels)?;
             let mut p = Picture::still(normalise(image, icc.as_deref()));
             p.icc = icc;
             (p, 1)
@@ -648,17 +648,13 @@ fn decode_format(
 /// An SVG drawn at `shrink` times its intrinsic size (any factor: a vector source is
 /// drawn at the size the result needs), scaled down when that would pass the pixel limit.
 fn decode_svg(bytes: &[u8], probe: &Probe, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    let mut scale = if opts.shrink.is_finite() && opts.shrink > 0.0 {
+    let shrink = if opts.shrink.is_finite() && opts.shrink > 0.0 {
         opts.shrink
     } else {
         1.0
     };
     let (w, h) = (f64::from(probe.width), f64::from(probe.height));
-    let pixels = w * h * scale * scale;
-    let limit = opts.max_pixels.max(1) as f64;
-    if pixels > limit {
-        scale *= (limit / pixels).sqrt();
-    }
+    let scale = super::geometry::scale_within_pixels(w, h, shrink, opts.max_pixels.max(1));
     let side = |v: f64| ((v * scale).floor() as u32).clamp(1, super::geometry::MAX_DIMENSION);
     let image = super::svg::rasterize(bytes, side(w), side(h))?;
     Ok(Decoded {
@@ -1035,6 +1031,17 @@ pub(crate) mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// `image` as a JPEG from our own encoder, with an EXIF block if given.
+    fn test_jpeg(image: RgbImage, quality: u8, exif: Option<&[u8]>) -> Vec<u8> {
+        let picture = super::super::picture::Picture::still(DynamicImage::ImageRgb8(image));
+        let opts = super::super::encode::EncodeOptions {
+            quality,
+            exif,
+            ..Default::default()
+        };
+        super::super::encode::encode(&picture, &opts).unwrap()
+    }
+
     pub(crate) fn decode_file(name: &str, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
         let bytes = read(name);
         let p = probe(&bytes)?;
@@ -1215,16 +1222,7 @@ pub(crate) mod tests {
                 b"\0\0\0\0\0\0",
             ]
             .concat();
-            let mut jpeg = Vec::new();
-            let mut enc = jpeg_encoder::Encoder::new(&mut jpeg, 95);
-            enc.add_exif_metadata(&exif).unwrap();
-            enc.encode(
-                stored.as_raw(),
-                stored.width() as u16,
-                stored.height() as u16,
-                jpeg_encoder::ColorType::Rgb,
-            )
-            .unwrap();
+            let jpeg = test_jpeg(stored, 95, Some(&exif));
             let p = probe(&jpeg).unwrap();
             assert_eq!(p.orientation, o);
             let d = decode(&jpeg, &p, &opts()).unwrap();
@@ -1495,11 +1493,7 @@ pub(crate) mod tests {
             image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
         });
         let mut seeds = vec![read("edge-animated-8frames-160x120.gif")];
-        let mut jpeg = Vec::new();
-        jpeg_encoder::Encoder::new(&mut jpeg, 80)
-            .encode(small.as_raw(), 40, 30, jpeg_encoder::ColorType::Rgb)
-            .unwrap();
-        seeds.push(jpeg);
+        seeds.push(test_jpeg(small.clone(), 80, None));
         for format in [
             image::ImageFormat::Png,
             image::ImageFormat::Bmp,

@@ -273,40 +273,72 @@ fn fit_bytes(
     }
 }
 
+/// libjpeg's largest image side (`JPEG_MAX_DIMENSION`).
+const JPEG_MAX_SIDE: usize = 65500;
+
+/// Below this quality libjpeg's scaled tables pass 255, which only extended (12-bit
+/// table) JPEG can hold; libvips clamps them to stay baseline, and so do we.
+const JPEG_BASELINE_QUALITY: u8 = 25;
+
+/// JPEG through libjpeg-turbo (the mozjpeg build already linked for decoding) with its
+/// libjpeg-compatible defaults (`JCP_FASTEST`: the Annex K tables, no trellis
+/// quantisation), optimised Huffman tables: what libvips writes by default. Measured on a
+/// 720×720 result: 2.2 ms, where the pure-Rust jpeg-encoder took 4.2 ms for the same bytes.
 fn encode_jpeg(
     px: &Pixels<'_>,
     quality: u8,
     opts: &EncodeOptions<'_>,
 ) -> Result<Vec<u8>, EncodeError> {
-    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    use mozjpeg::qtable::{AnnexK_Chroma, AnnexK_Luma};
+    use mozjpeg::{ColorSpace, Compress, Marker};
     let f = ImageFormat::Jpeg;
-    let (Ok(w), Ok(h)) = (u16::try_from(px.width), u16::try_from(px.height)) else {
-        return Err(codec(f, "JPEG is limited to 65535 pixels a side"));
-    };
-    let mut out = Vec::with_capacity(px.data.len() / 8);
-    let mut enc = Encoder::new(&mut out, quality);
-    enc.set_sampling_factor(if quality < 90 {
-        SamplingFactor::R_4_2_0
-    } else {
-        SamplingFactor::R_4_4_4
-    });
-    enc.set_progressive(opts.progressive);
-    enc.set_optimized_huffman_tables(true);
-    if let Some(icc) = opts.icc {
-        enc.add_icc_profile(icc).map_err(|e| codec(f, e))?;
+    let (w, h) = (px.width as usize, px.height as usize);
+    if w > JPEG_MAX_SIDE || h > JPEG_MAX_SIDE {
+        return Err(codec(f, "JPEG is limited to 65500 pixels a side"));
     }
+    let mut c = Compress::new(if px.alpha {
+        ColorSpace::JCS_EXT_RGBX
+    } else {
+        ColorSpace::JCS_EXT_RGB
+    });
+    c.set_fastest_defaults();
+    c.set_size(w, h);
+    if quality >= JPEG_BASELINE_QUALITY {
+        c.set_quality(f32::from(quality));
+    } else {
+        let q = f32::from(quality.max(1));
+        c.set_luma_qtable(&AnnexK_Luma.scaled(q, q));
+        c.set_chroma_qtable(&AnnexK_Chroma.scaled(q, q));
+    }
+    if quality < 90 {
+        c.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
+    } else {
+        c.set_chroma_sampling_pixel_sizes((1, 1), (1, 1));
+    }
+    c.set_optimize_coding(true);
+    if opts.progressive {
+        c.set_progressive_mode();
+    }
+    let io = |e: std::io::Error| codec(f, e);
+    let mut out = Vec::with_capacity(px.data.len() / 8);
+    let mut s = c.start_compress(&mut out).map_err(io)?;
     if let Some(exif) = opts.exif {
         let mut app1 = Vec::with_capacity(exif.len() + 6);
         app1.extend_from_slice(b"Exif\0\0");
         app1.extend_from_slice(exif);
-        enc.add_app_segment(1, app1).map_err(|e| codec(f, e))?;
+        if app1.len() > usize::from(u16::MAX) - 2 {
+            return Err(codec(
+                f,
+                "the EXIF block passes the 64 KiB of a JPEG segment",
+            ));
+        }
+        s.write_marker(Marker::APP(1), &app1);
     }
-    let color = if px.alpha {
-        ColorType::Rgba
-    } else {
-        ColorType::Rgb
-    };
-    enc.encode(px.data, w, h, color).map_err(|e| codec(f, e))?;
+    if let Some(icc) = opts.icc.filter(|icc| !icc.is_empty()) {
+        s.write_icc_profile(icc);
+    }
+    s.write_scanlines(px.data).map_err(io)?;
+    s.finish().map_err(io)?;
     Ok(out)
 }
 

@@ -896,6 +896,18 @@ fn resize_option(o: &Options) -> &'static str {
     }
 }
 
+/// `scale`, lowered so that a `width × height` source drawn at it holds at most
+/// `max_pixels` pixels (imgproxy's `vectorGuardScale`); `scale` itself when it already does.
+pub fn scale_within_pixels(width: f64, height: f64, scale: f64, max_pixels: u64) -> f64 {
+    let pixels = width * height * scale * scale;
+    let limit = max_pixels as f64;
+    if pixels > limit {
+        scale * (limit / pixels).sqrt()
+    } else {
+        scale
+    }
+}
+
 /// Computes the plan for one request: `src_width` × `src_height` is the upright source
 /// size (after EXIF orientation). The result follows imgproxy's pipeline: crop,
 /// scale, rotate and flip, crop to result, (filters), extend, extend aspect ratio,
@@ -1645,6 +1657,15 @@ mod tests {
         // dpr needs more source pixels
         let p = plan_for("rs:fit:25:25/dpr:2", 200, 100);
         assert_eq!(p.jpeg_shrink(), 4);
+    }
+
+    #[test]
+    fn scale_within_pixels_keeps_the_drawing_under_the_limit() {
+        assert_eq!(scale_within_pixels(100.0, 50.0, 2.0, 20_000), 2.0);
+        let s = scale_within_pixels(100.0, 50.0, 2.0, 5_000);
+        assert!((s - 1.0).abs() < 1e-12, "{s}");
+        let s = scale_within_pixels(40_000.0, 40_000.0, 1.0, 16_000_000);
+        assert!((40_000.0 * s * 40_000.0 * s - 16e6).abs() < 1.0, "{s}");
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl Job {
         if pixels <= self.max_pixels {
             return (probe.width, probe.height, 1.0);
         }
-        let scale = (self.max_pixels as f64 / pixels as f64).sqrt();
+        let (w, h) = (f64::from(probe.width), f64::from(probe.height));
+        let scale = geometry::scale_within_pixels(w, h, 1.0, self.max_pixels);
         let side = |v: u32| ((f64::from(v) * scale).floor() as u32).max(1);
         (side(probe.width), side(probe.height), scale)
     }
@@ -286,12 +287,8 @@ impl Job {
             (f64::from(r.width) / f64::from(have_w.max(1)))
                 .max(f64::from(r.height) / f64::from(have_h.max(1)))
         });
-        let mut scale = base * resize;
         let (w, h) = (f64::from(probe.width), f64::from(probe.height));
-        let pixels = w * h * scale * scale;
-        if pixels > self.max_pixels as f64 {
-            scale *= (self.max_pixels as f64 / pixels).sqrt();
-        }
+        let mut scale = geometry::scale_within_pixels(w, h, base * resize, self.max_pixels);
         let side = w.max(h) * scale;
         if side > f64::from(MAX_OUTPUT_DIMENSION) {
             scale *= f64::from(MAX_OUTPUT_DIMENSION) / side;
