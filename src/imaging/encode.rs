@@ -296,6 +296,24 @@ fn encode_jpeg(
     if w > JPEG_MAX_SIDE || h > JPEG_MAX_SIDE {
         return Err(codec(f, "JPEG is limited to 65500 pixels a side"));
     }
+    let icc = opts.icc.filter(|icc| !icc.is_empty());
+    // APP2 markers are numbered in one byte: at most 255 of 65,519 profile bytes each.
+    if icc.is_some_and(|icc| icc.len() > 255 * 65_519) {
+        return Err(codec(
+            f,
+            "the ICC profile passes the 255 segments JPEG can hold",
+        ));
+    }
+    let app1 = opts
+        .exif
+        .map(|exif| [b"Exif\0\0".as_slice(), exif].concat());
+    // A marker segment holds at most 65,533 bytes after its length.
+    if app1.as_ref().is_some_and(|app1| app1.len() > 65_533) {
+        return Err(codec(
+            f,
+            "the EXIF block passes the 64 KiB of a JPEG segment",
+        ));
+    }
     let mut c = Compress::new(if px.alpha {
         ColorSpace::JCS_EXT_RGBX
     } else {
@@ -322,19 +340,10 @@ fn encode_jpeg(
     let io = |e: std::io::Error| codec(f, e);
     let mut out = Vec::with_capacity(px.data.len() / 8);
     let mut s = c.start_compress(&mut out).map_err(io)?;
-    if let Some(exif) = opts.exif {
-        let mut app1 = Vec::with_capacity(exif.len() + 6);
-        app1.extend_from_slice(b"Exif\0\0");
-        app1.extend_from_slice(exif);
-        if app1.len() > usize::from(u16::MAX) - 2 {
-            return Err(codec(
-                f,
-                "the EXIF block passes the 64 KiB of a JPEG segment",
-            ));
-        }
-        s.write_marker(Marker::APP(1), &app1);
+    if let Some(app1) = &app1 {
+        s.write_marker(Marker::APP(1), app1);
     }
-    if let Some(icc) = opts.icc.filter(|icc| !icc.is_empty()) {
+    if let Some(icc) = icc {
         s.write_icc_profile(icc);
     }
     s.write_scanlines(px.data).map_err(io)?;
@@ -670,6 +679,42 @@ mod tests {
         assert_eq!(webp.frames.len(), 8);
         let jpeg = round_trip(&encode(&src, &opts(ImageFormat::Jpeg)).unwrap());
         assert_eq!(jpeg.frames.len(), 1);
+    }
+
+    /// The first start-of-frame marker's type byte (0xC0 baseline, 0xC1 extended, 0xC2
+    /// progressive).
+    fn jpeg_frame_type(jpeg: &[u8]) -> Option<u8> {
+        jpeg.windows(2)
+            .find(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
+            .map(|w| w[1])
+    }
+
+    #[test]
+    fn low_quality_jpeg_stays_baseline() {
+        // libjpeg's tables pass 255 below quality 25 and would need an extended (SOF1)
+        // frame, which some decoders refuse; libvips clamps them, and so do we.
+        let src = photo();
+        for quality in [1, 10, 24, 25, 80] {
+            let jpeg = encode(
+                &src,
+                &EncodeOptions {
+                    quality,
+                    ..opts(ImageFormat::Jpeg)
+                },
+            )
+            .unwrap();
+            assert_eq!(jpeg_frame_type(&jpeg), Some(0xC0), "q{quality}");
+            assert_eq!(round_trip(&jpeg).width(), 640, "q{quality}");
+        }
+        let progressive = encode(
+            &src,
+            &EncodeOptions {
+                progressive: true,
+                ..opts(ImageFormat::Jpeg)
+            },
+        )
+        .unwrap();
+        assert_eq!(jpeg_frame_type(&progressive), Some(0xC2));
     }
 
     #[test]
