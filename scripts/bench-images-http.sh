@@ -18,6 +18,8 @@
 #     never shares one render between requests;
 #   - sharp: bench/sharp/server.mjs (Node's http server, the photo read from disk per
 #     request, UV_THREADPOOL_SIZE = cores), GET /FORMAT/PHOTO/T-N.
+# Beside requests/s, each run reports the server's own CPU time per request (user + system,
+# all threads, from /proc/PID/stat), which shows what 2x needs: half of sharp's CPU per request.
 # Every answer is checked first (200, the right Content-Type, the expected size); a wrk
 # run with non-2xx answers or socket errors fails the script. wrk and both servers share
 # the machine's cores. Documented, not a timed test: numbers move with whatever else runs.
@@ -110,10 +112,12 @@ pixelport_config "" "allow_unsafe = true" "[cache]
 enabled = false" >"$OUT/pixelport.toml"
 log "starting pixelport ($PIXELPORT), the derivative cache off"
 start_pixelport "$PIXELPORT" "$OUT/pixelport.toml"
+PP_PID="${PIDS[-1]}"
 log "starting the sharp server (UV_THREADPOOL_SIZE=$CORES)"
 UV_THREADPOOL_SIZE="$CORES" "$NODE" bench/sharp/server.mjs --images "$IMAGES" --port "$SHARP_PORT" \
     >"$LOGS/sharp.log" 2>&1 </dev/null &
 PIDS+=($!)
+SHARP_PID=$!
 wait_ready sharp "$!" "$SHARP_PORT" /none '^404$' 30
 
 log "uploading the photographs"
@@ -146,18 +150,28 @@ check() { # URL FORMAT -> "WIDTHxHEIGHT" of the answer, or dies
     "$PYTHON" -c 'import sys; from PIL import Image; print("%dx%d" % Image.open(sys.argv[1]).size)' "$body"
 }
 
-run_wrk() { # NAME BASE PREFIX SUFFIX DURATION LOG -> requests/s
-    local name=$1 base=$2 prefix=$3 suffix=$4 dur=$5 out=$6
+# CPU time (user + system, every thread) the process PID has used so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICKS_PER_SEC="$(getconf CLK_TCK)"
+
+run_wrk() { # NAME PID BASE PREFIX SUFFIX DURATION LOG -> "requests/s CPU-ms-per-request"
+    local name=$1 pid=$2 base=$3 prefix=$4 suffix=$5 dur=$6 out=$7 t0 t1 n
     # The paths hold no quote or backslash (photo names and options only).
     { printf 'prefix = "%s"\nsuffix = "%s"\n' "$prefix" "$suffix"; cat "$OUT/unique.lua"; } \
         >"$OUT/run.lua"
+    t0="$(cpu_ticks "$pid")"
     "$WRK" -t2 -c"$CONNECTIONS" -d"$dur" --timeout 60s -s "$OUT/run.lua" "$base" >"$out" 2>&1 ||
         { cat "$out" >&2; die "wrk against $name failed"; }
+    t1="$(cpu_ticks "$pid")"
     if grep -qE 'Non-2xx|Socket errors' "$out"; then
         cat "$out" >&2
         die "wrk against $name saw errors (see $out)"
     fi
-    awk '$1 == "Requests/sec:" { print $2 }' "$out"
+    n="$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")"
+    # The server's own CPU per answered request (requests still in flight at the end add
+    # a little to it).
+    awk -v t="$((t1 - t0))" -v hz="$TICKS_PER_SEC" -v n="${n:-0}" \
+        '$1 == "Requests/sec:" { printf "%s %.2f\n", $2, (n > 0 ? t * 1000 / hz / n : 0) }' "$out"
 }
 
 RESULTS="$OUT/results-$STAMP.tsv"
@@ -179,19 +193,21 @@ for format in $FORMATS; do
         sh_suf=""
         order="pixelport sharp"
         [ $((i % 2)) -eq 0 ] && order="sharp pixelport"
-        declare -A rps=()
+        declare -A rps=() cpu=()
         for who in $order; do
             if [ "$who" = pixelport ]; then
-                run_wrk "$who" "$pp_base" "$pp_pre" "$pp_suf" "$WARMUP" "$LOGS/warm-$who.txt" >/dev/null
-                rps[$who]="$(run_wrk "$who" "$pp_base" "$pp_pre" "$pp_suf" "$DURATION" "$LOGS/wrk-$format-$photo-$who.txt")"
+                run_wrk "$who" "$PP_PID" "$pp_base" "$pp_pre" "$pp_suf" "$WARMUP" "$LOGS/warm-$who.txt" >/dev/null
+                res="$(run_wrk "$who" "$PP_PID" "$pp_base" "$pp_pre" "$pp_suf" "$DURATION" "$LOGS/wrk-$format-$photo-$who.txt")"
             else
-                run_wrk "$who" "$sh_base" "$sh_pre" "$sh_suf" "$WARMUP" "$LOGS/warm-$who.txt" >/dev/null
-                rps[$who]="$(run_wrk "$who" "$sh_base" "$sh_pre" "$sh_suf" "$DURATION" "$LOGS/wrk-$format-$photo-$who.txt")"
+                run_wrk "$who" "$SHARP_PID" "$sh_base" "$sh_pre" "$sh_suf" "$WARMUP" "$LOGS/warm-$who.txt" >/dev/null
+                res="$(run_wrk "$who" "$SHARP_PID" "$sh_base" "$sh_pre" "$sh_suf" "$DURATION" "$LOGS/wrk-$format-$photo-$who.txt")"
             fi
+            read -r "rps[$who]" "cpu[$who]" <<<"$res"
         done
-        log "$format $photo ($a): pixelport ${rps[pixelport]} req/s, sharp ${rps[sharp]} req/s"
-        printf '%s\t%s\t%s\t%s\t%s\n' "$format" "$photo" "$a" "${rps[pixelport]}" "${rps[sharp]}" >>"$RESULTS"
-        unset rps
+        log "$format $photo ($a): pixelport ${rps[pixelport]} req/s (${cpu[pixelport]} CPU ms each), sharp ${rps[sharp]} req/s (${cpu[sharp]} CPU ms each)"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$format" "$photo" "$a" "${rps[pixelport]}" "${rps[sharp]}" \
+            "${cpu[pixelport]}" "${cpu[sharp]}" >>"$RESULTS"
+        unset rps cpu
     done
 done
 
@@ -204,17 +220,20 @@ rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 print(f"All-core throughput through HTTP (keep-alive, wrk -t2 -c{conns}, {dur} per run; {cores} cores "
       "shared by wrk and the server), per photograph, fit 720x720 q80, derivative cache off:\n")
 for fmt in dict.fromkeys(r[0] for r in rows):
-    print(f"| {fmt} | result | Pixelport req/s | sharp req/s | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| {fmt} | result | Pixelport req/s | sharp req/s | ratio | Pixelport CPU ms/req | sharp CPU ms/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     ratios = []
-    for f, photo, size, pp, sh in rows:
+    for f, photo, size, pp, sh, pp_cpu, sh_cpu in rows:
         if f != fmt:
             continue
         r = float(pp) / float(sh)
         ratios.append(r)
-        print(f"| {photo} | {size} | {float(pp):.1f} | {float(sh):.1f} | {r:.2f} |")
+        print(f"| {photo} | {size} | {float(pp):.1f} | {float(sh):.1f} | {r:.2f} | {pp_cpu} | {sh_cpu} |")
     gm = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    print(f"| **geometric mean** | | | | **{gm:.2f}** |\n")
+    print(f"| **geometric mean** | | | | **{gm:.2f}** | | |\n")
+print("CPU ms/req: the server process's own CPU time (user + system, all threads, from "
+      "/proc/PID/stat) over the measured run, divided by the requests wrk completed. "
+      "2x sharp's throughput needs about half of sharp's CPU per request.")
 PY
 cp "$REPORT" "$OUT/report.md"
 log "report: $REPORT (also $OUT/report.md); wrk outputs in $LOGS"
