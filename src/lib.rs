@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod c_heap;
 pub mod cache;
 pub mod config;
 pub mod credentials;

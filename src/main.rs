@@ -346,12 +346,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: file } => {
+            let c_heap_tuned = pixelport::c_heap::return_large_blocks();
             let loaded = match load_traced(file.as_deref()) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
             let config = loaded.config;
             let log_level = init_logs(&config);
+            tracing::debug!(
+                c_heap_tuned,
+                "glibc mmap threshold fixed for the C codecs (src/c_heap.rs)"
+            );
             for (var, why) in &loaded.ignored {
                 tracing::warn!(%var, "environment variable ignored: {why}");
             }
