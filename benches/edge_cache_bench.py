@@ -114,7 +114,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     started: list = []
     try:
-        edge = Edge(base / "edge", extra=(
+        edge = Edge(base / "edge", extra=os.environ.get("BENCH_EDGE_CACHE") or (
             "[edge.cache]\nmemory_size = \"256MiB\"\ndisk_size = \"1GiB\"\n")).start()
         started.append(edge)
         d = harness.Daemon(base / "appliance", legacy_unsigned=True,

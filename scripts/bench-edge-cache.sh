@@ -12,7 +12,8 @@
 # --no-build is given; then benches/edge_cache_bench.py.
 #
 # Env knobs: PIXELPORT_BIN, BENCH_CONNECTIONS [64], BENCH_DURATION [10s], BENCH_ROUNDS [3],
-# WRK, NGINX, BENCH_OUT.
+# WRK, NGINX, BENCH_OUT, BENCH_EDGE_CACHE (the edge's [edge.cache] table, as TOML; default
+# 256 MiB memory and 1 GiB disk).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod c_heap;
 pub mod cache;
 pub mod config;
 pub mod credentials;
@@ -15,6 +14,7 @@ pub mod image_service;
 pub mod imaging;
 pub mod logs;
 pub mod metrics;
+pub mod os_memory;
 pub mod reload;
 pub mod s3;
 pub mod server;

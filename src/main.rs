@@ -151,6 +151,9 @@ fn edge_command(config: Config, action: Option<EdgeCommand>) -> ExitCode {
     match action {
         None => {
             let _level = init_logs(&config);
+            // Before the runtime's first allocations (src/os_memory.rs says why).
+            let thp_off = pixelport::os_memory::no_huge_pages();
+            tracing::debug!(thp_off, "transparent huge pages off for the edge");
             let rt = match runtime() {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -346,7 +349,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: file } => {
-            let c_heap_tuned = pixelport::c_heap::return_large_blocks();
+            let glibc_threshold_fixed = pixelport::os_memory::return_large_blocks();
             let loaded = match load_traced(file.as_deref()) {
                 Ok(l) => l,
                 Err(code) => return code,
@@ -354,8 +357,8 @@ fn main() -> ExitCode {
             let config = loaded.config;
             let log_level = init_logs(&config);
             tracing::debug!(
-                c_heap_tuned,
-                "glibc mmap threshold fixed for the C codecs (src/c_heap.rs)"
+                glibc_threshold_fixed,
+                "glibc mmap threshold fixed for the C codecs (src/os_memory.rs)"
             );
             for (var, why) in &loaded.ignored {
                 tracing::warn!(%var, "environment variable ignored: {why}");

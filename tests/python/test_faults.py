@@ -303,7 +303,7 @@ def test_image_burst_past_the_pool_is_refused_with_retry_after_within_the_memory
     right after, without a restart, with RSS still under the bound. Guards against an
     unbounded queue (memory growing with the crowd), refusals without Retry-After, a pool
     that stays wedged after overload, and C codec buffers kept in each worker's glibc arena
-    (peaks of 590-707 MiB over the 472 MiB bound before src/c_heap.rs fixed the mmap
+    (peaks of 590-707 MiB over the 472 MiB bound before src/os_memory.rs fixed the mmap
     threshold)."""
     images_config = (
         f'key = "{KEY_HEX}"\nsalt = "{SALT_HEX}"\n'
