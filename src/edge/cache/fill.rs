@@ -1,7 +1,7 @@
 //! Request collapsing: one request to the appliance for N concurrent misses of one key. The
-//! first request (the leader) publishes the response head, then the body as it arrives;
-//! every request for the key, the leader's own included, reads the body from here as it
-//! streams, not after it ends.
+//! first request (the leader) publishes the response head, then the body as it arrives
+//! (handing each chunk on as it streams it to its own client); every other request for the
+//! key reads the body from here as it streams, not after it ends.
 //!
 //! What must stay true: a waiter never hangs: it is told `Alone` (go to the appliance
 //! yourself) when the leader's response cannot be shared or the leader goes away before its

@@ -213,7 +213,9 @@ impl EdgeCache {
     /// at once (no I/O, so the next request finds it), then on disk (spawned off the async
     /// threads).
     fn put(self: &Arc<Self>, key: String, meta: Meta, body: Bytes, epoch: u64) {
-        let entry = Entry::new(Bytes::from(meta.encode()), body);
+        // Memory keeps the head decoded (the entry's memo); it is encoded for disk only, by
+        // the disk writer, off the request's path.
+        let entry = Entry::new(Bytes::new(), body);
         let meta = Arc::new(meta);
         let _ = entry.memo.set(meta.clone() as Arc<dyn Any + Send + Sync>);
         let Ok(mut index) = self.index.lock() else {
@@ -241,7 +243,7 @@ impl EdgeCache {
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         if let Some(queue) = &self.disk_queue
             && let Err(std::sync::mpsc::TrySendError::Full(_)) =
-                queue.try_send(DiskJob::Write(key, entry, epoch))
+                queue.try_send(DiskJob::Write(key, entry.body, meta, epoch))
         {
             self.counters.disk_skipped.fetch_add(1, Ordering::Relaxed);
         }
@@ -302,8 +304,8 @@ const DISK_QUEUE: usize = 256;
 
 /// Work for the disk writer.
 enum DiskJob {
-    /// An entry, and the purge epoch it was fetched in.
-    Write(String, Entry, u64),
+    /// An entry's body and head, and the purge epoch it was fetched in.
+    Write(String, Bytes, Arc<Meta>, u64),
     /// Everything queued before this is written: say so.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -317,7 +319,9 @@ fn disk_writer(
 ) {
     while let Ok(job) = jobs.recv() {
         let (key, entry, epoch) = match job {
-            DiskJob::Write(k, e, epoch) => (k, e, epoch),
+            DiskJob::Write(k, body, meta, epoch) => {
+                (k, Entry::new(meta.encode().into(), body), epoch)
+            }
             DiskJob::Flush(done) => {
                 let _ = done.send(());
                 continue;
@@ -736,7 +740,11 @@ pub async fn serve(
                             entry,
                             meta,
                         };
-                        let _ = lead(&ctx, flight, plan, Forward::Stale).await;
+                        if let Led::Shared(_, Some(tee)) =
+                            lead(&ctx, flight, plan, Forward::Stale).await
+                        {
+                            tee.drain().await;
+                        }
                     });
                 }
                 return respond(
@@ -799,8 +807,9 @@ enum Plan {
 
 /// What the leader got.
 enum Led {
-    /// Published to the fill: read the body there.
-    Shared(Arc<Head>),
+    /// Published to the fill: the leader reads the body from the [`Tee`] when there is one
+    /// (it streams it to the fill), from the fill otherwise (already complete there).
+    Shared(Arc<Head>, Option<Box<Tee>>),
     /// Not shareable: the leader's own answer.
     Alone(Response<EdgeBody>),
 }
@@ -819,11 +828,14 @@ async fn collapse(
         None => None,
     };
     match led {
-        Some(Led::Shared(head)) => respond(
+        Some(Led::Shared(head, tee)) => respond(
             view,
             head.status,
             head.headers.clone(),
-            Source::Fill(fill, head.length),
+            match tee {
+                Some(tee) => Source::Stream((*tee).boxed()),
+                None => Source::Fill(fill, head.length),
+            },
             head.cache_status,
         ),
         Some(Led::Alone(resp)) => pass(view, resp, why),
@@ -905,7 +917,7 @@ fn share_bytes(flight: Flight, head: Head, body: Bytes) -> Led {
     flight.fill.publish(Phase::Shared(head.clone()));
     flight.fill.push(body);
     flight.fill.finish(Ok(()));
-    Led::Shared(head)
+    Led::Shared(head, None)
 }
 
 /// The leader's request to the appliance, and what becomes of its answer.
@@ -1018,43 +1030,174 @@ async fn lead(ctx: &Ctx, flight: Flight, plan: Plan, why: Forward) -> Led {
         length,
     });
     flight.fill.publish(Phase::Shared(head.clone()));
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let mut body = body;
-        loop {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        flight.fill.push(data);
-                    }
-                }
-                Some(Err(e)) => {
-                    flight.fill.finish(Err(e.to_string()));
-                    return;
-                }
-                None => break,
-            }
-        }
-        // Complete: into the store before the readers see the end, so a client's next
-        // request finds the entry rather than this flight.
+    let key = stored.as_ref().map(|s| ctx.key(s.vary));
+    let end = Completion {
+        flight,
+        stored: stored.map(|s| (s, key.unwrap_or_default())),
+        length,
+        host: ctx.host.clone(),
+        path: ctx.path.clone(),
+        tags,
+        epoch,
+    };
+    Led::Shared(head, Some(Box::new(Tee::new(body, end))))
+}
+
+/// What becomes of a shared body as it streams and when it ends.
+struct Completion {
+    flight: Flight,
+    /// The policy to store the body under, and its key (`None`: shared, not stored).
+    stored: Option<(Stored, String)>,
+    length: Option<u64>,
+    host: String,
+    path: String,
+    tags: Vec<String>,
+    epoch: u64,
+}
+
+impl Completion {
+    fn push(&self, data: Bytes) {
+        self.flight.fill.push(data);
+    }
+
+    fn fail(self, why: String) {
+        self.flight.fill.finish(Err(why));
+    }
+
+    /// The body is complete: into the store before the readers see the end, so a client's
+    /// next request finds the entry rather than this flight.
+    fn complete(self) {
+        let Self {
+            flight,
+            stored,
+            length,
+            host,
+            path,
+            tags,
+            epoch,
+        } = self;
         let bytes = flight.fill.bytes();
-        if let Some(stored) = stored
+        if let Some((stored, key)) = stored
             && length.is_none_or(|l| l == bytes.len() as u64)
         {
-            let key = ctx.key(stored.vary);
             let meta = Meta {
                 stored,
-                host: ctx.host.clone(),
-                path: ctx.path.clone(),
+                host,
+                path,
                 tags,
             };
-            ctx.cache.put(key, meta, bytes, epoch);
+            flight.cache.put(key, meta, bytes, epoch);
         }
         let fill = flight.fill.clone();
         drop(flight);
         fill.finish(Ok(()));
-    });
-    Led::Shared(head)
+    }
+}
+
+/// The leader's body: the appliance's body as it arrives, each chunk handed to the fill
+/// (for the waiters and the store) on its way to the leader's client, in the leader's own
+/// task (no hand-off to another task per chunk). When the leader's client goes away first
+/// (or asked with HEAD, or got a 304), the rest is read by a task of its own, so waiters
+/// still get the whole body and the entry is still stored.
+struct Tee {
+    inner: Option<(EdgeBody, Completion)>,
+}
+
+impl Tee {
+    fn new(body: EdgeBody, end: Completion) -> Self {
+        Self {
+            inner: Some((body, end)),
+        }
+    }
+
+    /// Reads the rest of the body into the fill (no client).
+    async fn drain(mut self) {
+        if let Some((body, end)) = self.inner.take() {
+            pump(body, end).await;
+        }
+    }
+}
+
+async fn pump(mut body: EdgeBody, end: Completion) {
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    end.push(data);
+                }
+            }
+            Some(Err(e)) => return end.fail(e.to_string()),
+            None => return end.complete(),
+        }
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let Some((body, end)) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    end.push(data.clone());
+                }
+                // hyper stops polling a body that says it has ended (its length reached):
+                // complete now rather than on drop.
+                if body.is_end_stream()
+                    && let Some((_, end)) = self.inner.take()
+                {
+                    end.complete();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some((_, end)) = self.inner.take() {
+                    end.fail(e.to_string());
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if let Some((_, end)) = self.inner.take() {
+                    end.complete();
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|(b, _)| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            |(b, _)| b.size_hint(),
+        )
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        let Some((body, end)) = self.inner.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(pump(body, end));
+            }
+            Err(_) => end.fail("the edge is shutting down".into()),
+        }
+    }
 }
 
 #[cfg(test)]
