@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Edge cache benchmark (issue "The edge as a CDN", Benchmark): edge cache hits against
 # nginx proxy_cache hits for the same ~30 KB image (HTTPS on both, 64 connections), and a
-# miss through the edge against the tunnel path with the cache bypassed, in one run on
-# loopback. Prints a Markdown table with the ratios the issue targets; saves it as
+# miss through the edge against the tunnel path with the cache bypassed (the same new URL
+# per request; 1 connection, 64 paced, 64 flat out), in one run on loopback. Prints a
+# Markdown table with the ratios the issue targets; saves it as
 # target/bench-edge-cache/report.md.
 #
 #   scripts/bench-edge-cache.sh [--no-build]
@@ -13,7 +14,8 @@
 #
 # Env knobs: PIXELPORT_BIN, BENCH_CONNECTIONS [64], BENCH_DURATION [10s], BENCH_ROUNDS [3],
 # WRK, NGINX, BENCH_OUT, BENCH_EDGE_CACHE (the edge's [edge.cache] table, as TOML; default
-# 256 MiB memory and 1 GiB disk).
+# 256 MiB memory and 1 GiB disk), BENCH_PACE_MS [20] (the pause between one connection's
+# requests in the paced miss and tunnel runs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -241,6 +241,44 @@ def test_cached_entries_survive_an_edge_restart(edge, make_daemon):
     assert status_of(other) == "pixelport-edge; fwd=miss"
 
 
+def test_a_purge_holds_across_an_edge_restart_and_a_head_miss_stores_the_entry(
+        edge, make_daemon):
+    """The disk tier is a log: a purge must survive a restart (its tombstone is read back),
+    or an edge restarted while its appliance is down would serve a purged variant. And a
+    miss whose client asked HEAD (so never read the body) still stores the whole entry."""
+    d = image_setup(edge, make_daemon)
+    token = (edge.data_dir / "edge-admin-token").read_text().strip()
+    kept, purged, headed = PATH, PATH.replace("300:200", "302:200"), \
+        PATH.replace("300:200", "303:200")
+    webp = {"Accept": "image/webp"}
+    for p in (kept, purged):
+        assert status_of(edge.get(IMAGES_HOST, p, headers=webp)) \
+            == "pixelport-edge; fwd=miss; stored"
+    head = requests.head(edge.url(IMAGES_HOST, headed), headers=webp, verify=str(edge.cert),
+                         timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    assert status_of(head) == "pixelport-edge; fwd=miss; stored"
+    full = wait_until(lambda: (lambda r: r if status_of(r).startswith("pixelport-edge; hit")
+                               else None)(edge.get(IMAGES_HOST, headed, headers=webp)),
+                      10, what="the HEAD miss's entry")
+    assert full.content[:4] == b"RIFF"
+    assert len(full.content) == int(head.headers["Content-Length"])
+    r = requests.post(edge.admin_url + "/api/purge", timeout=10,
+                      headers={"Authorization": f"Bearer {token}"},
+                      json={"by": "url", "host": IMAGES_HOST, "path": purged})
+    assert r.json() == {"removed": 1}, r.text
+    edge.stop()
+    d.stop()
+    edge.start()
+    # The appliance is down: what the cache holds is all there is.
+    assert status_of(edge.get(IMAGES_HOST, kept, headers=webp)).startswith("pixelport-edge; hit")
+    assert status_of(edge.get(IMAGES_HOST, headed, headers=webp)).startswith(
+        "pixelport-edge; hit")
+    gone = edge.get(IMAGES_HOST, purged, headers=webp)
+    assert gone.status_code == 503, (gone.status_code, gone.headers)
+    assert status_of(gone) == "pixelport-edge; fwd=miss"
+
+
 def test_the_admin_door_is_never_cached(edge, make_daemon):
     urllib3.disable_warnings()
     d = appliance(make_daemon)

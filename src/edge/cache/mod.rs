@@ -12,7 +12,9 @@
 //! - [`range`]: `Range` answered from a cached full object;
 //! - [`index`]: which entries a purge names (URL, prefix, tag, hostname, everything);
 //! - [`fill`]: request collapsing, one appliance request shared as it streams;
-//! - [`store`]: memory in front of disk, each bounded, behind an eviction trait (LRU);
+//! - [`segments`]: the disk tier, a log of segment files (oldest out first, entries still
+//!   read kept, removals as tombstones);
+//! - [`store`]: memory in front of disk, each bounded, memory behind an eviction trait (LRU);
 //! - [`layer`]: the flow: lookup, serve, collapse, store, revalidate, purge.
 
 pub mod directives;
@@ -23,5 +25,6 @@ pub mod layer;
 pub mod meta;
 pub mod policy;
 pub mod range;
+pub mod segments;
 pub mod status;
 pub mod store;

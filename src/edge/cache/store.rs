@@ -2,30 +2,28 @@
 //! (`[edge.cache] memory_size`, `disk_size`). An entry is an opaque head (the policy and
 //! headers, serialised by the caller) and a body. Memory holds the most recently used
 //! entries; disk holds everything stored, survives a restart, and refills memory on a
-//! memory miss. Which entry leaves a full tier is the [`Eviction`] policy's choice (LRU
-//! here), behind its own small trait so a better admission policy can replace it.
+//! memory miss. Which entry leaves the memory tier is the [`Eviction`] policy's choice (LRU
+//! here), behind its own small trait so a better admission policy can replace it; the disk
+//! tier is a log of segments ([`super::segments`]), the oldest dropped first, with entries
+//! still read kept.
 //!
 //! What must stay true:
 //! - neither tier ever holds more than its bound (an entry larger than a tier's bound is
 //!   not kept in that tier);
-//! - a file that is corrupt (truncated, wrong magic, failed checksum) reads as a miss and is
-//!   renamed to `<file>.corrupt-<unix time>`, never served and never fatal;
-//! - a file is written under a temporary name and renamed, so a crash leaves the old entry
-//!   or the new one, never half of one.
-//!
-//! - keys are file names: only lowercase hex keys (as `key::entry_key` makes) are accepted,
-//!   so no key can name a path outside the directory.
+//! - a damaged record reads as a miss, never served and never fatal; a damaged segment is
+//!   renamed to `<file>.corrupt-<unix time>`;
+//! - keys are lowercase hex (as `key::entry_key` makes), checked before use.
 //!
 //! Blocking file I/O: call from `spawn_blocking`.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
+
+use super::segments::{Heads, Segments};
 
 /// Chooses which entry leaves a full tier.
 pub trait Eviction: Send {
@@ -68,7 +66,9 @@ impl Eviction for Lru {
 /// decodes the head once, not once per request.
 pub type Memo = Arc<OnceLock<Arc<dyn Any + Send + Sync>>>;
 
-/// A cached response as stored.
+/// A cached response as stored. Memory counts an entry's `head` and `body`; the caller may
+/// keep the head decoded in `memo` instead (then `head` is empty in memory, and written in
+/// full to disk).
 #[derive(Clone)]
 pub struct Entry {
     pub head: Bytes,
@@ -156,12 +156,12 @@ impl<E: Eviction> Index<E> {
     }
 }
 
-const MAGIC: &[u8; 6] = b"PXEC1\n";
-
 /// Memory in front of disk.
 pub struct Store {
     memory: Mutex<(Index<Lru>, HashMap<String, Entry>)>,
-    disk: Option<(PathBuf, Mutex<Index<Lru>>)>,
+    disk: Option<Segments>,
+    /// What the disk tier held at start, until [`Store::heads`] takes it.
+    found: Mutex<Heads>,
 }
 
 /// What the store holds.
@@ -175,35 +175,19 @@ pub struct Stats {
 
 impl Store {
     /// A store of `memory_size` bytes in memory and, with `disk`, `disk_size` bytes in that
-    /// directory (created; its entries are indexed, oldest first by modification time).
+    /// directory (created; what it holds is read back).
     pub fn open(memory_size: u64, disk: Option<(&Path, u64)>) -> std::io::Result<Self> {
-        let disk = match disk {
-            None => None,
+        let (disk, found) = match disk {
+            None => (None, Vec::new()),
             Some((dir, size)) => {
-                std::fs::create_dir_all(dir)?;
-                let mut found = Vec::new();
-                for item in std::fs::read_dir(dir)? {
-                    let item = item?;
-                    let name = item.file_name().to_string_lossy().into_owned();
-                    let Some(key) = name.strip_suffix(".entry").filter(|k| valid_key(k)) else {
-                        continue;
-                    };
-                    let meta = item.metadata()?;
-                    found.push((meta.modified().ok(), key.to_owned(), meta.len()));
-                }
-                found.sort();
-                let mut index = Index::new(size, Lru::default());
-                for (_, key, len) in found {
-                    for dropped in index.insert(&key, len) {
-                        let _ = std::fs::remove_file(dir.join(format!("{dropped}.entry")));
-                    }
-                }
-                Some((dir.to_owned(), Mutex::new(index)))
+                let (segments, heads) = Segments::open(dir, size)?;
+                (Some(segments), heads)
             }
         };
         Ok(Self {
             memory: Mutex::new((Index::new(memory_size, Lru::default()), HashMap::new())),
             disk,
+            found: Mutex::new(found),
         })
     }
 
@@ -217,9 +201,7 @@ impl Store {
 
     /// Whether the disk tier may hold `key` (a cheap check before a blocking read).
     pub fn on_disk(&self, key: &str) -> bool {
-        self.disk
-            .as_ref()
-            .is_some_and(|(_, i)| i.lock().is_ok_and(|i| i.sizes.contains_key(key)))
+        self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 
     /// The entry under `key`: from memory, else from disk (then kept in memory too).
@@ -227,33 +209,8 @@ impl Store {
         if let Some(e) = self.get_memory(key) {
             return Some(e);
         }
-        let (dir, index) = self.disk.as_ref()?;
-        if !valid_key(key) {
-            return None;
-        }
-        let path = dir.join(format!("{key}.entry"));
-        let entry = match std::fs::read(&path) {
-            Ok(bytes) => match decode(&bytes) {
-                Some(e) => e,
-                None => {
-                    tracing::warn!(path = %path.display(), "corrupt edge cache entry; moved aside");
-                    move_aside(&path);
-                    if let Ok(mut i) = index.lock() {
-                        i.forget(key);
-                    }
-                    return None;
-                }
-            },
-            Err(_) => {
-                if let Ok(mut i) = index.lock() {
-                    i.forget(key);
-                }
-                return None;
-            }
-        };
-        if let Ok(mut i) = index.lock() {
-            i.eviction.touch(key);
-        }
+        let (head, body) = self.disk.as_ref()?.get(key)?;
+        let entry = Entry::new(head, body);
         self.keep_in_memory(key, entry.clone());
         Some(entry)
     }
@@ -294,30 +251,10 @@ impl Store {
     /// Writes `entry` to the disk tier (blocking); returns the keys disk dropped for it,
     /// which leave memory too.
     pub fn put_disk(&self, key: &str, entry: &Entry) -> std::io::Result<Vec<String>> {
-        let Some((dir, index)) = &self.disk else {
+        let Some(disk) = &self.disk else {
             return Ok(Vec::new());
         };
-        if !valid_key(key) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "an edge cache key is lowercase hex",
-            ));
-        }
-        let path = dir.join(format!("{key}.entry"));
-        let tmp = dir.join(format!(".{key}.tmp"));
-        // No fsync: a file a crash cuts short fails its checksum and is moved aside when
-        // read (a miss), and an fsync per stored response cost misses a third of their
-        // rate in the benchmark.
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&encode(entry))?;
-        std::fs::rename(&tmp, &path)?;
-        let dropped = match index.lock() {
-            Ok(mut i) => i.insert(key, std::fs::metadata(&path)?.len()),
-            Err(_) => Vec::new(),
-        };
-        for d in &dropped {
-            let _ = std::fs::remove_file(dir.join(format!("{d}.entry")));
-        }
+        let dropped = disk.append(key, &entry.head, &entry.body)?;
         // Memory holds a subset of disk: what left disk leaves memory too.
         if let Ok(mut m) = self.memory.lock() {
             for d in &dropped {
@@ -328,22 +265,13 @@ impl Store {
         Ok(dropped.into_iter().filter(|d| d != key).collect())
     }
 
-    /// Every entry's head on disk, with its key (read at start to rebuild the caller's
-    /// index; a file too short to hold its head is skipped, and found corrupt when read).
+    /// Every entry's head on disk at start, with its key, to rebuild the caller's index
+    /// (once: a second call gets nothing).
     pub fn heads(&self) -> Vec<(String, Bytes)> {
-        let Some((dir, index)) = &self.disk else {
-            return Vec::new();
-        };
-        let keys: Vec<String> = index
+        self.found
             .lock()
-            .map(|i| i.sizes.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.into_iter()
-            .filter_map(|key| {
-                let head = read_head(&dir.join(format!("{key}.entry")))?;
-                Some((key, head))
-            })
-            .collect()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
     }
 
     /// Drops `key` from both tiers.
@@ -352,13 +280,8 @@ impl Store {
             m.0.forget(key);
             m.1.remove(key);
         }
-        if let Some((dir, index)) = &self.disk
-            && valid_key(key)
-        {
-            if let Ok(mut i) = index.lock() {
-                i.forget(key);
-            }
-            let _ = std::fs::remove_file(dir.join(format!("{key}.entry")));
+        if let Some(disk) = &self.disk {
+            disk.remove(key);
         }
     }
 
@@ -368,11 +291,8 @@ impl Store {
             s.memory_entries = m.1.len();
             s.memory_bytes = m.0.used;
         }
-        if let Some((_, index)) = &self.disk
-            && let Ok(i) = index.lock()
-        {
-            s.disk_entries = i.sizes.len();
-            s.disk_bytes = i.used;
+        if let Some(disk) = &self.disk {
+            (s.disk_entries, s.disk_bytes) = disk.stats();
         }
         s
     }
@@ -398,64 +318,6 @@ fn valid_key(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `MAGIC`, head length (u32 BE), head, body length (u64 BE), body, CRC-32 of all before.
-fn encode(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC.len() + 16 + e.head.len() + e.body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(
-        &u32::try_from(e.head.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(&e.head);
-    out.extend_from_slice(&(e.body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&e.body);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out
-}
-
-fn decode(bytes: &[u8]) -> Option<Entry> {
-    let (content, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32fast::hash(content).to_be_bytes() != crc {
-        return None;
-    }
-    let rest = content.strip_prefix(MAGIC.as_slice())?;
-    let (len, rest) = rest.split_at_checked(4)?;
-    let head_len = usize::try_from(u32::from_be_bytes(len.try_into().ok()?)).ok()?;
-    let (head, rest) = rest.split_at_checked(head_len)?;
-    let (len, body) = rest.split_at_checked(8)?;
-    let body_len = usize::try_from(u64::from_be_bytes(len.try_into().ok()?)).ok()?;
-    (body.len() == body_len)
-        .then(|| Entry::new(Bytes::copy_from_slice(head), Bytes::copy_from_slice(body)))
-}
-
-/// The head of the entry file at `path`, read without the body (not checksummed: the whole
-/// file is checked when the entry is read).
-fn read_head(path: &Path) -> Option<Bytes> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut prefix = [0u8; 10];
-    f.read_exact(&mut prefix).ok()?;
-    if &prefix[..6] != MAGIC.as_slice() {
-        return None;
-    }
-    let len = u32::from_be_bytes(prefix[6..10].try_into().ok()?) as usize;
-    if len > 1 << 20 {
-        return None;
-    }
-    let mut head = vec![0u8; len];
-    f.read_exact(&mut head).ok()?;
-    Some(Bytes::from(head))
-}
-
-/// Renames `path` to `<path>.corrupt-<unix time>`, as the derivative cache does.
-fn move_aside(path: &Path) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let _ = std::fs::rename(path, format!("{}.corrupt-{secs}", path.display()));
 }
 
 #[cfg(test)]
@@ -523,58 +385,36 @@ mod tests {
         assert_eq!(s.stats().memory_entries, 1);
         s.remove("c2");
         assert!(s.get("c2").is_none());
-        assert!(!dir.path().join("c2.entry").exists());
+        drop(s);
+        let s = Store::open(1 << 20, Some((dir.path(), 1 << 20))).expect("reopen");
+        assert!(s.get("c2").is_none(), "a removal survives a restart");
+        assert!(s.get("c1").is_some());
     }
 
     #[test]
-    fn disk_stays_within_its_bound() {
+    fn what_leaves_disk_leaves_memory_and_a_damaged_record_is_a_miss() {
         let dir = tempfile::tempdir().expect("dir");
-        let s = Store::open(0, Some((dir.path(), 3000))).expect("store");
+        let s = Store::open(1 << 20, Some((dir.path(), 3000))).expect("store");
         for i in 0..10 {
             s.put(&format!("c{i}"), entry("h", 1000)).expect("put");
         }
-        let on_disk: u64 = std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        assert!(on_disk <= 3000, "{on_disk}");
-        assert!(s.get("c9").is_some() && s.get("c0").is_none());
-        // A smaller bound at the next start drops the oldest files.
-        drop(s);
-        let s = Store::open(0, Some((dir.path(), 1100))).expect("reopen");
-        assert_eq!(s.stats().disk_entries, 1);
+        // Disk holds about three; memory (larger) a subset of disk.
+        assert!(s.stats().disk_bytes <= 3000);
+        assert!(s.get_memory("c0").is_none() && s.get("c0").is_none());
         assert!(s.get("c9").is_some());
-    }
-
-    #[test]
-    fn a_corrupt_file_is_a_miss_and_is_moved_aside() {
-        let dir = tempfile::tempdir().expect("dir");
-        let s = Store::open(0, Some((dir.path(), 1 << 20))).expect("store");
-        s.put("cc", entry("head", 100)).expect("put");
-        let path = dir.path().join("cc.entry");
-        let mut bytes = std::fs::read(&path).expect("read");
-        bytes[20] ^= 0xff;
-        std::fs::write(&path, &bytes).expect("write");
-        assert!(s.get("cc").is_none());
-        assert!(!path.exists());
-        let aside = std::fs::read_dir(dir.path())
+        drop(s);
+        // Damage every segment past its header: each entry is a miss, nothing fatal.
+        for e in std::fs::read_dir(dir.path())
             .expect("list")
             .filter_map(|e| e.ok())
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("cc.entry.corrupt-")
-            });
-        assert!(aside);
-        // Truncated and foreign files too.
-        for bad in [&b""[..], b"PXEC1\n", b"not an entry at all"] {
-            assert!(decode(bad).is_none());
+        {
+            let mut bytes = std::fs::read(e.path()).expect("read");
+            if bytes.len() > 40 {
+                bytes[40] ^= 0xff;
+                std::fs::write(e.path(), &bytes).expect("write");
+            }
         }
-        let good = encode(&entry("h", 10));
-        for cut in 0..good.len() {
-            assert!(decode(&good[..cut]).is_none(), "cut at {cut}");
-        }
-        assert_eq!(decode(&good), Some(entry("h", 10)));
+        let s = Store::open(1 << 20, Some((dir.path(), 3000))).expect("reopen");
+        assert!(s.get("c9").is_none());
     }
 }
