@@ -8,6 +8,8 @@ edge restart.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.pixelport_only
 NEGOTIATE = "auto_webp = true\nauto_avif = true\n"
 PATH = f"/unsafe/rs:fit:300:200/plain/s3://{harness.PUBLIC_BUCKET}/rocket.jpg"
 AVIF = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+BIG_PHOTO = harness.REPO_ROOT.parent / "shared" / "images" / "bythewater-2560x1600.jpg"
 
 
 @pytest.fixture
@@ -178,6 +181,42 @@ def s3_setup(edge, make_daemon):
     ).client("s3", endpoint_url=edge.url(S3_HOST, ""), verify=str(edge.cert),
              config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
     return d, s3, bucket, through
+
+
+def test_a_leader_that_stops_reading_does_not_stall_the_requests_collapsed_on_it(
+        edge, make_daemon):
+    """The first request for a key (the leader) streams the appliance's body to its own
+    client. A client that stops reading must not set the pace for the others: the requests
+    that collapse on its fetch get the whole body at once, not when the leader's connection
+    times out (the edge's idle_timeout, 20 s)."""
+    d = image_setup(edge, make_daemon)
+    d.client().put_object(Bucket=harness.PUBLIC_BUCKET, Key="big.jpg",
+                          Body=BIG_PHOTO.read_bytes(), ContentType="image/jpeg")
+    big = f"/unsafe/plain/s3://{harness.PUBLIC_BUCKET}/big.jpg@png"  # several MB
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", edge.https_port))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    leader = ctx.wrap_socket(raw, server_hostname=IMAGES_HOST)
+    try:
+        leader.sendall(f"GET {big} HTTP/1.1\r\nHost: {IMAGES_HOST}:{edge.https_port}\r\n"
+                       "Accept: */*\r\n\r\n".encode())
+        time.sleep(1)  # the leader's fetch is under way; it never reads its answer
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: edge.get(IMAGES_HOST, big, timeout=12), range(4)))
+        for r in got:
+            assert r.status_code == 200, r.text
+            assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 1_000_000
+            assert r.content == got[0].content
+        assert any("collapsed" in status_of(r) for r in got), [status_of(r) for r in got]
+        # Stored whole, though the leader has still not read it.
+        again = edge.get(IMAGES_HOST, big)
+        assert status_of(again).startswith("pixelport-edge; hit"), again.headers
+        assert again.content == got[0].content
+    finally:
+        leader.close()
 
 
 def test_stale_entries_are_revalidated_and_a_304_refreshes_them(edge, make_daemon):

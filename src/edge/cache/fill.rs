@@ -52,7 +52,11 @@ struct Body_ {
 pub struct Fill {
     phase: watch::Sender<Phase>,
     body: Mutex<Body_>,
+    /// Moves the leader's upstream body into a task of its own (see [`Fill::detach`]).
+    detach: Mutex<Option<Detach>>,
 }
+
+type Detach = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the shared response failed: {0}")]
@@ -63,7 +67,25 @@ impl Fill {
         Arc::new(Self {
             phase: watch::Sender::new(Phase::Waiting),
             body: Mutex::new(Body_::default()),
+            detach: Mutex::new(None),
         })
+    }
+
+    /// What [`Fill::detach`] runs: the leader, which reads the upstream body in its own
+    /// client's task, says how to move it into a task of its own.
+    pub fn on_detach(&self, f: Detach) {
+        if let Ok(mut d) = self.detach.lock() {
+            *d = Some(f);
+        }
+    }
+
+    /// A waiter joined: the body must no longer arrive at the pace of the leader's client
+    /// (once; nothing when the leader does not read it itself or it has ended).
+    pub fn detach(&self) {
+        let f = self.detach.lock().ok().and_then(|mut d| d.take());
+        if let Some(f) = f {
+            f();
+        }
     }
 
     /// Publishes the head (or `Alone`); only the first call counts.
@@ -108,6 +130,8 @@ impl Fill {
 
     /// Ends the body (`Err`: readers fail, as the leader's body did).
     pub fn finish(&self, end: Result<(), String>) {
+        let detach = self.detach.lock().ok().and_then(|mut d| d.take());
+        drop(detach);
         let wakers = match self.body.lock() {
             Ok(mut b) => {
                 if b.end.is_none() {
@@ -139,9 +163,14 @@ impl Fill {
 
     /// A reader of the body from its start.
     pub fn reader(self: &Arc<Self>, length: Option<u64>) -> Reader {
+        self.reader_from(0, length)
+    }
+
+    /// A reader of the body from chunk `next` on (`length`: the whole body's).
+    pub fn reader_from(self: &Arc<Self>, next: usize, length: Option<u64>) -> Reader {
         Reader {
             fill: self.clone(),
-            next: 0,
+            next,
             length,
         }
     }

@@ -842,6 +842,8 @@ async fn collapse(
         None => {
             if let Some(Phase::Shared(head)) = fill.head(ctx.cache.lock_timeout).await {
                 ctx.cache.counters.collapsed.fetch_add(1, Ordering::Relaxed);
+                // Not at the leader's client's pace.
+                fill.detach();
                 let cache_status = match head.cache_status {
                     CacheStatus::Forwarded {
                         why,
@@ -1096,25 +1098,63 @@ impl Completion {
 
 /// The leader's body: the appliance's body as it arrives, each chunk handed to the fill
 /// (for the waiters and the store) on its way to the leader's client, in the leader's own
-/// task (no hand-off to another task per chunk). When the leader's client goes away first
-/// (or asked with HEAD, or got a 304), the rest is read by a task of its own, so waiters
-/// still get the whole body and the entry is still stored.
+/// task (no hand-off to another task per chunk).
+///
+/// The leader's client must not set the pace for anyone else: as soon as another request
+/// waits on the fill, it detaches the appliance's body into a task of its own (then the
+/// leader, too, reads the rest from the fill). So does the leader's client going away first
+/// (or asking HEAD, or getting a 304), so waiters and the store still get the whole body.
 struct Tee {
-    inner: Option<(EdgeBody, Completion)>,
+    slot: Slot,
+    fill: Arc<Fill>,
+    /// Data chunks handed on so far (where to go on reading the fill after a detach).
+    sent: usize,
+    /// The rest, from the fill, once detached.
+    reader: Option<super::fill::Reader>,
+    /// The body ended here (complete or failed).
+    done: bool,
+    length: Option<u64>,
 }
+
+/// The appliance's body and what becomes of it, until it ends or is detached.
+type Slot = Arc<Mutex<Option<(EdgeBody, Completion)>>>;
 
 impl Tee {
     fn new(body: EdgeBody, end: Completion) -> Self {
+        let fill = end.flight.fill.clone();
+        let length = end.length;
+        let slot: Slot = Arc::new(Mutex::new(Some((body, end))));
+        let detach = slot.clone();
+        fill.on_detach(Box::new(move || {
+            if let Some((body, end)) = detach.lock().ok().and_then(|mut s| s.take()) {
+                spawn_pump(body, end);
+            }
+        }));
         Self {
-            inner: Some((body, end)),
+            slot,
+            fill,
+            sent: 0,
+            reader: None,
+            done: false,
+            length,
         }
     }
 
     /// Reads the rest of the body into the fill (no client).
-    async fn drain(mut self) {
-        if let Some((body, end)) = self.inner.take() {
+    async fn drain(self) {
+        let taken = self.slot.lock().ok().and_then(|mut s| s.take());
+        if let Some((body, end)) = taken {
             pump(body, end).await;
         }
+    }
+}
+
+fn spawn_pump(body: EdgeBody, end: Completion) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(pump(body, end));
+        }
+        Err(_) => end.fail("the edge is shutting down".into()),
     }
 }
 
@@ -1141,61 +1181,75 @@ impl Body for Tee {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         use std::task::Poll;
-        let Some((body, end)) = self.inner.as_mut() else {
+        if self.done {
             return Poll::Ready(None);
+        }
+        if let Some(reader) = self.reader.as_mut() {
+            return std::pin::Pin::new(reader)
+                .poll_frame(cx)
+                .map_err(BoxError::from);
+        }
+        let slot = self.slot.clone();
+        let Ok(mut guard) = slot.lock() else {
+            return Poll::Ready(Some(Err("the shared response failed".into())));
+        };
+        let Some((body, end)) = guard.as_mut() else {
+            // Detached: the rest comes from the fill.
+            drop(guard);
+            let reader = self.fill.reader_from(self.sent, self.length);
+            self.reader = Some(reader);
+            return self.poll_frame(cx);
         };
         match std::pin::Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
                     end.push(data.clone());
+                    self.sent += 1;
                 }
                 // hyper stops polling a body that says it has ended (its length reached):
                 // complete now rather than on drop.
                 if body.is_end_stream()
-                    && let Some((_, end)) = self.inner.take()
+                    && let Some((_, end)) = guard.take()
                 {
                     end.complete();
+                    self.done = true;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some((_, end)) = self.inner.take() {
+                if let Some((_, end)) = guard.take() {
                     end.fail(e.to_string());
                 }
+                self.done = true;
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                if let Some((_, end)) = self.inner.take() {
+                if let Some((_, end)) = guard.take() {
                     end.complete();
                 }
+                self.done = true;
                 Poll::Ready(None)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|(b, _)| b.is_end_stream())
+        self.done
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.as_ref().map_or_else(
-            || hyper::body::SizeHint::with_exact(0),
-            |(b, _)| b.size_hint(),
-        )
+        match self.length {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
+        }
     }
 }
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        let Some((body, end)) = self.inner.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(pump(body, end));
-            }
-            Err(_) => end.fail("the edge is shutting down".into()),
+        if let Some((body, end)) = self.slot.lock().ok().and_then(|mut s| s.take()) {
+            spawn_pump(body, end);
         }
     }
 }
