@@ -11,7 +11,9 @@ The image is about 30 KB. Hits run at 64 connections (req/s, p50, p99). The miss
 paths run three ways: 1 connection; 64 connections each waiting BENCH_PACE_MS (20) between
 its requests, a load both paths carry, so p50 is a request's own latency under concurrency;
 and 64 connections flat out, where the machine is saturated and p50 is the queue (about 64 ÷
-throughput), a throughput comparison. Run through scripts/bench-edge-cache.sh.
+throughput), a throughput comparison. For the flat-out runs it also prints CPU per request
+(the edge's threads, its disk writer, the appliance) from /proc. Run through
+scripts/bench-edge-cache.sh.
 """
 
 from __future__ import annotations
@@ -79,7 +81,31 @@ def wrk(url: str, connections: int = CONNECTIONS, extra: list[str] | None = None
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50_ms": pct("50"), "p99_ms": pct("99")}
+
+
+def cpu_ticks(pid: int) -> dict[str, int]:
+    """CPU time (user + system, clock ticks) of a process so far, by thread name."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
+def cpu_per_request(before: dict[str, int], after: dict[str, int], requests: int,
+                    names: list[str]) -> dict[str, float]:
+    """µs of CPU per request, for each thread name in `names` ("*": all threads)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    pick = lambda n: sum(delta.values()) if n == "*" else delta.get(n, 0)  # noqa: E731
+    return {n: pick(n) / hz / max(requests, 1) * 1e6 for n in names}
 
 
 def nginx_conf(base: Path, port: int, upstream: int, cert, key) -> Path:
@@ -173,11 +199,20 @@ def main() -> None:
         # (connections, pause between a connection's requests in ms)
         modes = {"64": (CONNECTIONS, 0), "paced": (CONNECTIONS, PACE_MS), "1": (1, 0)}
         latency: dict[str, dict[str, list[dict]]] = {k: {m: [] for m in modes} for k in paths}
+        cpu: dict[str, list[dict]] = {k: [] for k in paths}
         for rnd in range(ROUNDS):
             for name, extra in (paths.items() if rnd % 2 == 0 else reversed(paths.items())):
                 for mode, (conns, pace) in modes.items():
                     args = list(extra) + ["--", f"{name[0]}{rnd}{mode}", str(pace)]
+                    before = (cpu_ticks(edge.proc.pid), cpu_ticks(d.proc.pid))
                     res = wrk(urls["edge hit"], conns, args)
+                    after = (cpu_ticks(edge.proc.pid), cpu_ticks(d.proc.pid))
+                    if mode == "64":
+                        cpu[name].append({
+                            **cpu_per_request(before[0], after[0], res["requests"],
+                                              ["*", "edge-cache-disk"]),
+                            "appliance": cpu_per_request(before[1], after[1], res["requests"],
+                                                         ["*"])["*"]})
                     latency[name][mode].append(res)
                     log(f"round {rnd + 1} {name} ({mode}): {res['rps']:.0f} req/s, "
                         f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
@@ -217,6 +252,15 @@ def main() -> None:
              lat["edge miss"]["64"]["p50_ms"] - lat["tunnel path"]["64"]["p50_ms"],
              "(reported: the queue at saturation)"),
         ]
+        lines += ["", f"CPU per request, µs ({CONNECTIONS} connections flat out; "
+                  "/proc/<pid>/task/*/stat over the run):", "",
+                  "| path | edge (all threads) | of which the disk writer | appliance |",
+                  "|---|---|---|---|"]
+        for k, runs in cpu.items():
+            m = {c: statistics.median(r[c] for r in runs)
+                 for c in ("*", "edge-cache-disk", "appliance")}
+            lines.append(f"| {k} | {m['*']:.0f} | {m['edge-cache-disk']:.0f} | "
+                         f"{m['appliance']:.0f} |")
         lines += ["", "| target | measured | goal |", "|---|---|---|"]
         lines += [f"| {t} | {v:.2f} | {g} |" for t, v, g in targets]
         report = "\n".join(lines)
