@@ -313,8 +313,9 @@ impl<E: Into<redb::Error>> From<E> for OpenFailure {
     }
 }
 
-/// Renames `path` to `<path>.corrupt-<unix time>` (with `-N` if that name is taken).
-fn move_aside(path: &Path) -> Result<PathBuf, CacheError> {
+/// Renames `path` to `<path>.corrupt-<unix time>` (with `-N` if that name is taken). The
+/// edge cache moves its corrupt segments aside with this too.
+pub(crate) fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -326,10 +327,7 @@ fn move_aside(path: &Path) -> Result<PathBuf, CacheError> {
         aside = PathBuf::from(format!("{base}-{n}"));
         n += 1;
     }
-    std::fs::rename(path, &aside).map_err(|source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    std::fs::rename(path, &aside)?;
     Ok(aside)
 }
 
@@ -492,7 +490,10 @@ impl DerivativeCache {
             Err(OpenFailure::Fatal(e)) => return Err(e),
             Err(OpenFailure::Unusable(reason)) => {
                 policy.clear();
-                let aside = move_aside(&path)?;
+                let aside = move_aside(&path).map_err(|source| CacheError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 tracing::warn!(
                     path = %path.display(),
                     moved_to = %aside.display(),

@@ -302,8 +302,18 @@ impl Segments {
         }
         drop(r);
         if !good && offset == 0 {
-            tracing::warn!(path = %path.display(), "corrupt edge cache segment; moved aside");
-            move_aside(&path);
+            match crate::cache::move_aside(&path) {
+                Ok(aside) => tracing::warn!(
+                    path = %path.display(),
+                    aside = %aside.display(),
+                    "corrupt edge cache segment; moved aside"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "corrupt edge cache segment; cannot move it aside"
+                ),
+            }
             return Ok(());
         }
         if !good {
@@ -554,14 +564,6 @@ fn decode_v1(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (len, body) = rest.split_at_checked(8)?;
     let body_len = usize::try_from(u64::from_be_bytes(len.try_into().ok()?)).ok()?;
     (body.len() == body_len).then(|| (head.to_vec(), body.to_vec()))
-}
-
-/// Renames `path` to `<path>.corrupt-<unix time>`, as the derivative cache does.
-fn move_aside(path: &Path) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let _ = std::fs::rename(path, format!("{}.corrupt-{secs}", path.display()));
 }
 
 #[cfg(test)]
